@@ -1,0 +1,86 @@
+//! Calendar dates as the data standard writes them (`YYYY-MM-DD`), and ages.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use time::macros::format_description;
+
+/// A calendar date. Parsing rejects impossible dates (30 February), which a pattern cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Day(pub time::Date);
+
+impl Day {
+    pub fn parse(s: &str) -> Option<Day> {
+        let fmt = format_description!("[year]-[month]-[day]");
+        if s.len() != 10 {
+            return None;
+        }
+        time::Date::parse(s, fmt).ok().map(Day)
+    }
+
+    /// Completed years of age on `on`.
+    pub fn age_on(self, on: Day) -> i32 {
+        let (b, d) = (self.0, on.0);
+        let mut age = d.year() - b.year();
+        if (d.month() as u8, d.day()) < (b.month() as u8, b.day()) {
+            age -= 1;
+        }
+        age
+    }
+
+    /// The date part of an RFC 3339 instant, in the offset it was written in.
+    pub fn of_instant(s: &str) -> Option<Day> {
+        let t =
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+        Some(Day(t.date()))
+    }
+}
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        write!(f, "{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day())
+    }
+}
+
+impl Serialize for Day {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Day {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Day::parse(&s).ok_or_else(|| serde::de::Error::custom("not a real date (YYYY-MM-DD)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn impossible_dates_are_refused() {
+        assert!(Day::parse("2025-02-29").is_none());
+        assert!(Day::parse("2024-02-29").is_some());
+        assert!(Day::parse("2024-2-9").is_none());
+    }
+
+    #[test]
+    fn age_counts_completed_years() {
+        let dob = Day::parse("2008-06-15").unwrap();
+        assert_eq!(dob.age_on(Day::parse("2022-06-14").unwrap()), 13);
+        assert_eq!(dob.age_on(Day::parse("2022-06-15").unwrap()), 14);
+    }
+
+    #[test]
+    fn instant_date_is_taken_in_its_own_offset() {
+        assert_eq!(
+            Day::of_instant("2026-01-01T00:30:00+01:00")
+                .unwrap()
+                .to_string(),
+            "2026-01-01"
+        );
+        assert!(Day::of_instant("yesterday").is_none());
+    }
+}

@@ -1,0 +1,144 @@
+//! What policy must know about one young person, evolved event by event from the log: date
+//! of birth (for age bands), consent per recipient and category, and overrides in force.
+//!
+//! Consent is kept as (recipient, category) pairs rather than as grants, because withdrawal
+//! speaks in pairs: withdrawing `education-employment` from a college leaves the college's
+//! other categories, from whichever grant they came, untouched.
+
+use crate::catalogue::{Category, EventType};
+use crate::date::Day;
+use crate::events::EventData;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// The facts of one logged event that policy and projections read.
+#[derive(Debug, Clone, Copy)]
+pub struct Fact<'a> {
+    pub seq: u64,
+    pub id: Uuid,
+    pub event_type: EventType,
+    pub source: &'a str,
+    pub young_person: Uuid,
+    /// The date the exchange recorded it: time-dependent rules (override expiry) use this,
+    /// so that a rebuild decides exactly as the live run did.
+    pub recorded_on: Day,
+    /// The date it happened: age bands use this.
+    pub occurred_on: Day,
+    pub data: &'a Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    pub recipients: Vec<String>,
+    pub categories: Vec<Category>,
+    pub expires_on: Day,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PersonState {
+    pub registered_by: Option<String>,
+    pub date_of_birth: Option<Day>,
+    /// (recipient, category) → the grant that allows it.
+    #[serde(with = "pairs")]
+    consent: BTreeMap<(String, Category), Uuid>,
+    overrides: BTreeMap<Uuid, Override>,
+}
+
+/// A withdrawal's effect: which (recipient, category) pairs stopped flowing on consent.
+pub type Withdrawn = Vec<(String, Category)>;
+
+impl PersonState {
+    /// Applies one event. Returns the pairs a withdrawal removed, so the projector can drop
+    /// consent-based data from those recipients' read models.
+    pub fn evolve(&mut self, fact: &Fact) -> Withdrawn {
+        let Ok(data) = EventData::parse(fact.event_type, fact.data) else {
+            return Vec::new(); // the log holds only validated events; nothing to learn
+        };
+        match data {
+            EventData::YoungPersonRegistered(r) => {
+                self.registered_by = Some(fact.source.to_owned());
+                self.date_of_birth = Some(r.date_of_birth);
+            }
+            EventData::YoungPersonDetailsCorrected(c) => {
+                if let Some(dob) = c.date_of_birth {
+                    self.date_of_birth = Some(dob);
+                }
+            }
+            EventData::ConsentGranted(g) => {
+                for r in &g.recipients {
+                    for c in &g.categories {
+                        self.consent.insert((r.clone(), *c), fact.id);
+                    }
+                }
+            }
+            EventData::ConsentWithdrawn(w) => {
+                let categories = w.categories.unwrap_or_else(|| Category::ALL.to_vec());
+                let mut removed = Vec::new();
+                for r in &w.recipients {
+                    for c in &categories {
+                        if self.consent.remove(&(r.clone(), *c)).is_some() {
+                            removed.push((r.clone(), *c));
+                        }
+                    }
+                }
+                return removed;
+            }
+            EventData::DisclosureOverrideRecorded(o) => {
+                self.overrides.insert(
+                    fact.id,
+                    Override {
+                        recipients: o.recipients,
+                        categories: o.categories,
+                        expires_on: o.expires_on,
+                    },
+                );
+            }
+            EventData::DisclosureOverrideEnded(e) => {
+                self.overrides.remove(&e.override_id);
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    pub fn age_on(&self, day: Day) -> Option<i32> {
+        self.date_of_birth.map(|dob| dob.age_on(day))
+    }
+
+    pub fn consent_for(&self, recipient: &str, category: Category) -> Option<Uuid> {
+        self.consent.get(&(recipient.to_owned(), category)).copied()
+    }
+
+    pub fn override_for(&self, recipient: &str, category: Category, on: Day) -> Option<Uuid> {
+        self.overrides
+            .iter()
+            .find(|(_, o)| {
+                on <= o.expires_on
+                    && o.categories.contains(&category)
+                    && o.recipients.iter().any(|r| r == recipient)
+            })
+            .map(|(id, _)| *id)
+    }
+}
+
+/// serde for a map keyed by tuples, which JSON cannot key by.
+mod pairs {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<(String, Category), Uuid>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(|((r, c), id)| (r, c, id)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<(String, Category), Uuid>, D::Error> {
+        let v: Vec<(String, Category, Uuid)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|(r, c, id)| ((r, c), id)).collect())
+    }
+}
