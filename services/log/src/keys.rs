@@ -1,0 +1,78 @@
+//! The key space of the `log` tree. Big-endian numbers, so sled's byte order is log order.
+//!
+//! - `e` seq → [`crate::record::Entry`] bytes
+//! - `i` event id → seq, version, young person, body digest (idempotency)
+//! - `v` young person → current version
+//! - `s` young person, version → seq (per-person reads)
+
+use uuid::Uuid;
+
+pub fn entry(seq: u64) -> [u8; 9] {
+    let mut k = [b'e'; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub const ENTRY_PREFIX: &[u8] = b"e";
+
+pub fn id(id: Uuid) -> [u8; 17] {
+    let mut k = [b'i'; 17];
+    k[1..].copy_from_slice(id.as_bytes());
+    k
+}
+
+pub fn version(yp: Uuid) -> [u8; 17] {
+    let mut k = [b'v'; 17];
+    k[1..].copy_from_slice(yp.as_bytes());
+    k
+}
+
+pub fn stream_prefix(yp: Uuid) -> [u8; 17] {
+    let mut k = [b's'; 17];
+    k[1..].copy_from_slice(yp.as_bytes());
+    k
+}
+
+pub fn stream(yp: Uuid, version: u64) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..17].copy_from_slice(&stream_prefix(yp));
+    k[17..].copy_from_slice(&version.to_be_bytes());
+    k
+}
+
+pub fn u64_of(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+/// What the idempotency key remembers: enough to give "the first answer again" without
+/// reading the entry, and the digest to tell a retry from a different body.
+pub struct IdRecord {
+    pub seq: u64,
+    pub version: u64,
+    pub young_person: Uuid,
+    pub digest: [u8; 32],
+}
+
+impl IdRecord {
+    pub fn encode(&self) -> [u8; 64] {
+        let mut b = [0u8; 64];
+        b[..8].copy_from_slice(&self.seq.to_be_bytes());
+        b[8..16].copy_from_slice(&self.version.to_be_bytes());
+        b[16..32].copy_from_slice(self.young_person.as_bytes());
+        b[32..].copy_from_slice(&self.digest);
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> IdRecord {
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&b[32..64]);
+        IdRecord {
+            seq: u64_of(&b[..8]),
+            version: u64_of(&b[8..16]),
+            young_person: Uuid::from_slice(&b[16..32]).expect("16 bytes"),
+            digest,
+        }
+    }
+}

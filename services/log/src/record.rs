@@ -1,0 +1,107 @@
+//! One stored entry: the record (what was said, by whom, where in the log) and its place in
+//! the hash chain. Stored bytes are `prev_hash ‖ hash ‖ record JSON`, and
+//! `hash = SHA-256(prev_hash ‖ record JSON)`: the hash covers the exact stored bytes, so
+//! verification never depends on re-serialising JSON the same way.
+
+use crate::error::LogError;
+use pathway_core::catalogue::EventType;
+use pathway_core::date::Day;
+use pathway_core::person::Fact;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub seq: u64,
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub schema_version: u32,
+    pub young_person: Uuid,
+    pub version: u64,
+    pub source: String,
+    pub occurred_at: String,
+    pub recorded_at: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expected_version: Option<u64>,
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub record: Record,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+pub const GENESIS: [u8; 32] = [0; 32];
+
+pub fn chain_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(prev);
+    ctx.update(body);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Entry {
+    /// Serialises a record into its stored bytes, chained onto `prev`.
+    pub fn encode(record: &Record, prev: &[u8; 32]) -> (Vec<u8>, [u8; 32]) {
+        let body = serde_json::to_vec(record).expect("records serialise");
+        let hash = chain_hash(prev, &body);
+        let mut out = Vec::with_capacity(64 + body.len());
+        out.extend_from_slice(prev);
+        out.extend_from_slice(&hash);
+        out.extend_from_slice(&body);
+        (out, hash)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Entry, LogError> {
+        let corrupt = |reason: String| LogError::Corrupt { seq: 0, reason };
+        if bytes.len() < 64 {
+            return Err(corrupt("shorter than its hashes".into()));
+        }
+        let record: Record =
+            serde_json::from_slice(&bytes[64..]).map_err(|e| corrupt(e.to_string()))?;
+        let mut prev_hash = [0u8; 32];
+        let mut hash = [0u8; 32];
+        prev_hash.copy_from_slice(&bytes[..32]);
+        hash.copy_from_slice(&bytes[32..64]);
+        Ok(Entry {
+            record,
+            prev_hash,
+            hash,
+        })
+    }
+
+    /// The facts policy and projections read.
+    pub fn fact(&self) -> Fact<'_> {
+        let r = &self.record;
+        let fallback = Day(time::Date::MIN);
+        Fact {
+            seq: r.seq,
+            id: r.id,
+            event_type: r.event_type,
+            source: &r.source,
+            young_person: r.young_person,
+            recorded_on: Day::of_instant(&r.recorded_at).unwrap_or(fallback),
+            occurred_on: Day::of_instant(&r.occurred_at).unwrap_or(fallback),
+            data: &r.data,
+        }
+    }
+
+    /// The entry as NDJSON export writes it.
+    pub fn to_export(&self) -> Value {
+        let mut v = serde_json::to_value(&self.record).expect("records serialise");
+        v["prev_hash"] = Value::String(hex(&self.prev_hash));
+        v["hash"] = Value::String(hex(&self.hash));
+        v
+    }
+}

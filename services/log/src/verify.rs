@@ -1,0 +1,56 @@
+//! Recomputes the hash chain over every stored entry and names the first one that breaks it.
+
+use crate::keys;
+use crate::record::{chain_hash, hex, Record, GENESIS};
+use thiserror::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub head_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("entry {seq} is bad: {reason}")]
+pub struct VerifyError {
+    pub seq: u64,
+    pub reason: String,
+}
+
+pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, VerifyError> {
+    let mut prev = GENESIS;
+    let mut expected = 1u64;
+    for kv in tree.scan_prefix(keys::ENTRY_PREFIX) {
+        let bad = |reason: String| VerifyError {
+            seq: expected,
+            reason,
+        };
+        let (k, v) = kv.map_err(|e| bad(format!("unreadable: {e}")))?;
+        let seq = keys::u64_of(&k[1..]);
+        if seq != expected {
+            return Err(bad(format!("missing; the next stored entry is {seq}")));
+        }
+        if v.len() < 64 {
+            return Err(bad("shorter than its hashes".into()));
+        }
+        if v[..32] != prev {
+            return Err(bad(
+                "its previous-hash does not match the entry before it".into()
+            ));
+        }
+        if chain_hash(&prev, &v[64..])[..] != v[32..64] {
+            return Err(bad("its contents do not match its hash".into()));
+        }
+        let record: Record =
+            serde_json::from_slice(&v[64..]).map_err(|e| bad(format!("not a record: {e}")))?;
+        if record.seq != seq {
+            return Err(bad(format!("stored under {seq} but says {}", record.seq)));
+        }
+        prev.copy_from_slice(&v[32..64]);
+        expected += 1;
+    }
+    Ok(VerifyReport {
+        entries: expected - 1,
+        head_hash: hex(&prev),
+    })
+}

@@ -1,0 +1,336 @@
+//! The single writer thread and its group commit.
+//!
+//! Appends queue on a channel. The writer takes everything queued (up to a bound), checks
+//! each batch against the log plus what earlier batches of the same group staged, writes the
+//! accepted ones in one atomic sled batch, fsyncs once, and only then answers them all. While
+//! it waits on the disk, the next group queues up: under load, one fsync serves many callers.
+
+use crate::error::{AppendError, LogError};
+use crate::keys::{self, IdRecord};
+use crate::record::{Entry, Record, GENESIS};
+use pathway_core::catalogue::EventType;
+use pathway_core::envelope::Submitted;
+use std::collections::HashMap;
+use std::sync::{mpsc, Arc};
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+pub type Clock = Arc<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
+
+/// A validated event and the agency that sent it (authenticated by the caller).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub submitted: Submitted,
+    pub source: String,
+}
+
+/// The answer for one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub seq: u64,
+    pub version: u64,
+    pub young_person: Uuid,
+    /// True when this id was appended before with the same body: the first answer again.
+    pub duplicate: bool,
+}
+
+pub(crate) struct Job {
+    pub events: Vec<NewEvent>,
+    pub reply: oneshot::Sender<Result<Vec<Receipt>, AppendError>>,
+}
+
+/// Where the log ends.
+pub(crate) struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+impl Head {
+    pub fn recover(tree: &sled::Tree) -> Result<Head, LogError> {
+        match tree.scan_prefix(keys::ENTRY_PREFIX).next_back() {
+            None => Ok(Head {
+                seq: 0,
+                hash: GENESIS,
+            }),
+            Some(kv) => {
+                let (k, v) = kv?;
+                let seq = keys::u64_of(&k[1..]);
+                let entry = Entry::decode(&v).map_err(|e| match e {
+                    LogError::Corrupt { reason, .. } => LogError::Corrupt { seq, reason },
+                    other => other,
+                })?;
+                Ok(Head {
+                    seq,
+                    hash: entry.hash,
+                })
+            }
+        }
+    }
+}
+
+const GROUP_LIMIT: usize = 1024;
+
+pub(crate) struct Writer {
+    db: sled::Db,
+    tree: sled::Tree,
+    head: Head,
+    clock: Clock,
+    durable: watch::Sender<u64>,
+    /// Known versions; a cache of the `v` keys.
+    versions: HashMap<Uuid, u64>,
+}
+
+/// What one group has staged but not yet written.
+#[derive(Default)]
+struct Stage {
+    kv: Vec<(Vec<u8>, Vec<u8>)>,
+    ids: HashMap<Uuid, IdRecord>,
+    versions: HashMap<Uuid, u64>,
+    seq: u64,
+    hash: [u8; 32],
+}
+
+impl Writer {
+    pub fn new(
+        db: sled::Db,
+        tree: sled::Tree,
+        head: Head,
+        clock: Clock,
+        durable: watch::Sender<u64>,
+    ) -> Writer {
+        Writer {
+            db,
+            tree,
+            head,
+            clock,
+            durable,
+            versions: HashMap::new(),
+        }
+    }
+
+    pub fn run(mut self, rx: mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < GROUP_LIMIT {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            if let Err(fatal) = self.commit_group(jobs) {
+                // A failed write or fsync leaves sled's state unknowable: stop accepting.
+                tracing::error!(error = %fatal, "log writer stopped");
+                for job in rx.try_iter() {
+                    let _ = job.reply.send(Err(AppendError::Storage(fatal.to_string())));
+                }
+                return;
+            }
+        }
+    }
+
+    fn commit_group(&mut self, jobs: Vec<Job>) -> Result<(), LogError> {
+        let now = (self.clock)()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| (self.clock)())
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        let mut group = Stage {
+            seq: self.head.seq,
+            hash: self.head.hash,
+            ..Stage::default()
+        };
+        let mut answers = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut stage = Stage {
+                seq: group.seq,
+                hash: group.hash,
+                ..Stage::default()
+            };
+            match self.stage(&job.events, &group, &mut stage, &now) {
+                Ok(receipts) => {
+                    group.seq = stage.seq;
+                    group.hash = stage.hash;
+                    group.kv.append(&mut stage.kv);
+                    group.ids.extend(stage.ids);
+                    group.versions.extend(stage.versions);
+                    answers.push((job.reply, Ok(receipts)));
+                }
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+        }
+        if group.seq != self.head.seq || !group.kv.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (k, v) in group.kv {
+                batch.insert(k, v);
+            }
+            let written = self
+                .tree
+                .apply_batch(batch)
+                .and_then(|_| self.db.flush().map(|_| ()));
+            if let Err(e) = written {
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(AppendError::Storage(e.to_string())));
+                }
+                return Err(e.into());
+            }
+            self.head = Head {
+                seq: group.seq,
+                hash: group.hash,
+            };
+            self.versions.extend(group.versions);
+            let _ = self.durable.send(group.seq);
+        }
+        for (reply, answer) in answers {
+            let _ = reply.send(answer);
+        }
+        Ok(())
+    }
+
+    fn stored_id(
+        &self,
+        id: Uuid,
+        group: &Stage,
+        stage: &Stage,
+    ) -> Result<Option<IdRecord>, AppendError> {
+        if let Some(r) = stage.ids.get(&id).or_else(|| group.ids.get(&id)) {
+            return Ok(Some(IdRecord { ..*r }));
+        }
+        let stored = self
+            .tree
+            .get(keys::id(id))
+            .map_err(|e| AppendError::Storage(e.to_string()))?;
+        Ok(stored.map(|v| IdRecord::decode(&v)))
+    }
+
+    fn version(&mut self, yp: Uuid, group: &Stage, stage: &Stage) -> Result<u64, AppendError> {
+        if let Some(v) = stage.versions.get(&yp).or_else(|| group.versions.get(&yp)) {
+            return Ok(*v);
+        }
+        if let Some(v) = self.versions.get(&yp) {
+            return Ok(*v);
+        }
+        let stored = self
+            .tree
+            .get(keys::version(yp))
+            .map_err(|e| AppendError::Storage(e.to_string()))?;
+        let v = stored.map_or(0, |b| keys::u64_of(&b));
+        self.versions.insert(yp, v);
+        Ok(v)
+    }
+
+    /// Checks one all-or-nothing batch and stages its writes, or explains the first problem.
+    fn stage(
+        &mut self,
+        events: &[NewEvent],
+        group: &Stage,
+        stage: &mut Stage,
+        now: &str,
+    ) -> Result<Vec<Receipt>, AppendError> {
+        let mut receipts = Vec::with_capacity(events.len());
+        for (index, ev) in events.iter().enumerate() {
+            let s = &ev.submitted;
+            let digest = digest(&ev.source, &s.canonical);
+            if let Some(prior) = self.stored_id(s.id, group, stage)? {
+                if prior.digest != digest {
+                    return Err(AppendError::Conflict {
+                        index,
+                        field: "id",
+                        message: "this event id was already used for a different event".into(),
+                    });
+                }
+                receipts.push(Receipt {
+                    seq: prior.seq,
+                    version: prior.version,
+                    young_person: prior.young_person,
+                    duplicate: true,
+                });
+                continue;
+            }
+            let registering = s.event_type == EventType::YoungPersonRegistered;
+            let yp = match (s.young_person, registering) {
+                (Some(yp), _) => yp,
+                (None, true) => Uuid::new_v4(),
+                (None, false) => return Err(AppendError::UnknownPerson { index }),
+            };
+            let current = self.version(yp, group, stage)?;
+            if registering && current > 0 {
+                return Err(AppendError::Conflict {
+                    index,
+                    field: "young_person",
+                    message: "this young person is already registered".into(),
+                });
+            }
+            if !registering && current == 0 {
+                return Err(AppendError::UnknownPerson { index });
+            }
+            if let Some(expected) = s.expected_version {
+                if expected != current {
+                    return Err(AppendError::VersionMismatch {
+                        index,
+                        expected,
+                        actual: current,
+                    });
+                }
+            }
+            let seq = stage.seq + 1;
+            let version = current + 1;
+            let record = Record {
+                seq,
+                id: s.id,
+                event_type: s.event_type,
+                schema_version: s.schema_version,
+                young_person: yp,
+                version,
+                source: ev.source.clone(),
+                occurred_at: s.occurred_at.clone(),
+                recorded_at: now.to_owned(),
+                expected_version: s.expected_version,
+                data: s.data.clone(),
+            };
+            let (bytes, hash) = Entry::encode(&record, &stage.hash);
+            let id_record = IdRecord {
+                seq,
+                version,
+                young_person: yp,
+                digest,
+            };
+            stage.kv.push((keys::entry(seq).to_vec(), bytes));
+            stage
+                .kv
+                .push((keys::id(s.id).to_vec(), id_record.encode().to_vec()));
+            stage
+                .kv
+                .push((keys::version(yp).to_vec(), version.to_be_bytes().to_vec()));
+            stage.kv.push((
+                keys::stream(yp, version).to_vec(),
+                seq.to_be_bytes().to_vec(),
+            ));
+            stage.ids.insert(s.id, id_record);
+            stage.versions.insert(yp, version);
+            stage.seq = seq;
+            stage.hash = hash;
+            receipts.push(Receipt {
+                seq,
+                version,
+                young_person: yp,
+                duplicate: false,
+            });
+        }
+        Ok(receipts)
+    }
+}
+
+/// The idempotency digest: the source is part of it, so another agency reusing an id is a
+/// conflict, not a replay of someone else's answer.
+fn digest(source: &str, canonical: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(source.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(canonical);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}

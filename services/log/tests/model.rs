@@ -1,0 +1,291 @@
+//! Model-based test: random sequences of batches (new people, known and unknown people,
+//! reused ids with the same or another body, right and wrong expected versions) and reopens
+//! of the store, checked against a small in-memory model of what the log must answer.
+
+use pathway_core::envelope::validate;
+use pathway_log::{AppendError, Log, LogOptions, NewEvent};
+use proptest::prelude::*;
+use serde_json::json;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+enum Who {
+    New(u8),
+    Known(u8),
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+struct Spec {
+    id: u8,
+    who: Who,
+    variant: u8,
+    expected: Option<u8>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<Spec>),
+    Reopen,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    (
+        0u8..24,
+        prop_oneof![
+            (0u8..6).prop_map(Who::New),
+            (0u8..6).prop_map(Who::Known),
+            Just(Who::Unknown)
+        ],
+        0u8..2,
+        proptest::option::weighted(0.3, 0u8..3),
+    )
+        .prop_map(|(id, who, variant, expected)| Spec {
+            id,
+            who,
+            variant,
+            expected,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![8 => proptest::collection::vec(spec(), 1..5).prop_map(Op::Append), 1 => Just(Op::Reopen)]
+}
+
+/// What the log must hold, kept the simple way.
+#[derive(Default)]
+struct Model {
+    entries: Vec<(Uuid, Uuid, u64)>, // (id, person, version), index = seq - 1
+    ids: HashMap<Uuid, (u64, u64, Uuid, Vec<u8>)>, // id → (seq, version, person, body)
+    versions: HashMap<Uuid, u64>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Ok(Vec<(u64, u64, Uuid, bool)>),
+    Conflict(usize),
+    Version(usize),
+    Unknown(usize),
+}
+
+fn person(n: u8) -> Uuid {
+    Uuid::from_u128(0xA000 + u128::from(n))
+}
+
+fn envelope(s: &Spec, model: &Model) -> serde_json::Value {
+    let id = Uuid::from_u128(u128::from(s.id) + 1);
+    let occurred = format!("2026-10-0{}T10:00:00Z", s.variant + 1);
+    let (ty, yp, data) = match &s.who {
+        Who::New(n) => (
+            "young-person.registered",
+            person(*n),
+            pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered),
+        ),
+        Who::Known(n) => (
+            "place.at-risk",
+            person(*n),
+            json!({"date": "2026-11-01", "risk": "finance"}),
+        ),
+        Who::Unknown => (
+            "place.at-risk",
+            Uuid::from_u128(0xDEAD),
+            json!({"date": "2026-11-01", "risk": "health"}),
+        ),
+    };
+    let mut e =
+        json!({"id": id, "type": ty, "young_person": yp, "occurred_at": occurred, "data": data});
+    if let Some(d) = s.expected {
+        let current = model.versions.get(&yp).copied().unwrap_or(0);
+        e["expected_version"] = json!((current + u64::from(d)).saturating_sub(1));
+    }
+    e
+}
+
+impl Model {
+    fn apply(&mut self, batch: &[serde_json::Value]) -> Outcome {
+        let mut ids = self.ids.clone();
+        let mut versions = self.versions.clone();
+        let mut entries = self.entries.clone();
+        let mut out = Vec::new();
+        for (i, e) in batch.iter().enumerate() {
+            let id: Uuid = serde_json::from_value(e["id"].clone()).unwrap();
+            let yp: Uuid = serde_json::from_value(e["young_person"].clone()).unwrap();
+            let body = pathway_core::canonical::canonical_bytes(e);
+            if let Some((seq, v, p, b)) = ids.get(&id) {
+                if *b != body {
+                    return Outcome::Conflict(i);
+                }
+                out.push((*seq, *v, *p, true));
+                continue;
+            }
+            let current = versions.get(&yp).copied().unwrap_or(0);
+            let registering = e["type"] == "young-person.registered";
+            if registering && current > 0 {
+                return Outcome::Conflict(i);
+            }
+            if !registering && current == 0 {
+                return Outcome::Unknown(i);
+            }
+            if let Some(x) = e.get("expected_version").and_then(|v| v.as_u64()) {
+                if x != current {
+                    return Outcome::Version(i);
+                }
+            }
+            entries.push((id, yp, current + 1));
+            let seq = entries.len() as u64;
+            ids.insert(id, (seq, current + 1, yp, body));
+            versions.insert(yp, current + 1);
+            out.push((seq, current + 1, yp, false));
+        }
+        (self.ids, self.versions, self.entries) = (ids, versions, entries);
+        Outcome::Ok(out)
+    }
+}
+
+fn run(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let mut model = Model::default();
+    for op in ops {
+        match op {
+            Op::Reopen => {
+                drop(log);
+                log = Log::open(dir.path(), LogOptions::default()).unwrap();
+            }
+            Op::Append(specs) => {
+                let batch: Vec<_> = specs.iter().map(|s| envelope(s, &model)).collect();
+                let expected = model.apply(&batch);
+                let events = batch
+                    .iter()
+                    .map(|e| NewEvent {
+                        submitted: validate(e).unwrap(),
+                        source: "demo-la".into(),
+                    })
+                    .collect();
+                let got = match rt.block_on(log.append(events)) {
+                    Ok(r) => Outcome::Ok(
+                        r.iter()
+                            .map(|r| (r.seq, r.version, r.young_person, r.duplicate))
+                            .collect(),
+                    ),
+                    Err(AppendError::Conflict { index, .. }) => Outcome::Conflict(index),
+                    Err(AppendError::VersionMismatch { index, .. }) => Outcome::Version(index),
+                    Err(AppendError::UnknownPerson { index }) => Outcome::Unknown(index),
+                    Err(e) => panic!("storage error: {e}"),
+                };
+                assert_eq!(got, expected, "batch {batch:?}");
+            }
+        }
+        let stored: Vec<_> = log
+            .read_from(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.record.id, e.record.young_person, e.record.version))
+            .collect();
+        assert_eq!(stored, model.entries);
+        assert_eq!(log.head(), model.entries.len() as u64);
+    }
+    let report = log.verify().unwrap();
+    assert_eq!(report.entries, model.entries.len() as u64);
+    for n in 0..6 {
+        let mine: Vec<u64> = log
+            .read_person(person(n))
+            .unwrap()
+            .iter()
+            .map(|e| e.record.version)
+            .collect();
+        let want = model
+            .entries
+            .iter()
+            .filter(|(_, p, _)| *p == person(n))
+            .count() as u64;
+        assert_eq!(mine, (1..=want).collect::<Vec<_>>());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn the_log_behaves_like_its_model(ops in proptest::collection::vec(op(), 1..24)) {
+        run(ops);
+    }
+}
+
+#[test]
+fn concurrent_appends_share_flushes_and_stay_gapless() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..200u128)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut d =
+                        pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered);
+                    d["identifiers"] = json!({});
+                    let e = json!({"id": Uuid::from_u128(i + 1), "type": "young-person.registered",
+                                   "occurred_at": "2026-10-01T10:00:00Z", "data": d});
+                    log.append(vec![NewEvent {
+                        submitted: validate(&e).unwrap(),
+                        source: "demo-la".into(),
+                    }])
+                    .await
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut seqs: Vec<u64> = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap()[0].seq);
+        }
+        seqs.sort();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    });
+    assert_eq!(log.verify().unwrap().entries, 200);
+}
+
+#[test]
+fn verify_names_the_first_altered_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    {
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        for i in 0..5u128 {
+            let e = json!({"id": Uuid::from_u128(i + 1), "type": "young-person.registered",
+                           "occurred_at": "2026-10-01T10:00:00Z",
+                           "data": pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered)});
+            rt.block_on(log.append(vec![NewEvent {
+                submitted: validate(&e).unwrap(),
+                source: "demo-la".into(),
+            }]))
+            .unwrap();
+        }
+    }
+    // Alter entry 3 behind the log's back.
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("log").unwrap();
+        let mut key = vec![b'e'];
+        key.extend_from_slice(&3u64.to_be_bytes());
+        let mut v = tree.get(&key).unwrap().unwrap().to_vec();
+        let text = String::from_utf8_lossy(&v[64..]).replace("Ada", "Eve");
+        v.truncate(64);
+        v.extend_from_slice(text.as_bytes());
+        tree.insert(key, v).unwrap();
+        db.flush().unwrap();
+    }
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let err = log.verify().unwrap_err();
+    assert_eq!(err.seq, 3);
+    assert!(err.reason.contains("do not match its hash"), "{err}");
+}
