@@ -9,14 +9,14 @@ use crate::catalogue::EventType;
 use crate::events::EventData;
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::Validator;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use uuid::Uuid;
 
 /// One failing field: a JSON pointer into the submitted body, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -115,7 +115,7 @@ pub fn validate(envelope: &Value) -> Result<Submitted, Vec<FieldError>> {
     let v = validators();
     let mut errors = schema_errors(&v.envelope, envelope, "");
     for e in &mut errors {
-        if e.field == "/type" {
+        if e.field == "/type" && !e.message.starts_with("required") {
             e.message = "unknown event type (see schemas/events/)".into();
         }
     }

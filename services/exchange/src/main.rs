@@ -1,1 +1,175 @@
-fn main() {}
+//! `exchange`: the Pathway Exchange service and its tools.
+
+mod app;
+mod bench;
+mod config;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "exchange",
+    version,
+    about = "Pathway Exchange: agencies supporting young people in and leaving care share what they must, and nothing more.",
+    long_about = "Pathway Exchange records events about young people (placements, destinations, consent, \
+NEET onset...) in an append-only, hash-chained log, and shares each event only with the agencies that \
+an information-sharing agreement and the young person's consent allow.\n\n\
+Try it:  exchange serve --demo     (then see README.md for a five-minute walkthrough)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the exchange: HTTP API, log, projections, all in one process.
+    Serve {
+        /// Use the built-in demo agencies, tokens and flows (deploy/demo.toml).
+        #[arg(long, conflicts_with = "config")]
+        demo: bool,
+        /// Configuration file (TOML): agencies, hashed tokens, flows. See deploy/demo.toml.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Data directory (log and projections). [default: ./data, or the config's `service.data`]
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Address to listen on. [default: 127.0.0.1:8080, or the config's `service.listen`]
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Recreate read models, feeds and the disclosure log from the log. The service must be stopped.
+    Rebuild {
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        data: PathBuf,
+        /// Configuration whose flows decide the disclosures. [default: the demo configuration]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Recompute the log's hash chain; names the first bad entry and exits non-zero if any.
+    Verify {
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        data: PathBuf,
+    },
+    /// Write the log as NDJSON (one entry a line, with its hashes) to standard output.
+    Export {
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        data: PathBuf,
+    },
+    /// Print the SHA-256 digest of a token, for `token_sha256` in the configuration.
+    HashToken { token: String },
+    /// Measure ingest, fan-out latency and rebuild speed on this machine (see BENCHMARKS.md).
+    Bench(bench::Args),
+}
+
+fn load_config(demo: bool, path: Option<&PathBuf>) -> anyhow::Result<config::Config> {
+    match (demo, path) {
+        (_, Some(p)) => config::load(p),
+        (true, None) => config::parse(config::DEMO, "the demo configuration"),
+        (false, None) => bail!("say which configuration to use: --config FILE, or --demo to try it out"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sled=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { demo, config, data, listen } => {
+            let config = load_config(demo, config.as_ref())?;
+            let data = data
+                .or_else(|| config.service.data.as_ref().map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("./data"));
+            let listen: SocketAddr = match (listen, &config.service.listen) {
+                (Some(l), _) => l,
+                (None, Some(l)) => l.parse().with_context(|| format!("service.listen `{l}` is not an address"))?,
+                (None, None) => "127.0.0.1:8080".parse().expect("valid default"),
+            };
+            tokio::runtime::Runtime::new()?.block_on(serve(config, data, listen))
+        }
+        Command::Rebuild { data, config } => {
+            let config = load_config(config.is_none(), config.as_ref())?;
+            rebuild(config, &data)
+        }
+        Command::Verify { data } => {
+            let log = app::open_log(&data)?;
+            match log.verify() {
+                Ok(r) => {
+                    println!("ok: {} entries, chain head {}", r.entries, r.head_hash);
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("verify failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Export { data } => export(&data),
+        Command::HashToken { token } => {
+            println!("{}", pathway_gateway::auth::digest_hex(&token));
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+    let running = app::build(config, &data)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let projector = running.projector.clone();
+    projector.catch_up().context("cannot bring projections up to date")?;
+    tokio::spawn(running.projector.clone().run());
+    tracing::info!(address = %listener.local_addr()?, log_head = running.log.head(), "exchange listening");
+    axum::serve(listener, pathway_gateway::router(running.state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    running.log.flush()?;
+    projector.flush()?;
+    Ok(())
+}
+
+fn rebuild(config: config::Config, data: &std::path::Path) -> anyhow::Result<()> {
+    let log = app::open_log(data)?;
+    let dir = app::paths(data).projections;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    let projector = pathway_projector::Projector::open(&dir, log.clone(), std::sync::Arc::new(config.agreements), None)?;
+    let started = Instant::now();
+    let applied = projector.catch_up()?;
+    projector.flush()?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("rebuilt projections from {applied} entries in {secs:.2} s ({:.0} entries/s)", applied as f64 / secs.max(1e-9));
+    Ok(())
+}
+
+fn export(data: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let log = app::open_log(data)?;
+    let out = std::io::stdout();
+    let mut out = std::io::BufWriter::new(out.lock());
+    let mut after = 0;
+    loop {
+        let entries = log.read_from(after, 4096)?;
+        let Some(last) = entries.last() else { break };
+        after = last.record.seq;
+        for e in &entries {
+            serde_json::to_writer(&mut out, &e.to_export())?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

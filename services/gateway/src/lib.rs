@@ -1,1 +1,15 @@
+//! The HTTP adapter. It authenticates agencies by bearer token, turns bodies into
+//! submissions for the recorder (through the bus, never the log directly), and serves
+//! feeds, live streams and read models from the projections.
+//!
+//! # Layout
+//! - [`auth`]: bearer tokens, stored only as SHA-256 digests.
+//! - [`problem`]: the `application/problem+json` response.
+//! - [`routes`]: the handlers and [`router`].
 
+pub mod auth;
+pub mod problem;
+pub mod routes;
+
+pub use auth::Tokens;
+pub use routes::{router, AppState, Limits};

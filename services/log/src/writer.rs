@@ -181,7 +181,7 @@ impl Writer {
                 hash: group.hash,
             };
             self.versions.extend(group.versions);
-            let _ = self.durable.send(group.seq);
+            self.durable.send_replace(group.seq);
         }
         for (reply, answer) in answers {
             let _ = reply.send(answer);

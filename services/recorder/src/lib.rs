@@ -1,1 +1,101 @@
+//! The recorder: what happens between "an agency sent this" and "it is in the log". It
+//! validates every envelope, checks the agency may source each type, and appends the lot
+//! atomically. Transports (HTTP, NATS) authenticate and hand it a [`Submission`]; they never
+//! touch the log themselves.
 
+use async_trait::async_trait;
+use pathway_bus::{Accepted, Answer, Handler, Problem, Submission};
+use pathway_core::envelope::{validate, FieldError};
+use pathway_core::Agreements;
+use pathway_log::{AppendError, Log, NewEvent};
+use std::sync::Arc;
+
+pub struct Recorder {
+    log: Log,
+    agreements: Arc<Agreements>,
+}
+
+impl Recorder {
+    pub fn new(log: Log, agreements: Arc<Agreements>) -> Recorder {
+        Recorder { log, agreements }
+    }
+}
+
+fn pointer(batch: bool, index: usize, field: &str) -> String {
+    if batch {
+        format!("/events/{index}{field}")
+    } else {
+        field.to_owned()
+    }
+}
+
+#[async_trait]
+impl Handler for Recorder {
+    async fn handle(&self, s: Submission) -> Answer {
+        let Some(agency) = self.agreements.agency(&s.agency) else {
+            return Err(Problem::new(401, "unauthenticated", "Unknown agency"));
+        };
+        if s.envelopes.is_empty() {
+            return Err(Problem::new(422, "invalid-event", "The batch is empty")
+                .errors(vec![FieldError::new("/events", "at least one event is required")]));
+        }
+        let mut events = Vec::with_capacity(s.envelopes.len());
+        let mut invalid = Vec::new();
+        let mut forbidden = Vec::new();
+        for (i, env) in s.envelopes.iter().enumerate() {
+            let prefix = pointer(s.batch, i, "");
+            match validate(env) {
+                Err(errors) => invalid.extend(errors.into_iter().map(|e| e.under(&prefix))),
+                Ok(sub) if !sub.event_type.may_be_sourced_by(agency.kind) => forbidden.push(FieldError::new(
+                    pointer(s.batch, i, "/type"),
+                    format!("a {} may not send {}", agency.kind, sub.event_type),
+                )),
+                Ok(sub) => events.push(NewEvent { submitted: sub, source: agency.id.clone() }),
+            }
+        }
+        if !invalid.is_empty() {
+            return Err(Problem::new(422, "invalid-event", "The event does not match the data standard")
+                .detail("Nothing was appended.")
+                .errors(invalid));
+        }
+        if !forbidden.is_empty() {
+            return Err(Problem::new(403, "not-a-permitted-source", "This agency may not send this event type")
+                .detail("Nothing was appended.")
+                .errors(forbidden));
+        }
+        match self.log.append(events).await {
+            Ok(receipts) => Ok(receipts
+                .into_iter()
+                .map(|r| Accepted { seq: r.seq, version: r.version, young_person: r.young_person, duplicate: r.duplicate })
+                .collect()),
+            Err(e) => Err(problem(&e, s.batch)),
+        }
+    }
+}
+
+fn problem(e: &AppendError, batch: bool) -> Problem {
+    let nothing = "Nothing was appended.";
+    match e {
+        AppendError::Conflict { index, field, message } => Problem::new(409, "conflict", "The event conflicts with the log")
+            .detail(nothing)
+            .errors(vec![FieldError::new(pointer(batch, *index, &format!("/{field}")), message.clone())]),
+        AppendError::VersionMismatch { index, expected, actual } => {
+            Problem::new(409, "version-mismatch", "The young person's record has moved on")
+                .detail(nothing)
+                .errors(vec![FieldError::new(
+                    pointer(batch, *index, "/expected_version"),
+                    format!("expected version {expected}, but the current version is {actual}"),
+                )])
+        }
+        AppendError::UnknownPerson { index } => Problem::new(422, "unknown-young-person", "The young person is not known to the exchange")
+            .detail(nothing)
+            .errors(vec![FieldError::new(
+                pointer(batch, *index, "/young_person"),
+                "no young person with this id is registered; register them first",
+            )]),
+        AppendError::Storage(_) | AppendError::Closed => {
+            tracing::error!(error = %e, "append failed");
+            Problem::new(503, "log-unavailable", "The log could not record the event").detail("Nothing was acknowledged; retry later.")
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The service configuration file (TOML): agencies with hashed tokens, flows, and service
+//! settings. Validated as a whole at start; every mistake is reported with where it is.
+
+use anyhow::{bail, Context};
+use pathway_core::agreements::{Agency, AgencyKind, Agreements, Flow};
+use serde::Deserialize;
+use std::path::Path;
+
+pub const DEMO: &str = include_str!("../../../deploy/demo.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub service: ServiceSettings,
+    #[serde(default, rename = "agency")]
+    pub agencies: Vec<AgencyEntry>,
+    #[serde(default, rename = "flow")]
+    pub flows: Vec<Flow>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    pub listen: Option<String>,
+    pub data: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub max_batch: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyEntry {
+    pub id: String,
+    pub kind: AgencyKind,
+    #[serde(default)]
+    pub name: String,
+    /// SHA-256 digests (hex) of the agency's bearer tokens; several allow rotation.
+    #[serde(default)]
+    pub token_sha256: Vec<String>,
+}
+
+pub struct Config {
+    pub service: ServiceSettings,
+    pub agreements: Agreements,
+    /// (agency, token digest)
+    pub tokens: Vec<(String, String)>,
+}
+
+pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
+    let file: ConfigFile = toml::from_str(text).with_context(|| format!("{origin} is not a valid configuration"))?;
+    let mut problems = Vec::new();
+    let mut tokens = Vec::new();
+    for a in &file.agencies {
+        for d in &a.token_sha256 {
+            if d.len() != 64 || !d.chars().all(|c| c.is_ascii_hexdigit()) {
+                problems.push(format!("agency `{}`: token_sha256 entries must be 64 hex digits (use `exchange hash-token`)", a.id));
+            }
+            tokens.push((a.id.clone(), d.to_ascii_lowercase()));
+        }
+    }
+    let agencies = file
+        .agencies
+        .iter()
+        .map(|a| Agency { id: a.id.clone(), kind: a.kind, name: a.name.clone() })
+        .collect();
+    let agreements = match Agreements::new(agencies, file.flows) {
+        Ok(a) => Some(a),
+        Err(errors) => {
+            problems.extend(errors.iter().map(ToString::to_string));
+            None
+        }
+    };
+    if !problems.is_empty() {
+        bail!("{origin} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "));
+    }
+    Ok(Config { service: file.service, agreements: agreements.expect("no problems"), tokens })
+}
+
+pub fn load(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse(&text, &path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_configuration_is_valid() {
+        let c = parse(DEMO, "demo").unwrap();
+        assert_eq!(c.agreements.agencies().count(), 3);
+        assert_eq!(c.tokens.len(), 3);
+        assert_eq!(c.agreements.flows().len(), 7);
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_place() {
+        let text = r#"
+            [[agency]]
+            id = "la"
+            kind = "local-authority"
+            token_sha256 = ["abc"]
+
+            [[flow]]
+            from = ["la"]
+            to = "nobody"
+            categories = ["care"]
+            purpose = "x"
+            basis = "statutory"
+        "#;
+        let err = parse(text, "test.toml").unwrap_err().to_string();
+        assert!(err.contains("2 problem(s)"), "{err}");
+        assert!(err.contains("64 hex digits"), "{err}");
+        assert!(err.contains("flow[0]: `to` names unknown agency `nobody`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = parse("[[agency]]\nid = \"la\"\nkind = \"local-authority\"\ncolour = \"red\"\n", "t").unwrap_err();
+        assert!(format!("{err:#}").contains("colour"), "{err:#}");
+    }
+}

@@ -1,0 +1,190 @@
+//! Handlers. `router()` is a plain function of its state so tests drive it with `oneshot`
+//! and the binary serves it on a socket.
+
+use crate::auth::Tokens;
+use crate::problem::{bad_request, internal, unauthenticated, HttpProblem, Problem};
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::stream::{self, Stream};
+use pathway_bus::{Ingress, Submission};
+use pathway_core::envelope::FieldError;
+use pathway_projector::{views, Projector};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_batch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_body_bytes: 8 << 20, max_batch: 5000 }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ingress: Arc<dyn Ingress>,
+    pub projector: Projector,
+    pub tokens: Arc<Tokens>,
+    pub limits: Limits,
+    /// False until every dependency the configuration asks for is up.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/feed", get(get_feed))
+        .route("/v1/feed/stream", get(get_feed_stream))
+        .route("/v1/young-people/{id}", get(get_young_person))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async {
+            HttpProblem(Problem::new(404, "not-found", "No such endpoint"))
+        })
+        .with_state(state)
+}
+
+fn caller<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str, HttpProblem> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    state.tokens.agency(auth).ok_or_else(unauthenticated)
+}
+
+async fn post_events(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let bytes = to_bytes(body, state.limits.max_body_bytes).await.map_err(|_| {
+        HttpProblem(
+            Problem::new(413, "too-large", "The body is too large")
+                .detail(format!("At most {} bytes per request; split the batch.", state.limits.max_body_bytes)),
+        )
+    })?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| bad_request("", format!("malformed JSON at line {}, column {}", e.line(), e.column())))?;
+    let (envelopes, batch) = match value {
+        Value::Object(mut m) if m.contains_key("events") => {
+            let extra: Vec<FieldError> = m
+                .keys()
+                .filter(|k| *k != "events")
+                .map(|k| FieldError::new(format!("/{k}"), "unknown field"))
+                .collect();
+            match m.remove("events") {
+                Some(Value::Array(items)) if extra.is_empty() => (items, true),
+                Some(Value::Array(_)) => {
+                    return Err(Problem::new(422, "invalid-event", "The batch has unknown fields").errors(extra).into())
+                }
+                _ => return Err(Problem::new(422, "invalid-event", "`events` must be a list of envelopes")
+                    .errors(vec![FieldError::new("/events", "must be an array")])
+                    .into()),
+            }
+        }
+        v @ Value::Object(_) => (vec![v], false),
+        _ => return Err(Problem::new(422, "invalid-event", "The body must be an envelope or {\"events\": [...]}")
+            .errors(vec![FieldError::new("", "must be a JSON object")])
+            .into()),
+    };
+    if envelopes.len() > state.limits.max_batch {
+        return Err(Problem::new(413, "too-large", "The batch has too many events")
+            .detail(format!("At most {} events per batch.", state.limits.max_batch))
+            .into());
+    }
+    let accepted = state.ingress.submit(Submission { agency, envelopes, batch }).await?;
+    let all_duplicates = accepted.iter().all(|a| a.duplicate);
+    let status = if all_duplicates { StatusCode::OK } else { StatusCode::CREATED };
+    let body = if batch { json!(accepted) } else { json!(accepted[0]) };
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+struct FeedQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+fn number(name: &str, v: Option<&str>, default: u64) -> Result<u64, HttpProblem> {
+    match v {
+        None => Ok(default),
+        Some(s) => s.parse().map_err(|_| bad_request(name, "must be a whole number".into())),
+    }
+}
+
+async fn get_feed(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<FeedQuery>) -> Result<Json<Value>, HttpProblem> {
+    let agency = caller(&state, &headers)?;
+    let after = number("after", q.after.as_deref(), 0)?;
+    let limit = number("limit", q.limit.as_deref(), 100)?.clamp(1, 1000) as usize;
+    let items = views::feed(&state.projector, agency, after, limit).map_err(internal)?;
+    let next = items.last().and_then(|i| i["seq"].as_u64()).unwrap_or(after);
+    Ok(Json(json!({ "items": items, "next_after": next })))
+}
+
+async fn get_feed_stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<FeedQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let after = number("Last-Event-ID", resume.or(q.after.as_deref()), 0)?;
+    let watch = state.projector.watch();
+    let projector = state.projector.clone();
+    // Each turn: send what the feed holds past the cursor, or wait for the projector to move.
+    let events = stream::unfold((after, watch, Vec::<Value>::new()), move |(mut cursor, mut watch, mut pending)| {
+        let projector = projector.clone();
+        let agency = agency.clone();
+        async move {
+            loop {
+                if !pending.is_empty() {
+                    let item = pending.remove(0);
+                    cursor = item["seq"].as_u64().unwrap_or(cursor);
+                    let event = Event::default()
+                        .id(cursor.to_string())
+                        .event("disclosure")
+                        .data(item.to_string());
+                    return Some((Ok(event), (cursor, watch, pending)));
+                }
+                watch.borrow_and_update();
+                match views::feed(&projector, &agency, cursor, 256) {
+                    Ok(items) if !items.is_empty() => pending = items,
+                    Ok(_) => watch.changed().await.ok()?,
+                    Err(e) => {
+                        tracing::error!(error = %e, "feed stream read failed");
+                        return None;
+                    }
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+async fn get_young_person(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, HttpProblem> {
+    let agency = caller(&state, &headers)?;
+    let not_found = || HttpProblem(Problem::new(404, "not-found", "No young person with this id is visible to you"));
+    let yp = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    match views::read_model(&state.projector, agency, yp).map_err(internal)? {
+        Some(model) => Ok(Json(model)),
+        None => Err(not_found()),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let ready = state.ready.load(Ordering::Relaxed);
+    let body = json!({
+        "ready": ready,
+        "log_head": state.projector.log().head(),
+        "projected": state.projector.checkpoint(),
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
