@@ -30,8 +30,9 @@ pub struct Accepted {
     pub seq: u64,
     pub version: u64,
     pub young_person: Uuid,
-    /// Already appended earlier with the same body: this is the first answer again.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// Already appended earlier with the same body. Not sent: a retry gets exactly the
+    /// first answer; HTTP says it with 200 instead of 201.
+    #[serde(skip)]
     pub duplicate: bool,
 }
 
@@ -109,7 +110,10 @@ pub struct Embedded {
 
 impl Embedded {
     pub fn new(handler: Arc<dyn Handler>) -> Embedded {
-        Embedded { handler, notices: broadcast::channel(4096).0 }
+        Embedded {
+            handler,
+            notices: broadcast::channel(4096).0,
+        }
     }
 }
 

@@ -18,14 +18,21 @@ pub struct Paths {
 }
 
 pub fn paths(data: &Path) -> Paths {
-    Paths { log: data.join("log"), projections: data.join("projections") }
+    Paths {
+        log: data.join("log"),
+        projections: data.join("projections"),
+    }
 }
 
 pub fn open_log(data: &Path) -> anyhow::Result<Log> {
     let p = paths(data);
-    std::fs::create_dir_all(&p.log).with_context(|| format!("cannot create {}", p.log.display()))?;
+    std::fs::create_dir_all(&p.log)
+        .with_context(|| format!("cannot create {}", p.log.display()))?;
     Log::open(&p.log, LogOptions::default()).with_context(|| {
-        format!("cannot open the log in {} (is another exchange using it?)", p.log.display())
+        format!(
+            "cannot open the log in {} (is another exchange using it?)",
+            p.log.display()
+        )
     })
 }
 
@@ -43,18 +50,30 @@ pub fn build(config: Config, data: &Path) -> anyhow::Result<Running> {
     let recorder = Arc::new(Recorder::new(log.clone(), agreements.clone()));
     let bus = Arc::new(Embedded::new(recorder));
     let egress: Arc<dyn Egress> = bus.clone();
-    let projector = Projector::open(&paths(data).projections, log.clone(), agreements, Some(egress))
-        .context("cannot open the projections")?;
+    let projector = Projector::open(
+        &paths(data).projections,
+        log.clone(),
+        agreements,
+        Some(egress),
+    )
+    .context("cannot open the projections")?;
     let defaults = Limits::default();
     let state = AppState {
         ingress: bus,
         projector: projector.clone(),
         tokens: Arc::new(Tokens::new(config.tokens)),
         limits: Limits {
-            max_body_bytes: config.service.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+            max_body_bytes: config
+                .service
+                .max_body_bytes
+                .unwrap_or(defaults.max_body_bytes),
             max_batch: config.service.max_batch.unwrap_or(defaults.max_batch),
         },
         ready: Arc::new(AtomicBool::new(true)),
     };
-    Ok(Running { state, projector, log })
+    Ok(Running {
+        state,
+        projector,
+        log,
+    })
 }

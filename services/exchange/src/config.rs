@@ -47,8 +47,20 @@ pub struct Config {
     pub tokens: Vec<(String, String)>,
 }
 
+impl std::fmt::Debug for Config {
+    /// Token digests stay out of debug output, like anything that guards access.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("service", &self.service)
+            .field("agreements", &self.agreements)
+            .field("tokens", &format_args!("[{} hidden]", self.tokens.len()))
+            .finish()
+    }
+}
+
 pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
-    let file: ConfigFile = toml::from_str(text).with_context(|| format!("{origin} is not a valid configuration"))?;
+    let file: ConfigFile =
+        toml::from_str(text).with_context(|| format!("{origin} is not a valid configuration"))?;
     let mut problems = Vec::new();
     let mut tokens = Vec::new();
     for a in &file.agencies {
@@ -62,7 +74,11 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
     let agencies = file
         .agencies
         .iter()
-        .map(|a| Agency { id: a.id.clone(), kind: a.kind, name: a.name.clone() })
+        .map(|a| Agency {
+            id: a.id.clone(),
+            kind: a.kind,
+            name: a.name.clone(),
+        })
         .collect();
     let agreements = match Agreements::new(agencies, file.flows) {
         Ok(a) => Some(a),
@@ -72,13 +88,22 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
         }
     };
     if !problems.is_empty() {
-        bail!("{origin} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "));
+        bail!(
+            "{origin} has {} problem(s):\n  - {}",
+            problems.len(),
+            problems.join("\n  - ")
+        );
     }
-    Ok(Config { service: file.service, agreements: agreements.expect("no problems"), tokens })
+    Ok(Config {
+        service: file.service,
+        agreements: agreements.expect("no problems"),
+        tokens,
+    })
 }
 
 pub fn load(path: &Path) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse(&text, &path.display().to_string())
 }
 
@@ -112,12 +137,19 @@ mod tests {
         let err = parse(text, "test.toml").unwrap_err().to_string();
         assert!(err.contains("2 problem(s)"), "{err}");
         assert!(err.contains("64 hex digits"), "{err}");
-        assert!(err.contains("flow[0]: `to` names unknown agency `nobody`"), "{err}");
+        assert!(
+            err.contains("flow[0]: `to` names unknown agency `nobody`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_keys_are_refused() {
-        let err = parse("[[agency]]\nid = \"la\"\nkind = \"local-authority\"\ncolour = \"red\"\n", "t").unwrap_err();
+        let err = parse(
+            "[[agency]]\nid = \"la\"\nkind = \"local-authority\"\ncolour = \"red\"\n",
+            "t",
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("colour"), "{err:#}");
     }
 }

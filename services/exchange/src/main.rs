@@ -1,8 +1,6 @@
 //! `exchange`: the Pathway Exchange service and its tools.
 
-mod app;
-mod bench;
-mod config;
+use exchange::{app, bench, config};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -70,27 +68,38 @@ fn load_config(demo: bool, path: Option<&PathBuf>) -> anyhow::Result<config::Con
     match (demo, path) {
         (_, Some(p)) => config::load(p),
         (true, None) => config::parse(config::DEMO, "the demo configuration"),
-        (false, None) => bail!("say which configuration to use: --config FILE, or --demo to try it out"),
+        (false, None) => {
+            bail!("say which configuration to use: --config FILE, or --demo to try it out")
+        }
     }
 }
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sled=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sled=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { demo, config, data, listen } => {
+        Command::Serve {
+            demo,
+            config,
+            data,
+            listen,
+        } => {
             let config = load_config(demo, config.as_ref())?;
             let data = data
                 .or_else(|| config.service.data.as_ref().map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("./data"));
             let listen: SocketAddr = match (listen, &config.service.listen) {
                 (Some(l), _) => l,
-                (None, Some(l)) => l.parse().with_context(|| format!("service.listen `{l}` is not an address"))?,
+                (None, Some(l)) => l
+                    .parse()
+                    .with_context(|| format!("service.listen `{l}` is not an address"))?,
                 (None, None) => "127.0.0.1:8080".parse().expect("valid default"),
             };
             tokio::runtime::Runtime::new()?.block_on(serve(config, data, listen))
@@ -127,7 +136,9 @@ async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> any
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let projector = running.projector.clone();
-    projector.catch_up().context("cannot bring projections up to date")?;
+    projector
+        .catch_up()
+        .context("cannot bring projections up to date")?;
     tokio::spawn(running.projector.clone().run());
     tracing::info!(address = %listener.local_addr()?, log_head = running.log.head(), "exchange listening");
     axum::serve(listener, pathway_gateway::router(running.state))
@@ -146,12 +157,20 @@ fn rebuild(config: config::Config, data: &std::path::Path) -> anyhow::Result<()>
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    let projector = pathway_projector::Projector::open(&dir, log.clone(), std::sync::Arc::new(config.agreements), None)?;
+    let projector = pathway_projector::Projector::open(
+        &dir,
+        log.clone(),
+        std::sync::Arc::new(config.agreements),
+        None,
+    )?;
     let started = Instant::now();
     let applied = projector.catch_up()?;
     projector.flush()?;
     let secs = started.elapsed().as_secs_f64();
-    println!("rebuilt projections from {applied} entries in {secs:.2} s ({:.0} entries/s)", applied as f64 / secs.max(1e-9));
+    println!(
+        "rebuilt projections from {applied} entries in {secs:.2} s ({:.0} entries/s)",
+        applied as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 

@@ -21,7 +21,10 @@ impl Tokens {
     /// From (agency id, token digest in hex) pairs.
     pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Tokens {
         Tokens {
-            by_digest: pairs.into_iter().map(|(agency, d)| (d.to_ascii_lowercase(), agency)).collect(),
+            by_digest: pairs
+                .into_iter()
+                .map(|(agency, d)| (d.to_ascii_lowercase(), agency))
+                .collect(),
         }
     }
 

@@ -5,24 +5,29 @@ use axum::response::{IntoResponse, Response};
 pub use pathway_bus::Problem;
 use pathway_core::envelope::FieldError;
 
-pub struct HttpProblem(pub Problem);
+pub struct HttpProblem(pub Box<Problem>);
 
 impl From<Problem> for HttpProblem {
     fn from(p: Problem) -> Self {
-        HttpProblem(p)
+        HttpProblem(Box::new(p))
     }
 }
 
 impl IntoResponse for HttpProblem {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.0).expect("problems serialise");
         let mut res = (status, body).into_response();
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::UNAUTHORIZED {
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"pathway-exchange\""));
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"pathway-exchange\""),
+            );
         }
         res
     }

@@ -29,7 +29,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body_bytes: 8 << 20, max_batch: 5000 }
+        Limits {
+            max_body_bytes: 8 << 20,
+            max_batch: 5000,
+        }
     }
 }
 
@@ -52,26 +55,40 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .fallback(|| async {
-            HttpProblem(Problem::new(404, "not-found", "No such endpoint"))
+            HttpProblem::from(Problem::new(404, "not-found", "No such endpoint"))
         })
         .with_state(state)
 }
 
 fn caller<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str, HttpProblem> {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     state.tokens.agency(auth).ok_or_else(unauthenticated)
 }
 
-async fn post_events(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, HttpProblem> {
+async fn post_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpProblem> {
     let agency = caller(&state, &headers)?.to_owned();
-    let bytes = to_bytes(body, state.limits.max_body_bytes).await.map_err(|_| {
-        HttpProblem(
-            Problem::new(413, "too-large", "The body is too large")
-                .detail(format!("At most {} bytes per request; split the batch.", state.limits.max_body_bytes)),
+    let bytes = to_bytes(body, state.limits.max_body_bytes)
+        .await
+        .map_err(|_| {
+            HttpProblem::from(
+                Problem::new(413, "too-large", "The body is too large").detail(format!(
+                    "At most {} bytes per request; split the batch.",
+                    state.limits.max_body_bytes
+                )),
+            )
+        })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        bad_request(
+            "",
+            format!("malformed JSON at line {}, column {}", e.line(), e.column()),
         )
     })?;
-    let value: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| bad_request("", format!("malformed JSON at line {}, column {}", e.line(), e.column())))?;
     let (envelopes, batch) = match value {
         Value::Object(mut m) if m.contains_key("events") => {
             let extra: Vec<FieldError> = m
@@ -82,27 +99,63 @@ async fn post_events(State(state): State<AppState>, headers: HeaderMap, body: Bo
             match m.remove("events") {
                 Some(Value::Array(items)) if extra.is_empty() => (items, true),
                 Some(Value::Array(_)) => {
-                    return Err(Problem::new(422, "invalid-event", "The batch has unknown fields").errors(extra).into())
+                    return Err(
+                        Problem::new(422, "invalid-event", "The batch has unknown fields")
+                            .errors(extra)
+                            .into(),
+                    )
                 }
-                _ => return Err(Problem::new(422, "invalid-event", "`events` must be a list of envelopes")
+                _ => {
+                    return Err(Problem::new(
+                        422,
+                        "invalid-event",
+                        "`events` must be a list of envelopes",
+                    )
                     .errors(vec![FieldError::new("/events", "must be an array")])
-                    .into()),
+                    .into())
+                }
             }
         }
         v @ Value::Object(_) => (vec![v], false),
-        _ => return Err(Problem::new(422, "invalid-event", "The body must be an envelope or {\"events\": [...]}")
+        _ => {
+            return Err(Problem::new(
+                422,
+                "invalid-event",
+                "The body must be an envelope or {\"events\": [...]}",
+            )
             .errors(vec![FieldError::new("", "must be a JSON object")])
-            .into()),
+            .into())
+        }
     };
     if envelopes.len() > state.limits.max_batch {
-        return Err(Problem::new(413, "too-large", "The batch has too many events")
-            .detail(format!("At most {} events per batch.", state.limits.max_batch))
-            .into());
+        return Err(
+            Problem::new(413, "too-large", "The batch has too many events")
+                .detail(format!(
+                    "At most {} events per batch.",
+                    state.limits.max_batch
+                ))
+                .into(),
+        );
     }
-    let accepted = state.ingress.submit(Submission { agency, envelopes, batch }).await?;
+    let accepted = state
+        .ingress
+        .submit(Submission {
+            agency,
+            envelopes,
+            batch,
+        })
+        .await?;
     let all_duplicates = accepted.iter().all(|a| a.duplicate);
-    let status = if all_duplicates { StatusCode::OK } else { StatusCode::CREATED };
-    let body = if batch { json!(accepted) } else { json!(accepted[0]) };
+    let status = if all_duplicates {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let body = if batch {
+        json!(accepted)
+    } else {
+        json!(accepted[0])
+    };
     Ok((status, Json(body)).into_response())
 }
 
@@ -115,16 +168,25 @@ struct FeedQuery {
 fn number(name: &str, v: Option<&str>, default: u64) -> Result<u64, HttpProblem> {
     match v {
         None => Ok(default),
-        Some(s) => s.parse().map_err(|_| bad_request(name, "must be a whole number".into())),
+        Some(s) => s
+            .parse()
+            .map_err(|_| bad_request(name, "must be a whole number".into())),
     }
 }
 
-async fn get_feed(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<FeedQuery>) -> Result<Json<Value>, HttpProblem> {
+async fn get_feed(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<FeedQuery>,
+) -> Result<Json<Value>, HttpProblem> {
     let agency = caller(&state, &headers)?;
     let after = number("after", q.after.as_deref(), 0)?;
     let limit = number("limit", q.limit.as_deref(), 100)?.clamp(1, 1000) as usize;
     let items = views::feed(&state.projector, agency, after, limit).map_err(internal)?;
-    let next = items.last().and_then(|i| i["seq"].as_u64()).unwrap_or(after);
+    let next = items
+        .last()
+        .and_then(|i| i["seq"].as_u64())
+        .unwrap_or(after);
     Ok(Json(json!({ "items": items, "next_after": next })))
 }
 
@@ -139,38 +201,51 @@ async fn get_feed_stream(
     let watch = state.projector.watch();
     let projector = state.projector.clone();
     // Each turn: send what the feed holds past the cursor, or wait for the projector to move.
-    let events = stream::unfold((after, watch, Vec::<Value>::new()), move |(mut cursor, mut watch, mut pending)| {
-        let projector = projector.clone();
-        let agency = agency.clone();
-        async move {
-            loop {
-                if !pending.is_empty() {
-                    let item = pending.remove(0);
-                    cursor = item["seq"].as_u64().unwrap_or(cursor);
-                    let event = Event::default()
-                        .id(cursor.to_string())
-                        .event("disclosure")
-                        .data(item.to_string());
-                    return Some((Ok(event), (cursor, watch, pending)));
-                }
-                watch.borrow_and_update();
-                match views::feed(&projector, &agency, cursor, 256) {
-                    Ok(items) if !items.is_empty() => pending = items,
-                    Ok(_) => watch.changed().await.ok()?,
-                    Err(e) => {
-                        tracing::error!(error = %e, "feed stream read failed");
-                        return None;
+    let events = stream::unfold(
+        (after, watch, Vec::<Value>::new()),
+        move |(mut cursor, mut watch, mut pending)| {
+            let projector = projector.clone();
+            let agency = agency.clone();
+            async move {
+                loop {
+                    if !pending.is_empty() {
+                        let item = pending.remove(0);
+                        cursor = item["seq"].as_u64().unwrap_or(cursor);
+                        let event = Event::default()
+                            .id(cursor.to_string())
+                            .event("disclosure")
+                            .data(item.to_string());
+                        return Some((Ok(event), (cursor, watch, pending)));
+                    }
+                    watch.borrow_and_update();
+                    match views::feed(&projector, &agency, cursor, 256) {
+                        Ok(items) if !items.is_empty() => pending = items,
+                        Ok(_) => watch.changed().await.ok()?,
+                        Err(e) => {
+                            tracing::error!(error = %e, "feed stream read failed");
+                            return None;
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-async fn get_young_person(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Value>, HttpProblem> {
+async fn get_young_person(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HttpProblem> {
     let agency = caller(&state, &headers)?;
-    let not_found = || HttpProblem(Problem::new(404, "not-found", "No young person with this id is visible to you"));
+    let not_found = || {
+        HttpProblem::from(Problem::new(
+            404,
+            "not-found",
+            "No young person with this id is visible to you",
+        ))
+    };
     let yp = Uuid::parse_str(&id).map_err(|_| not_found())?;
     match views::read_model(&state.projector, agency, yp).map_err(internal)? {
         Some(model) => Ok(Json(model)),
@@ -185,6 +260,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "log_head": state.projector.log().head(),
         "projected": state.projector.checkpoint(),
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }

@@ -2,8 +2,8 @@
 
 use crate::store::{self, Decision, DisclosureRecord, ProjectionError, Ref};
 use pathway_bus::{Egress, Notice};
-use pathway_core::policy::{decide, Basis};
 use pathway_core::person::PersonState;
+use pathway_core::policy::{decide, Basis};
 use pathway_core::{Agreements, Category, EventType};
 use pathway_log::Log;
 use std::collections::{BTreeMap, HashMap};
@@ -37,14 +37,24 @@ struct Inner {
 /// Writes of one step, applied together. `None` deletes.
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// One stored key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("projection records serialise")
 }
 
 impl Projector {
-    pub fn open(dir: &Path, log: Log, agreements: Arc<Agreements>, egress: Option<Arc<dyn Egress>>) -> Result<Projector, ProjectionError> {
+    pub fn open(
+        dir: &Path,
+        log: Log,
+        agreements: Arc<Agreements>,
+        egress: Option<Arc<dyn Egress>>,
+    ) -> Result<Projector, ProjectionError> {
         let (db, tree) = store::open(dir)?;
-        let checkpoint = tree.get(store::CHECKPOINT)?.map_or(0, |v| store::seq_suffix(&v));
+        let checkpoint = tree
+            .get(store::CHECKPOINT)?
+            .map_or(0, |v| store::seq_suffix(&v));
         Ok(Projector {
             inner: Arc::new(Inner {
                 db,
@@ -52,7 +62,10 @@ impl Projector {
                 log,
                 agreements,
                 egress,
-                state: Mutex::new(State { checkpoint, persons: HashMap::new() }),
+                state: Mutex::new(State {
+                    checkpoint,
+                    persons: HashMap::new(),
+                }),
                 applied: watch::channel(checkpoint).0,
             }),
         })
@@ -93,38 +106,64 @@ impl Projector {
         for entry in &entries {
             let fact = entry.fact();
             let yp = fact.young_person;
-            if !state.persons.contains_key(&yp) {
-                let stored = match inner.tree.get(store::person(yp))? {
-                    Some(v) => serde_json::from_slice(&v).map_err(|e| ProjectionError::Corrupt(e.to_string()))?,
-                    None => PersonState::default(),
-                };
-                state.persons.insert(yp, stored);
-            }
-            let person = state.persons.get_mut(&yp).expect("just inserted");
+            let person = match state.persons.entry(yp) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let stored = match inner.tree.get(store::person(yp))? {
+                        Some(v) => serde_json::from_slice(&v)
+                            .map_err(|e| ProjectionError::Corrupt(e.to_string()))?,
+                        None => PersonState::default(),
+                    };
+                    e.insert(stored)
+                }
+            };
             let category = fact.event_type.category();
+            // State first: a registration's age band needs its own date of birth. Consent
+            // events are addressed by name, so deciding after they apply changes nothing for
+            // them, and a withdrawal still stops everything appended after it.
+            let withdrawn = person.evolve(&fact);
             for agency in inner.agreements.agencies() {
                 let id = agency.id.as_str();
                 if id == fact.source {
-                    let own = Ref { young_person: yp, category, basis: None, fields: None };
+                    let own = Ref {
+                        young_person: yp,
+                        category,
+                        basis: None,
+                        fields: None,
+                    };
                     overlay.insert(store::read_ref(id, yp, fact.seq), Some(json(&own)));
                     continue;
                 }
                 let decision = match decide(&inner.agreements, person, &fact, agency) {
                     Ok(d) => {
-                        let r = Ref { young_person: yp, category, basis: Some(d.basis.clone()), fields: d.fields };
+                        let r = Ref {
+                            young_person: yp,
+                            category,
+                            basis: Some(d.basis.clone()),
+                            fields: d.fields,
+                        };
                         let bytes = json(&r);
                         overlay.insert(store::feed(id, fact.seq), Some(bytes.clone()));
                         overlay.insert(store::read_ref(id, yp, fact.seq), Some(bytes));
-                        notices.push(Notice { agency: id.to_owned(), seq: fact.seq, event_type: fact.event_type.name().to_owned() });
+                        notices.push(Notice {
+                            agency: id.to_owned(),
+                            seq: fact.seq,
+                            event_type: fact.event_type.name().to_owned(),
+                        });
                         Decision::Disclosed { basis: d.basis }
                     }
                     Err(reason) if reason.matters() => Decision::Refused { reason },
                     Err(_) => continue,
                 };
-                let record = DisclosureRecord { seq: fact.seq, event_id: fact.id, young_person: yp, recipient: id.to_owned(), decision };
+                let record = DisclosureRecord {
+                    seq: fact.seq,
+                    event_id: fact.id,
+                    young_person: yp,
+                    recipient: id.to_owned(),
+                    decision,
+                };
                 overlay.insert(store::disclosure(fact.seq, id), Some(json(&record)));
             }
-            let withdrawn = person.evolve(&fact);
             if matches!(
                 fact.event_type,
                 EventType::YoungPersonRegistered | EventType::YoungPersonDetailsCorrected
@@ -136,7 +175,10 @@ impl Projector {
                 purge_consent_based(&inner.tree, &mut overlay, &recipient, yp, cat)?;
             }
         }
-        overlay.insert(store::CHECKPOINT.to_vec(), Some(last.to_be_bytes().to_vec()));
+        overlay.insert(
+            store::CHECKPOINT.to_vec(),
+            Some(last.to_be_bytes().to_vec()),
+        );
         let mut batch = sled::Batch::default();
         for (k, v) in overlay {
             match v {
@@ -190,11 +232,14 @@ impl Projector {
     }
 
     /// Every key and value of the projections, for comparing a rebuild with the live state.
-    pub fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError> {
+    pub fn dump(&self) -> Result<Vec<KeyValue>, ProjectionError> {
         self.inner
             .tree
             .iter()
-            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
+            .map(|kv| {
+                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(Into::into)
+            })
             .collect()
     }
 
@@ -206,7 +251,13 @@ impl Projector {
 
 /// Withdrawal takes effect at once: the recipient's read model loses what it held about
 /// this person on consent for this category (statutory and override data stay).
-fn purge_consent_based(tree: &sled::Tree, overlay: &mut Overlay, recipient: &str, yp: Uuid, cat: Category) -> Result<(), ProjectionError> {
+fn purge_consent_based(
+    tree: &sled::Tree,
+    overlay: &mut Overlay,
+    recipient: &str,
+    yp: Uuid,
+    cat: Category,
+) -> Result<(), ProjectionError> {
     let prefix = store::read_prefix(recipient, yp);
     let consent_based = |v: &[u8]| -> bool {
         serde_json::from_slice::<Ref>(v)

@@ -111,7 +111,10 @@ pub fn seq_suffix(key: &[u8]) -> u64 {
 }
 
 pub fn open(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), ProjectionError> {
-    let db = sled::Config::new().path(dir).mode(sled::Mode::HighThroughput).open()?;
+    let db = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
     let tree = db.open_tree("projections")?;
     Ok((db, tree))
 }

@@ -14,9 +14,9 @@ fn decode_ref(v: &[u8]) -> Result<Ref, ProjectionError> {
 }
 
 fn entry(p: &Projector, seq: u64) -> Result<Entry, ProjectionError> {
-    p.log()
-        .get(seq)?
-        .ok_or_else(|| ProjectionError::Corrupt(format!("projection refers to missing entry {seq}")))
+    p.log().get(seq)?.ok_or_else(|| {
+        ProjectionError::Corrupt(format!("projection refers to missing entry {seq}"))
+    })
 }
 
 /// One feed item: the event as this agency may see it, with the basis it was given on.
@@ -36,7 +36,12 @@ fn item(e: &Entry, r: &Ref) -> Value {
 }
 
 /// The agency's disclosures with `seq > after`, in log order.
-pub fn feed(p: &Projector, agency: &str, after: u64, limit: usize) -> Result<Vec<Value>, ProjectionError> {
+pub fn feed(
+    p: &Projector,
+    agency: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Value>, ProjectionError> {
     let start = store::feed(agency, after.saturating_add(1));
     let prefix = store::feed_prefix(agency);
     let mut out = Vec::new();
@@ -72,7 +77,11 @@ pub fn read_model(p: &Projector, agency: &str, yp: Uuid) -> Result<Option<Value>
 }
 
 /// Disclosure records of one log position onward, for audit and tests.
-pub fn disclosures(p: &Projector, after: u64, limit: usize) -> Result<Vec<store::DisclosureRecord>, ProjectionError> {
+pub fn disclosures(
+    p: &Projector,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<store::DisclosureRecord>, ProjectionError> {
     let mut start = vec![b'd'];
     start.extend_from_slice(&(after + 1).to_be_bytes());
     let mut out = Vec::new();

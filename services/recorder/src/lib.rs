@@ -36,8 +36,11 @@ impl Handler for Recorder {
             return Err(Problem::new(401, "unauthenticated", "Unknown agency"));
         };
         if s.envelopes.is_empty() {
-            return Err(Problem::new(422, "invalid-event", "The batch is empty")
-                .errors(vec![FieldError::new("/events", "at least one event is required")]));
+            return Err(
+                Problem::new(422, "invalid-event", "The batch is empty").errors(vec![
+                    FieldError::new("/events", "at least one event is required"),
+                ]),
+            );
         }
         let mut events = Vec::with_capacity(s.envelopes.len());
         let mut invalid = Vec::new();
@@ -46,27 +49,45 @@ impl Handler for Recorder {
             let prefix = pointer(s.batch, i, "");
             match validate(env) {
                 Err(errors) => invalid.extend(errors.into_iter().map(|e| e.under(&prefix))),
-                Ok(sub) if !sub.event_type.may_be_sourced_by(agency.kind) => forbidden.push(FieldError::new(
-                    pointer(s.batch, i, "/type"),
-                    format!("a {} may not send {}", agency.kind, sub.event_type),
-                )),
-                Ok(sub) => events.push(NewEvent { submitted: sub, source: agency.id.clone() }),
+                Ok(sub) if !sub.event_type.may_be_sourced_by(agency.kind) => {
+                    forbidden.push(FieldError::new(
+                        pointer(s.batch, i, "/type"),
+                        format!("a {} may not send {}", agency.kind, sub.event_type),
+                    ))
+                }
+                Ok(sub) => events.push(NewEvent {
+                    submitted: sub,
+                    source: agency.id.clone(),
+                }),
             }
         }
         if !invalid.is_empty() {
-            return Err(Problem::new(422, "invalid-event", "The event does not match the data standard")
-                .detail("Nothing was appended.")
-                .errors(invalid));
+            return Err(Problem::new(
+                422,
+                "invalid-event",
+                "The event does not match the data standard",
+            )
+            .detail("Nothing was appended.")
+            .errors(invalid));
         }
         if !forbidden.is_empty() {
-            return Err(Problem::new(403, "not-a-permitted-source", "This agency may not send this event type")
-                .detail("Nothing was appended.")
-                .errors(forbidden));
+            return Err(Problem::new(
+                403,
+                "not-a-permitted-source",
+                "This agency may not send this event type",
+            )
+            .detail("Nothing was appended.")
+            .errors(forbidden));
         }
         match self.log.append(events).await {
             Ok(receipts) => Ok(receipts
                 .into_iter()
-                .map(|r| Accepted { seq: r.seq, version: r.version, young_person: r.young_person, duplicate: r.duplicate })
+                .map(|r| Accepted {
+                    seq: r.seq,
+                    version: r.version,
+                    young_person: r.young_person,
+                    duplicate: r.duplicate,
+                })
                 .collect()),
             Err(e) => Err(problem(&e, s.batch)),
         }
@@ -76,26 +97,44 @@ impl Handler for Recorder {
 fn problem(e: &AppendError, batch: bool) -> Problem {
     let nothing = "Nothing was appended.";
     match e {
-        AppendError::Conflict { index, field, message } => Problem::new(409, "conflict", "The event conflicts with the log")
-            .detail(nothing)
-            .errors(vec![FieldError::new(pointer(batch, *index, &format!("/{field}")), message.clone())]),
-        AppendError::VersionMismatch { index, expected, actual } => {
-            Problem::new(409, "version-mismatch", "The young person's record has moved on")
-                .detail(nothing)
-                .errors(vec![FieldError::new(
-                    pointer(batch, *index, "/expected_version"),
-                    format!("expected version {expected}, but the current version is {actual}"),
-                )])
-        }
-        AppendError::UnknownPerson { index } => Problem::new(422, "unknown-young-person", "The young person is not known to the exchange")
+        AppendError::Conflict {
+            index,
+            field,
+            message,
+        } => Problem::new(409, "conflict", "The event conflicts with the log")
             .detail(nothing)
             .errors(vec![FieldError::new(
-                pointer(batch, *index, "/young_person"),
-                "no young person with this id is registered; register them first",
+                pointer(batch, *index, &format!("/{field}")),
+                message.clone(),
             )]),
+        AppendError::VersionMismatch {
+            index,
+            expected,
+            actual,
+        } => Problem::new(
+            409,
+            "version-mismatch",
+            "The young person's record has moved on",
+        )
+        .detail(nothing)
+        .errors(vec![FieldError::new(
+            pointer(batch, *index, "/expected_version"),
+            format!("expected version {expected}, but the current version is {actual}"),
+        )]),
+        AppendError::UnknownPerson { index } => Problem::new(
+            422,
+            "unknown-young-person",
+            "The young person is not known to the exchange",
+        )
+        .detail(nothing)
+        .errors(vec![FieldError::new(
+            pointer(batch, *index, "/young_person"),
+            "no young person with this id is registered; register them first",
+        )]),
         AppendError::Storage(_) | AppendError::Closed => {
             tracing::error!(error = %e, "append failed");
-            Problem::new(503, "log-unavailable", "The log could not record the event").detail("Nothing was acknowledged; retry later.")
+            Problem::new(503, "log-unavailable", "The log could not record the event")
+                .detail("Nothing was acknowledged; retry later.")
         }
     }
 }

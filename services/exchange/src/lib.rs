@@ -1,0 +1,6 @@
+//! The `exchange` service as a library: configuration, wiring and the benchmark, so that
+//! tests build exactly what the binary runs.
+
+pub mod app;
+pub mod bench;
+pub mod config;

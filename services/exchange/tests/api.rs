@@ -1,0 +1,270 @@
+//! The HTTP API against the real service, arrange / act / assert.
+
+mod helpers;
+
+use axum::http::StatusCode;
+use helpers::*;
+use serde_json::json;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn without_a_valid_token_the_answer_is_401_and_nothing_is_appended() {
+    let app = spawn_app();
+    let (s, ctype, v) = app
+        .request(
+            "POST",
+            "/v1/events",
+            None,
+            Some(registration("2008-01-01").to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(ctype, "application/problem+json");
+    assert_eq!(v["code"], "unauthenticated");
+    let (s, _) = app.post("wrong-token", &registration("2008-01-01")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.log.head(), 0);
+}
+
+#[tokio::test]
+async fn an_agency_may_not_send_types_its_kind_does_not_source() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    let (s, v) = app.post(COLLEGE, &sample("placement.changed", yp)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["errors"][0]["field"], "/type");
+    let (s, _) = app.post(LA, &sample("deadline.set", yp)).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "the exchange's own types are never accepted"
+    );
+    assert_eq!(app.log.head(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field_and_appends_nothing() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    let cases = [
+        (
+            json!({"activity_code": "999", "start_date": "2026-09-01", "date_ascertained": "2026-09-20"}),
+            "/data/activity_code",
+        ),
+        (
+            json!({"activity_code": "230", "start_date": "2026-02-30", "date_ascertained": "2026-09-20"}),
+            "/data/start_date",
+        ),
+        (
+            json!({"activity_code": "230", "start_date": "2026-09-01", "date_ascertained": "2026-09-20", "mood": "ok"}),
+            "/data/mood",
+        ),
+        (
+            json!({"start_date": "2026-09-01", "date_ascertained": "2026-09-20"}),
+            "/data/activity_code",
+        ),
+    ];
+    for (data, field) in cases {
+        let (s, v) = app
+            .post(CAREERS, &envelope("destination.recorded", Some(yp), data))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert_eq!(v["errors"][0]["field"], field, "{v}");
+    }
+    let (s, v) = app
+        .post(CAREERS, &envelope("pony.delivered", Some(yp), json!({})))
+        .await;
+    assert_eq!(
+        (s, v["errors"][0]["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("/type"))
+    );
+    let (s, v) = app
+        .post(CAREERS, &sample("destination.recorded", Uuid::new_v4()))
+        .await;
+    assert_eq!(
+        (s, v["errors"][0]["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("/young_person"))
+    );
+    let (s, _, v) = app
+        .request("POST", "/v1/events", Some(LA), Some(b"{\"id\": ".to_vec()))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("malformed JSON"));
+    assert_eq!(app.log.head(), 1);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let app = spawn_app();
+    let big = vec![b' '; (8 << 20) + 1];
+    let (s, ctype, v) = app.request("POST", "/v1/events", Some(LA), Some(big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(ctype, "application/problem+json");
+    assert_eq!(v["code"], "too-large");
+}
+
+#[tokio::test]
+async fn the_same_event_twice_gives_the_first_answer_and_another_body_conflicts() {
+    let app = spawn_app();
+    let reg = registration("2008-01-01");
+    let (s1, first) = app.post(LA, &reg).await;
+    let (s2, again) = app.post(LA, &reg).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
+    assert_eq!(first, again);
+    let mut changed = reg.clone();
+    changed["data"]["sex"] = json!("M");
+    let (s3, v) = app.post(LA, &changed).await;
+    assert_eq!(s3, StatusCode::CONFLICT);
+    assert_eq!(v["errors"][0]["field"], "/id");
+    assert_eq!(app.log.head(), 1);
+}
+
+#[tokio::test]
+async fn expected_version_must_match() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    let mut e = sample("placement.changed", yp);
+    e["expected_version"] = json!(3);
+    let (s, v) = app.post(LA, &e).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(v["code"], "version-mismatch");
+    e["expected_version"] = json!(1);
+    let (s, v) = app.post(LA, &e).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(v["version"], 2);
+}
+
+#[tokio::test]
+async fn a_batch_is_all_or_nothing() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    let good = sample("placement.changed", yp);
+    let mut bad = sample("looked-after.started", yp);
+    bad["data"]["legal_status"] = json!("ZZ");
+    let (s, v) = app.post(LA, &json!({"events": [good.clone(), bad]})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(v["errors"][0]["field"], "/events/1/data/legal_status");
+    assert_eq!(app.log.head(), 1);
+
+    let (s, v) = app
+        .post(
+            LA,
+            &json!({"events": [good, sample("looked-after.started", yp)]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let seqs: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![2, 3]);
+}
+
+#[tokio::test]
+async fn statutory_flows_follow_the_age_band() {
+    let app = spawn_app();
+    let old = app.register("2008-01-01").await;
+    let young = app.register("2014-01-01").await; // 12 on the event date
+    app.post(LA, &sample("looked-after.started", old)).await;
+    app.post(LA, &sample("looked-after.started", young)).await;
+    let careers = app.feed(CAREERS).await;
+    let people: Vec<&str> = careers
+        .iter()
+        .map(|i| i["young_person"].as_str().unwrap())
+        .collect();
+    assert!(people.iter().all(|p| *p == old.to_string()), "{people:?}");
+    assert_eq!(
+        types_of(&careers),
+        vec!["young-person.registered", "looked-after.started"]
+    );
+    assert_eq!(careers[1]["basis"]["kind"], "statutory");
+    let (s, _) = app.get(CAREERS, &format!("/v1/young-people/{young}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn consent_opens_a_flow_and_withdrawal_closes_it_and_purges_the_read_model() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    // no consent yet: the college sees nothing
+    app.post(CAREERS, &sample("destination.recorded", yp)).await;
+    assert!(app.feed(COLLEGE).await.is_empty());
+    let (s, _) = app.get(COLLEGE, &format!("/v1/young-people/{yp}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    app.post(LA, &sample("consent.granted", yp)).await;
+    let mut dest = sample("destination.recorded", yp);
+    dest["data"]["activity_code"] = json!("310");
+    app.post(CAREERS, &dest).await;
+    let feed = app.feed(COLLEGE).await;
+    assert_eq!(
+        types_of(&feed),
+        vec!["consent.granted", "destination.recorded"]
+    );
+    assert_eq!(feed[1]["basis"]["kind"], "consent");
+    assert_eq!(feed[1]["data"]["activity_code"], "310");
+    let (_, model) = app.get(COLLEGE, &format!("/v1/young-people/{yp}")).await;
+    assert_eq!(
+        model["education_employment"]["destination"]["activity_code"],
+        "310"
+    );
+
+    app.post(LA, &sample("consent.withdrawn", yp)).await;
+    let mut later = sample("destination.recorded", yp);
+    later["data"]["activity_code"] = json!("619");
+    app.post(CAREERS, &later).await;
+    let feed = app.feed(COLLEGE).await;
+    assert_eq!(
+        types_of(&feed),
+        vec![
+            "consent.granted",
+            "destination.recorded",
+            "consent.withdrawn"
+        ]
+    );
+    let (_, model) = app.get(COLLEGE, &format!("/v1/young-people/{yp}")).await;
+    assert!(model.get("education_employment").is_none(), "{model}");
+    // the statutory recipient is unaffected
+    let la = app.feed(LA).await;
+    assert_eq!(
+        types_of(&la)
+            .iter()
+            .filter(|t| *t == "destination.recorded")
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = spawn_app();
+    let (s, _, v) = app.request("GET", "/healthz", None, None).await;
+    assert_eq!((s, v["status"].clone()), (StatusCode::OK, json!("ok")));
+    let (s, _, v) = app.request("GET", "/readyz", None, None).await;
+    assert_eq!((s, v["ready"].clone()), (StatusCode::OK, json!(true)));
+}
+
+#[tokio::test]
+async fn feed_paging_uses_the_log_position() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    for _ in 0..5 {
+        app.post(LA, &sample("worker.allocated", yp)).await;
+    }
+    app.drain();
+    let (_, page) = app.get(CAREERS, "/v1/feed?after=0&limit=2").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let next = page["next_after"].as_u64().unwrap();
+    let (_, rest) = app
+        .get(CAREERS, &format!("/v1/feed?after={next}&limit=100"))
+        .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 4);
+    assert!(rest["items"][0]["seq"].as_u64().unwrap() > next);
+    let (s, _) = app.get(CAREERS, "/v1/feed?after=minus-one").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

@@ -1,0 +1,151 @@
+//! `spawn_app()`: the real service (demo configuration, embedded bus) over a temporary data
+//! directory, driven through its router with `oneshot`. Background projection is replaced by
+//! `drain()`, which steps the projector until it has applied everything: no sleeps.
+
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use exchange::{app, config};
+use http_body_util::BodyExt;
+use pathway_projector::Projector;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+pub const LA: &str = "demo-la-token";
+pub const CAREERS: &str = "demo-careers-token";
+pub const COLLEGE: &str = "demo-college-token";
+
+pub struct TestApp {
+    pub router: Router,
+    pub projector: Projector,
+    pub log: pathway_log::Log,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    spawn_app_in(dir)
+}
+
+pub fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
+    let config = config::parse(config::DEMO, "demo").unwrap();
+    let running = app::build(config, dir.path()).unwrap();
+    TestApp {
+        router: pathway_gateway::router(running.state),
+        projector: running.projector,
+        log: running.log,
+        dir,
+    }
+}
+
+impl TestApp {
+    /// Stops the service (every handle on the stores dropped) and starts it again on the
+    /// same data directory.
+    pub fn restart(self) -> TestApp {
+        let TestApp {
+            router,
+            projector,
+            log,
+            dir,
+        } = self;
+        drop(router);
+        drop(projector);
+        drop(log);
+        spawn_app_in(dir)
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (StatusCode, String, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .header("content-type", "application/json")
+            .body(body.map_or(Body::empty(), Body::from))
+            .unwrap();
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let ctype = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, ctype, value)
+    }
+
+    pub async fn post(&self, token: &str, body: &Value) -> (StatusCode, Value) {
+        let (s, _, v) = self
+            .request(
+                "POST",
+                "/v1/events",
+                Some(token),
+                Some(body.to_string().into_bytes()),
+            )
+            .await;
+        (s, v)
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let (s, _, v) = self.request("GET", path, Some(token), None).await;
+        (s, v)
+    }
+
+    /// Applies everything appended so far to the projections.
+    pub fn drain(&self) {
+        self.projector.catch_up().unwrap();
+    }
+
+    /// Registers a young person born on `dob` through the local authority; returns the id.
+    pub async fn register(&self, dob: &str) -> Uuid {
+        let (s, v) = self.post(LA, &registration(dob)).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        serde_json::from_value(v["young_person"].clone()).unwrap()
+    }
+
+    pub async fn feed(&self, token: &str) -> Vec<Value> {
+        self.drain();
+        let (s, v) = self.get(token, "/v1/feed?after=0&limit=1000").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["items"].as_array().unwrap().clone()
+    }
+}
+
+pub fn envelope(ty: &str, yp: Option<Uuid>, data: Value) -> Value {
+    let mut e = json!({"id": Uuid::new_v4(), "type": ty, "occurred_at": "2026-11-02T10:00:00Z", "data": data});
+    if let Some(yp) = yp {
+        e["young_person"] = json!(yp);
+    }
+    e
+}
+
+pub fn registration(dob: &str) -> Value {
+    let mut d = pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered);
+    d["date_of_birth"] = json!(dob);
+    envelope("young-person.registered", None, d)
+}
+
+pub fn sample(ty: &str, yp: Uuid) -> Value {
+    envelope(
+        ty,
+        Some(yp),
+        pathway_core::samples::data(pathway_core::EventType::parse(ty).unwrap()),
+    )
+}
+
+pub fn types_of(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i["type"].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -1,0 +1,70 @@
+//! Projections are derived: a rebuild from the log equals the incremental state, and a
+//! restart resumes from the checkpoint.
+
+mod helpers;
+
+use helpers::*;
+use pathway_projector::Projector;
+use std::sync::Arc;
+
+async fn scenario(app: &TestApp) {
+    for dob in ["2008-01-01", "2010-06-01", "2013-03-03"] {
+        let yp = app.register(dob).await;
+        app.post(LA, &sample("looked-after.started", yp)).await;
+        app.drain(); // interleave projection steps with appends
+        app.post(LA, &sample("consent.granted", yp)).await;
+        app.post(CAREERS, &sample("destination.recorded", yp)).await;
+        app.post(LA, &sample("placement.changed", yp)).await;
+        app.post(COLLEGE, &sample("enrolment.started", yp)).await;
+        app.drain();
+        app.post(LA, &sample("consent.withdrawn", yp)).await;
+        app.post(CAREERS, &sample("neet.onset", yp)).await;
+    }
+    app.drain();
+}
+
+#[tokio::test]
+async fn a_rebuild_equals_the_incremental_projections() {
+    let app = spawn_app();
+    scenario(&app).await;
+    let live = app.projector.dump().unwrap();
+    assert!(
+        live.len() > 40,
+        "the scenario should produce real projections"
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    let agreements = Arc::new(
+        exchange::config::parse(exchange::config::DEMO, "demo")
+            .unwrap()
+            .agreements,
+    );
+    let rebuilt = Projector::open(other.path(), app.log.clone(), agreements, None).unwrap();
+    rebuilt.catch_up().unwrap();
+    assert_eq!(rebuilt.dump().unwrap(), live);
+}
+
+#[tokio::test]
+async fn a_restart_resumes_from_the_checkpoint() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    app.drain();
+    let checkpoint = app.projector.checkpoint();
+    let app = app.restart();
+    assert_eq!(
+        app.projector.checkpoint(),
+        checkpoint,
+        "checkpoint survives a restart"
+    );
+    app.post(LA, &sample("looked-after.started", yp)).await;
+    assert_eq!(
+        app.projector.step(100).unwrap(),
+        1,
+        "only the new entry is applied"
+    );
+    let feed = app.feed(CAREERS).await;
+    assert_eq!(
+        types_of(&feed),
+        vec!["young-person.registered", "looked-after.started"]
+    );
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests across processes: the real `exchange` binary on a random loopback port
+//! with its own temporary data directory.
+
+mod process;
+mod support;

@@ -1,0 +1,239 @@
+use crate::support::{run, Server};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+fn registration(id: Uuid) -> Value {
+    let mut d = pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered);
+    d["date_of_birth"] = json!("2008-01-01");
+    json!({"id": id, "type": "young-person.registered", "occurred_at": "2026-11-02T10:00:00Z", "data": d})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_steady_ingest_loses_no_acknowledged_event() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let acked = Arc::new(Mutex::new(Vec::<Uuid>::new()));
+    let client = reqwest::Client::new();
+    let (enough_tx, enough_rx) = tokio::sync::watch::channel(false);
+    let mut writers = Vec::new();
+    for _ in 0..16 {
+        let (client, base, acked, enough) = (
+            client.clone(),
+            server.base.clone(),
+            acked.clone(),
+            enough_tx.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            // Bounded: stops at the kill, or after 20,000 attempts at the latest.
+            for _ in 0..20_000 {
+                let id = Uuid::new_v4();
+                let res = client
+                    .post(format!("{base}/v1/events"))
+                    .bearer_auth("demo-la-token")
+                    .json(&registration(id))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == 201 => {
+                        let mut a = acked.lock().unwrap();
+                        a.push(id);
+                        if a.len() >= 600 {
+                            let _ = enough.send(true);
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    let mut enough = enough_rx;
+    tokio::time::timeout(Duration::from_secs(120), enough.wait_for(|e| *e))
+        .await
+        .unwrap()
+        .unwrap();
+    server.kill(); // mid-flow: writers still have requests in flight
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    let (ok, out, err) = run(&["verify"], data.path());
+    assert!(ok, "verify after SIGKILL: {out} {err}");
+    let (ok, out, err) = run(&["export"], data.path());
+    assert!(ok, "{err}");
+    let entries: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=entries.len() as u64).collect::<Vec<_>>(),
+        "gapless"
+    );
+    let ids: HashSet<String> = entries
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), entries.len(), "no event twice");
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|id| !ids.contains(&id.to_string()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost",
+        missing.len()
+    );
+    assert!(entries.len() >= acked.len());
+
+    // It starts again on the same data and carries on from where the log ends.
+    let server = Server::start(data.path());
+    let res = client
+        .post(format!("{}/v1/events", server.base))
+        .bearer_auth("demo-la-token")
+        .json(&registration(Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["seq"].as_u64().unwrap(), entries.len() as u64 + 1);
+}
+
+/// Reads SSE frames until `want` of them have arrived.
+async fn frames(res: reqwest::Response, want: usize) -> Vec<(u64, Value)> {
+    use futures::StreamExt;
+    let mut stream = res.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while out.len() < want {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("the stream went quiet")
+            .expect("the stream ended")
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = None;
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                }
+                if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(v.trim()).ok();
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                out.push((id, data));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_live_feed_streams_disclosures_and_resumes_from_last_event_id() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let client = reqwest::Client::new();
+    let stream = client
+        .get(format!("{}/v1/feed/stream", server.base))
+        .bearer_auth("demo-college-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+
+    let post = |token: &'static str, body: Value| {
+        let (client, base) = (client.clone(), server.base.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/v1/events"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let reg = post("demo-la-token", registration(Uuid::new_v4())).await;
+    let yp = reg["young_person"].clone();
+    let envelope = |ty: &str| {
+        let data = pathway_core::samples::data(pathway_core::EventType::parse(ty).unwrap());
+        json!({"id": Uuid::new_v4(), "type": ty, "young_person": yp, "occurred_at": "2026-11-02T10:00:00Z", "data": data})
+    };
+    post("demo-la-token", envelope("consent.granted")).await;
+    post("demo-careers-token", envelope("destination.recorded")).await;
+    post("demo-college-token", envelope("enrolment.started")).await; // its own: not in its feed
+    post("demo-careers-token", envelope("neet.onset")).await;
+
+    let got = frames(stream, 3).await;
+    let types: Vec<&str> = got
+        .iter()
+        .map(|(_, d)| d["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec!["consent.granted", "destination.recorded", "neet.onset"]
+    );
+
+    let resumed = client
+        .get(format!("{}/v1/feed/stream", server.base))
+        .bearer_auth("demo-college-token")
+        .header("Last-Event-ID", got[0].0.to_string())
+        .send()
+        .await
+        .unwrap();
+    let again = frames(resumed, 2).await;
+    assert_eq!(
+        again.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![got[1].0, got[2].0]
+    );
+}
+
+#[test]
+fn verify_names_a_tampered_entry_and_exits_non_zero() {
+    let data = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    {
+        let server = Server::start(data.path());
+        let client = reqwest::Client::new();
+        rt.block_on(async {
+            for _ in 0..3 {
+                let r = client
+                    .post(format!("{}/v1/events", server.base))
+                    .bearer_auth("demo-la-token")
+                    .json(&registration(Uuid::new_v4()))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        });
+        server.kill();
+    }
+    let (ok, out, _) = run(&["verify"], data.path());
+    assert!(ok && out.contains("3 entries"), "{out}");
+    {
+        let db = sled::open(data.path().join("log")).unwrap();
+        let tree = db.open_tree("log").unwrap();
+        let mut key = vec![b'e'];
+        key.extend_from_slice(&2u64.to_be_bytes());
+        let mut v = tree.get(&key).unwrap().unwrap().to_vec();
+        let n = v.len();
+        v[n - 3] ^= 0x01; // one flipped bit in the record
+        tree.insert(key, v).unwrap();
+        db.flush().unwrap();
+    }
+    let (ok, _, err) = run(&["verify"], data.path());
+    assert!(!ok);
+    assert!(err.contains("entry 2"), "{err}");
+}
