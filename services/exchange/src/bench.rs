@@ -1,8 +1,306 @@
-//! `exchange bench`: measured on the machine it runs on. Placeholder until filled in.
+//! `exchange bench`: the performance targets of the pipeline, measured on this machine.
+//!
+//! Everything runs in one process (the server on a loopback port, the clients beside it),
+//! so the figures include HTTP, JSON, schema validation, the fsync and the projections, and
+//! the clients compete for the same cores. Method and results: BENCHMARKS.md.
+
+use crate::{app, config};
+use anyhow::Context;
+use futures::StreamExt;
+use pathway_core::samples;
+use pathway_core::EventType;
+use pathway_log::{Log, LogOptions, NewEvent};
+use pathway_projector::Projector;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Which measurements: batched, single, sse, rebuild (comma-separated), or all.
+    #[arg(long, default_value = "all")]
+    only: String,
+    /// Events for the batched-ingest run (in batches of 1,000).
+    #[arg(long, default_value_t = 200_000)]
+    batched_events: usize,
+    /// Events for the single-event run.
+    #[arg(long, default_value_t = 60_000)]
+    single_events: usize,
+    /// Concurrent clients for the single-event run.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Events per second offered in the SSE latency run.
+    #[arg(long, default_value_t = 1000)]
+    sse_rate: u64,
+    /// Events in the SSE latency run.
+    #[arg(long, default_value_t = 10_000)]
+    sse_events: usize,
+    /// Log size for the rebuild run.
+    #[arg(long, default_value_t = 1_000_000)]
+    rebuild_events: usize,
+    /// Where to put the data (default: a temporary directory on the same disk as /tmp).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+}
 
-pub fn run(_: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+struct Server {
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(root: &std::path::Path) -> anyhow::Result<Server> {
+    let dir = tempfile::tempdir_in(root)?;
+    let running = app::build(config::parse(config::DEMO, "demo")?, dir.path())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(running.projector.clone().run());
+    tokio::spawn(async move { axum::serve(listener, pathway_gateway::router(running.state)).await });
+    Ok(Server { base, _dir: dir })
+}
+
+fn env(ty: EventType, yp: Option<Uuid>) -> Value {
+    let mut e = json!({"id": Uuid::new_v4(), "type": ty.name(), "occurred_at": "2026-11-02T10:00:00Z", "data": samples::data(ty)});
+    if let Some(yp) = yp {
+        e["young_person"] = json!(yp);
+    }
+    e
+}
+
+async fn register(client: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<Vec<Uuid>> {
+    let mut out = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let events: Vec<Value> = chunk.iter().map(|_| env(EventType::YoungPersonRegistered, None)).collect();
+        let r: Vec<Value> = client
+            .post(format!("{base}/v1/events"))
+            .bearer_auth("demo-la-token")
+            .json(&json!({ "events": events }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        out.extend(r.iter().map(|a| a["young_person"].as_str().unwrap().parse::<Uuid>().unwrap()));
+    }
+    Ok(out)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn batched(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
+    let server = start(root).await?;
+    let client = reqwest::Client::new();
+    let people = register(&client, &server.base, 1000).await?;
+    let bodies: Vec<Vec<u8>> = (0..total / 1000)
+        .map(|b| {
+            let events: Vec<Value> = (0..1000)
+                .map(|i| env(EventType::WorkerAllocated, Some(people[(b * 1000 + i) % people.len()])))
+                .collect();
+            serde_json::to_vec(&json!({ "events": events })).unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    // Two senders, so the server always has the next batch while one is being flushed.
+    let bodies = Arc::new(tokio::sync::Mutex::new(bodies.into_iter()));
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (client, base, bodies) = (client.clone(), server.base.clone(), bodies.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(body) = bodies.lock().await.next() else { return Ok::<_, anyhow::Error>(()) };
+                client
+                    .post(format!("{base}/v1/events"))
+                    .bearer_auth("demo-la-token")
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("batched: {total} events in batches of 1000 over HTTP: {secs:.2} s, {:.0} events/s", total as f64 / secs);
+    Ok(())
+}
+
+async fn single(root: &std::path::Path, total: usize, clients: usize) -> anyhow::Result<()> {
+    let server = start(root).await?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let people = Arc::new(register(&client, &server.base, 1000).await?);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, base, people, next) = (client.clone(), server.base.clone(), people.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let body = serde_json::to_vec(&env(EventType::WorkerAllocated, Some(people[i % people.len()])))?;
+                let t = Instant::now();
+                client
+                    .post(format!("{base}/v1/events"))
+                    .bearer_auth("demo-la-token")
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "single: {total} events, {clients} concurrent clients: {secs:.2} s, {:.0} events/s; request p50 {:.2} ms, p99 {:.2} ms",
+        total as f64 / secs,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+    Ok(())
+}
+
+async fn sse(root: &std::path::Path, rate: u64, total: usize) -> anyhow::Result<()> {
+    let server = start(root).await?;
+    let client = reqwest::Client::new();
+    let people = register(&client, &server.base, 100).await?;
+    // The local authority receives the careers service's destinations on a statutory basis.
+    let stream = client.get(format!("{}/v1/feed/stream", server.base)).bearer_auth("demo-la-token").send().await?;
+    let sent: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
+    let reader = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(total);
+            let mut body = stream.bytes_stream();
+            let mut buf = String::new();
+            while lat.len() < total {
+                let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+                    .await
+                    .context("SSE went quiet")?
+                    .context("SSE ended")??;
+                let now = Instant::now();
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let frame: String = buf.drain(..end + 2).collect();
+                    if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
+                        let v: Value = serde_json::from_str(data.trim())?;
+                        if let Some(t) = v["id"].as_str().and_then(|id| sent.lock().unwrap().get(id).copied()) {
+                            lat.push((now - t).as_secs_f64() * 1000.0);
+                        }
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(lat)
+        })
+    };
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut posts = Vec::with_capacity(total);
+    for i in 0..total {
+        tick.tick().await;
+        let e = env(EventType::DestinationRecorded, Some(people[i % people.len()]));
+        let id = e["id"].as_str().unwrap().to_owned();
+        let (client, base, sent) = (client.clone(), server.base.clone(), sent.clone());
+        posts.push(tokio::spawn(async move {
+            sent.lock().unwrap().insert(id, Instant::now());
+            client.post(format!("{base}/v1/events")).bearer_auth("demo-careers-token").json(&e).send().await?.error_for_status()?;
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for p in posts {
+        p.await??;
+    }
+    let mut lat = reader.await??;
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "sse: {total} events offered at {rate}/s, POST to the recipient's SSE stream: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or_default()
+    );
+    Ok(())
+}
+
+async fn rebuild(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir_in(root)?;
+    let log = Log::open(&dir.path().join("log"), LogOptions::default())?;
+    let agreements = Arc::new(config::parse(config::DEMO, "demo")?.agreements);
+    // A realistic mix: 10,000 people, each registered, then a spread of every agency's types.
+    let people = 10_000usize.min(total);
+    let mix = [
+        ("demo-la", EventType::PlacementChanged),
+        ("demo-la", EventType::WorkerAllocated),
+        ("demo-careers", EventType::DestinationRecorded),
+        ("demo-la", EventType::LookedAfterStarted),
+        ("demo-college", EventType::EnrolmentStarted),
+        ("demo-la", EventType::ConsentGranted),
+        ("demo-careers", EventType::NeetOnset),
+        ("demo-la", EventType::PathwayPlanReviewed),
+    ];
+    let mut ids = Vec::with_capacity(people);
+    let filled = Instant::now();
+    let mut appended = 0;
+    while appended < total {
+        let n = 1000.min(total - appended);
+        let batch: Vec<NewEvent> = (0..n)
+            .map(|i| {
+                let k = appended + i;
+                let (source, value) = if k < people {
+                    ("demo-la", env(EventType::YoungPersonRegistered, None))
+                } else {
+                    let (s, ty) = mix[k % mix.len()];
+                    (s, env(ty, Some(ids[k % people])))
+                };
+                NewEvent { submitted: pathway_core::envelope::validate(&value).expect("valid sample"), source: source.into() }
+            })
+            .collect();
+        let receipts = log.append(batch).await?;
+        if ids.len() < people {
+            ids.extend(receipts.iter().take(people - ids.len()).map(|r| r.young_person));
+        }
+        appended += n;
+    }
+    println!("rebuild: filled a log of {total} events in {:.1} s", filled.elapsed().as_secs_f64());
+    let projector = Projector::open(&dir.path().join("projections"), log.clone(), agreements, None)?;
+    let started = Instant::now();
+    let applied = tokio::task::spawn_blocking(move || projector.catch_up()).await??;
+    let secs = started.elapsed().as_secs_f64();
+    println!("rebuild: {applied} events projected in {secs:.2} s, {:.0} events/s", applied as f64 / secs);
+    Ok(())
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let root = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let wants = |name: &str| args.only == "all" || args.only.split(',').any(|w| w == name);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        if wants("batched") {
+            batched(&root, args.batched_events).await?;
+        }
+        if wants("single") {
+            single(&root, args.single_events, args.clients).await?;
+        }
+        if wants("sse") {
+            sse(&root, args.sse_rate, args.sse_events).await?;
+        }
+        if wants("rebuild") {
+            rebuild(&root, args.rebuild_events).await?;
+        }
+        Ok(())
+    })
 }
