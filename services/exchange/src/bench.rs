@@ -56,7 +56,9 @@ async fn start(root: &std::path::Path) -> anyhow::Result<Server> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(running.projector.clone().run());
-    tokio::spawn(async move { axum::serve(listener, pathway_gateway::router(running.state)).await });
+    tokio::spawn(
+        async move { axum::serve(listener, pathway_gateway::router(running.state)).await },
+    );
     Ok(Server { base, _dir: dir })
 }
 
@@ -71,7 +73,10 @@ fn env(ty: EventType, yp: Option<Uuid>) -> Value {
 async fn register(client: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<Vec<Uuid>> {
     let mut out = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let events: Vec<Value> = chunk.iter().map(|_| env(EventType::YoungPersonRegistered, None)).collect();
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|_| env(EventType::YoungPersonRegistered, None))
+            .collect();
         let r: Vec<Value> = client
             .post(format!("{base}/v1/events"))
             .bearer_auth("demo-la-token")
@@ -81,7 +86,10 @@ async fn register(client: &reqwest::Client, base: &str, n: usize) -> anyhow::Res
             .error_for_status()?
             .json()
             .await?;
-        out.extend(r.iter().map(|a| a["young_person"].as_str().unwrap().parse::<Uuid>().unwrap()));
+        out.extend(
+            r.iter()
+                .map(|a| a["young_person"].as_str().unwrap().parse::<Uuid>().unwrap()),
+        );
     }
     Ok(out)
 }
@@ -97,7 +105,12 @@ async fn batched(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
     let bodies: Vec<Vec<u8>> = (0..total / 1000)
         .map(|b| {
             let events: Vec<Value> = (0..1000)
-                .map(|i| env(EventType::WorkerAllocated, Some(people[(b * 1000 + i) % people.len()])))
+                .map(|i| {
+                    env(
+                        EventType::WorkerAllocated,
+                        Some(people[(b * 1000 + i) % people.len()]),
+                    )
+                })
                 .collect();
             serde_json::to_vec(&json!({ "events": events })).unwrap()
         })
@@ -110,7 +123,9 @@ async fn batched(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
         let (client, base, bodies) = (client.clone(), server.base.clone(), bodies.clone());
         tasks.push(tokio::spawn(async move {
             loop {
-                let Some(body) = bodies.lock().await.next() else { return Ok::<_, anyhow::Error>(()) };
+                let Some(body) = bodies.lock().await.next() else {
+                    return Ok::<_, anyhow::Error>(());
+                };
                 client
                     .post(format!("{base}/v1/events"))
                     .bearer_auth("demo-la-token")
@@ -126,19 +141,29 @@ async fn batched(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
         t.await??;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("batched: {total} events in batches of 1000 over HTTP: {secs:.2} s, {:.0} events/s", total as f64 / secs);
+    println!(
+        "batched: {total} events in batches of 1000 over HTTP: {secs:.2} s, {:.0} events/s",
+        total as f64 / secs
+    );
     Ok(())
 }
 
 async fn single(root: &std::path::Path, total: usize, clients: usize) -> anyhow::Result<()> {
     let server = start(root).await?;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
     let people = Arc::new(register(&client, &server.base, 1000).await?);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (client, base, people, next) = (client.clone(), server.base.clone(), people.clone(), next.clone());
+        let (client, base, people, next) = (
+            client.clone(),
+            server.base.clone(),
+            people.clone(),
+            next.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
@@ -146,7 +171,10 @@ async fn single(root: &std::path::Path, total: usize, clients: usize) -> anyhow:
                 if i >= total {
                     return Ok::<_, anyhow::Error>(lat);
                 }
-                let body = serde_json::to_vec(&env(EventType::WorkerAllocated, Some(people[i % people.len()])))?;
+                let body = serde_json::to_vec(&env(
+                    EventType::WorkerAllocated,
+                    Some(people[i % people.len()]),
+                ))?;
                 let t = Instant::now();
                 client
                     .post(format!("{base}/v1/events"))
@@ -180,7 +208,11 @@ async fn sse(root: &std::path::Path, rate: u64, total: usize) -> anyhow::Result<
     let client = reqwest::Client::new();
     let people = register(&client, &server.base, 100).await?;
     // The local authority receives the careers service's destinations on a statutory basis.
-    let stream = client.get(format!("{}/v1/feed/stream", server.base)).bearer_auth("demo-la-token").send().await?;
+    let stream = client
+        .get(format!("{}/v1/feed/stream", server.base))
+        .bearer_auth("demo-la-token")
+        .send()
+        .await?;
     let sent: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
     let reader = {
         let sent = sent.clone();
@@ -199,7 +231,10 @@ async fn sse(root: &std::path::Path, rate: u64, total: usize) -> anyhow::Result<
                     let frame: String = buf.drain(..end + 2).collect();
                     if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
                         let v: Value = serde_json::from_str(data.trim())?;
-                        if let Some(t) = v["id"].as_str().and_then(|id| sent.lock().unwrap().get(id).copied()) {
+                        if let Some(t) = v["id"]
+                            .as_str()
+                            .and_then(|id| sent.lock().unwrap().get(id).copied())
+                        {
                             lat.push((now - t).as_secs_f64() * 1000.0);
                         }
                     }
@@ -213,12 +248,21 @@ async fn sse(root: &std::path::Path, rate: u64, total: usize) -> anyhow::Result<
     let mut posts = Vec::with_capacity(total);
     for i in 0..total {
         tick.tick().await;
-        let e = env(EventType::DestinationRecorded, Some(people[i % people.len()]));
+        let e = env(
+            EventType::DestinationRecorded,
+            Some(people[i % people.len()]),
+        );
         let id = e["id"].as_str().unwrap().to_owned();
         let (client, base, sent) = (client.clone(), server.base.clone(), sent.clone());
         posts.push(tokio::spawn(async move {
             sent.lock().unwrap().insert(id, Instant::now());
-            client.post(format!("{base}/v1/events")).bearer_auth("demo-careers-token").json(&e).send().await?.error_for_status()?;
+            client
+                .post(format!("{base}/v1/events"))
+                .bearer_auth("demo-careers-token")
+                .json(&e)
+                .send()
+                .await?
+                .error_for_status()?;
             Ok::<_, anyhow::Error>(())
         }));
     }
@@ -266,28 +310,49 @@ async fn rebuild(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
                     let (s, ty) = mix[k % mix.len()];
                     (s, env(ty, Some(ids[k % people])))
                 };
-                NewEvent { submitted: pathway_core::envelope::validate(&value).expect("valid sample"), source: source.into() }
+                NewEvent {
+                    submitted: pathway_core::envelope::validate(&value).expect("valid sample"),
+                    source: source.into(),
+                }
             })
             .collect();
         let receipts = log.append(batch).await?;
         if ids.len() < people {
-            ids.extend(receipts.iter().take(people - ids.len()).map(|r| r.young_person));
+            ids.extend(
+                receipts
+                    .iter()
+                    .take(people - ids.len())
+                    .map(|r| r.young_person),
+            );
         }
         appended += n;
     }
-    println!("rebuild: filled a log of {total} events in {:.1} s", filled.elapsed().as_secs_f64());
-    let projector = Projector::open(&dir.path().join("projections"), log.clone(), agreements, None)?;
+    println!(
+        "rebuild: filled a log of {total} events in {:.1} s",
+        filled.elapsed().as_secs_f64()
+    );
+    let projector = Projector::open(
+        &dir.path().join("projections"),
+        log.clone(),
+        agreements,
+        None,
+    )?;
     let started = Instant::now();
     let applied = tokio::task::spawn_blocking(move || projector.catch_up()).await??;
     let secs = started.elapsed().as_secs_f64();
-    println!("rebuild: {applied} events projected in {secs:.2} s, {:.0} events/s", applied as f64 / secs);
+    println!(
+        "rebuild: {applied} events projected in {secs:.2} s, {:.0} events/s",
+        applied as f64 / secs
+    );
     Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let root = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let wants = |name: &str| args.only == "all" || args.only.split(',').any(|w| w == name);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         if wants("batched") {
             batched(&root, args.batched_events).await?;
