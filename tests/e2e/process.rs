@@ -237,3 +237,14 @@ fn verify_names_a_tampered_entry_and_exits_non_zero() {
     assert!(!ok);
     assert!(err.contains("entry 2"), "{err}");
 }
+
+#[test]
+fn rebuild_needs_to_be_told_which_agreements_apply() {
+    let data = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run(&["rebuild"], data.path());
+    assert!(!ok);
+    assert!(err.contains("--config FILE"), "{err}");
+    let (ok, out, err) = run(&["rebuild", "--demo"], data.path());
+    assert!(ok, "{err}");
+    assert!(out.contains("rebuilt projections from 0 entries"), "{out}");
+}

@@ -44,9 +44,12 @@ enum Command {
     Rebuild {
         #[arg(long, value_name = "DIR", default_value = "./data")]
         data: PathBuf,
-        /// Configuration whose flows decide the disclosures. [default: the demo configuration]
+        /// Configuration whose flows decide the disclosures: the same file the service runs with.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Rebuild with the built-in demo agencies and flows.
+        #[arg(long, conflicts_with = "config")]
+        demo: bool,
     },
     /// Recompute the log's hash chain; names the first bad entry and exits non-zero if any.
     Verify {
@@ -104,8 +107,8 @@ fn main() -> anyhow::Result<()> {
             };
             tokio::runtime::Runtime::new()?.block_on(serve(config, data, listen))
         }
-        Command::Rebuild { data, config } => {
-            let config = load_config(config.is_none(), config.as_ref())?;
+        Command::Rebuild { data, config, demo } => {
+            let config = load_config(demo, config.as_ref())?;
             rebuild(config, &data)
         }
         Command::Verify { data } => {
