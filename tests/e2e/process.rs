@@ -1,4 +1,4 @@
-use crate::support::{run, Server};
+use crate::support::{post_event, run, Server};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -30,12 +30,7 @@ async fn sigkill_during_steady_ingest_loses_no_acknowledged_event() {
             // Bounded: stops at the kill, or after 20,000 attempts at the latest.
             for _ in 0..20_000 {
                 let id = Uuid::new_v4();
-                let res = client
-                    .post(format!("{base}/v1/events"))
-                    .bearer_auth("demo-la-token")
-                    .json(&registration(id))
-                    .send()
-                    .await;
+                let res = post_event(&client, &base, "demo-la-token", &registration(id)).await;
                 match res {
                     Ok(r) if r.status() == 201 => {
                         let mut a = acked.lock().unwrap();
@@ -92,13 +87,14 @@ async fn sigkill_during_steady_ingest_loses_no_acknowledged_event() {
 
     // It starts again on the same data and carries on from where the log ends.
     let server = Server::start(data.path());
-    let res = client
-        .post(format!("{}/v1/events", server.base))
-        .bearer_auth("demo-la-token")
-        .json(&registration(Uuid::new_v4()))
-        .send()
-        .await
-        .unwrap();
+    let res = post_event(
+        &client,
+        &server.base,
+        "demo-la-token",
+        &registration(Uuid::new_v4()),
+    )
+    .await
+    .unwrap();
     assert_eq!(res.status(), 201);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["seq"].as_u64().unwrap(), entries.len() as u64 + 1);
@@ -153,13 +149,7 @@ async fn the_live_feed_streams_disclosures_and_resumes_from_last_event_id() {
     let post = |token: &'static str, body: Value| {
         let (client, base) = (client.clone(), server.base.clone());
         async move {
-            let r = client
-                .post(format!("{base}/v1/events"))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let r = post_event(&client, &base, token, &body).await.unwrap();
             assert_eq!(r.status(), 201);
             r.json::<Value>().await.unwrap()
         }
@@ -208,13 +198,14 @@ fn verify_names_a_tampered_entry_and_exits_non_zero() {
         let client = reqwest::Client::new();
         rt.block_on(async {
             for _ in 0..3 {
-                let r = client
-                    .post(format!("{}/v1/events", server.base))
-                    .bearer_auth("demo-la-token")
-                    .json(&registration(Uuid::new_v4()))
-                    .send()
-                    .await
-                    .unwrap();
+                let r = post_event(
+                    &client,
+                    &server.base,
+                    "demo-la-token",
+                    &registration(Uuid::new_v4()),
+                )
+                .await
+                .unwrap();
                 assert_eq!(r.status(), 201);
             }
         });

@@ -67,3 +67,18 @@ pub fn run(args: &[&str], data: &Path) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// POSTs one JSON body to `/v1/events` as the agency owning `token`.
+pub async fn post_event(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+}

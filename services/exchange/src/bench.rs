@@ -77,13 +77,9 @@ async fn register(client: &reqwest::Client, base: &str, n: usize) -> anyhow::Res
             .iter()
             .map(|_| env(EventType::YoungPersonRegistered, None))
             .collect();
-        let r: Vec<Value> = client
-            .post(format!("{base}/v1/events"))
-            .bearer_auth("demo-la-token")
-            .json(&json!({ "events": events }))
-            .send()
+        let body = serde_json::to_vec(&json!({ "events": events }))?;
+        let r: Vec<Value> = post(client, base, "demo-la-token", body)
             .await?
-            .error_for_status()?
             .json()
             .await?;
         out.extend(
@@ -92,6 +88,23 @@ async fn register(client: &reqwest::Client, base: &str, n: usize) -> anyhow::Res
         );
     }
     Ok(out)
+}
+
+/// One POST of a prepared JSON body to `/v1/events`, failing on any status but success.
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<reqwest::Response> {
+    Ok(client
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?
+        .error_for_status()?)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -126,14 +139,7 @@ async fn batched(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
                 let Some(body) = bodies.lock().await.next() else {
                     return Ok::<_, anyhow::Error>(());
                 };
-                client
-                    .post(format!("{base}/v1/events"))
-                    .bearer_auth("demo-la-token")
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?
-                    .error_for_status()?;
+                post(&client, &base, "demo-la-token", body).await?;
             }
         }));
     }
@@ -176,14 +182,7 @@ async fn single(root: &std::path::Path, total: usize, clients: usize) -> anyhow:
                     Some(people[i % people.len()]),
                 ))?;
                 let t = Instant::now();
-                client
-                    .post(format!("{base}/v1/events"))
-                    .bearer_auth("demo-la-token")
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?
-                    .error_for_status()?;
+                post(&client, &base, "demo-la-token", body).await?;
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
         }));
@@ -253,16 +252,11 @@ async fn sse(root: &std::path::Path, rate: u64, total: usize) -> anyhow::Result<
             Some(people[i % people.len()]),
         );
         let id = e["id"].as_str().unwrap().to_owned();
+        let body = serde_json::to_vec(&e)?;
         let (client, base, sent) = (client.clone(), server.base.clone(), sent.clone());
         posts.push(tokio::spawn(async move {
             sent.lock().unwrap().insert(id, Instant::now());
-            client
-                .post(format!("{base}/v1/events"))
-                .bearer_auth("demo-careers-token")
-                .json(&e)
-                .send()
-                .await?
-                .error_for_status()?;
+            post(&client, &base, "demo-careers-token", body).await?;
             Ok::<_, anyhow::Error>(())
         }));
     }

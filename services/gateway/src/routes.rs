@@ -16,6 +16,7 @@ use pathway_core::envelope::FieldError;
 use pathway_projector::{views, Projector};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -89,44 +90,7 @@ async fn post_events(
             format!("malformed JSON at line {}, column {}", e.line(), e.column()),
         )
     })?;
-    let (envelopes, batch) = match value {
-        Value::Object(mut m) if m.contains_key("events") => {
-            let extra: Vec<FieldError> = m
-                .keys()
-                .filter(|k| *k != "events")
-                .map(|k| FieldError::new(format!("/{k}"), "unknown field"))
-                .collect();
-            match m.remove("events") {
-                Some(Value::Array(items)) if extra.is_empty() => (items, true),
-                Some(Value::Array(_)) => {
-                    return Err(
-                        Problem::new(422, "invalid-event", "The batch has unknown fields")
-                            .errors(extra)
-                            .into(),
-                    )
-                }
-                _ => {
-                    return Err(Problem::new(
-                        422,
-                        "invalid-event",
-                        "`events` must be a list of envelopes",
-                    )
-                    .errors(vec![FieldError::new("/events", "must be an array")])
-                    .into())
-                }
-            }
-        }
-        v @ Value::Object(_) => (vec![v], false),
-        _ => {
-            return Err(Problem::new(
-                422,
-                "invalid-event",
-                "The body must be an envelope or {\"events\": [...]}",
-            )
-            .errors(vec![FieldError::new("", "must be a JSON object")])
-            .into())
-        }
-    };
+    let (envelopes, batch) = envelopes_of(value)?;
     if envelopes.len() > state.limits.max_batch {
         return Err(
             Problem::new(413, "too-large", "The batch has too many events")
@@ -157,6 +121,37 @@ async fn post_events(
         json!(accepted[0])
     };
     Ok((status, Json(body)).into_response())
+}
+
+/// The two body shapes: one envelope, or `{"events": [...]}` (nothing else beside `events`).
+fn envelopes_of(value: Value) -> Result<(Vec<Value>, bool), HttpProblem> {
+    let invalid = |title: &str, errors: Vec<FieldError>| {
+        HttpProblem::from(Problem::new(422, "invalid-event", title).errors(errors))
+    };
+    match value {
+        Value::Object(mut m) if m.contains_key("events") => {
+            let extra: Vec<FieldError> = m
+                .keys()
+                .filter(|k| *k != "events")
+                .map(|k| FieldError::new(format!("/{k}"), "unknown field"))
+                .collect();
+            match m.remove("events") {
+                Some(Value::Array(_)) if !extra.is_empty() => {
+                    Err(invalid("The batch has unknown fields", extra))
+                }
+                Some(Value::Array(items)) => Ok((items, true)),
+                _ => Err(invalid(
+                    "`events` must be a list of envelopes",
+                    vec![FieldError::new("/events", "must be an array")],
+                )),
+            }
+        }
+        v @ Value::Object(_) => Ok((vec![v], false)),
+        _ => Err(invalid(
+            "The body must be an envelope or {\"events\": [...]}",
+            vec![FieldError::new("", "must be a JSON object")],
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -202,14 +197,13 @@ async fn get_feed_stream(
     let projector = state.projector.clone();
     // Each turn: send what the feed holds past the cursor, or wait for the projector to move.
     let events = stream::unfold(
-        (after, watch, Vec::<Value>::new()),
+        (after, watch, VecDeque::<Value>::new()),
         move |(mut cursor, mut watch, mut pending)| {
             let projector = projector.clone();
             let agency = agency.clone();
             async move {
                 loop {
-                    if !pending.is_empty() {
-                        let item = pending.remove(0);
+                    if let Some(item) = pending.pop_front() {
                         cursor = item["seq"].as_u64().unwrap_or(cursor);
                         let event = Event::default()
                             .id(cursor.to_string())
@@ -219,7 +213,7 @@ async fn get_feed_stream(
                     }
                     watch.borrow_and_update();
                     match views::feed(&projector, &agency, cursor, 256) {
-                        Ok(items) if !items.is_empty() => pending = items,
+                        Ok(items) if !items.is_empty() => pending = items.into(),
                         Ok(_) => watch.changed().await.ok()?,
                         Err(e) => {
                             tracing::error!(error = %e, "feed stream read failed");

@@ -48,6 +48,7 @@ pub fn u64_of(b: &[u8]) -> u64 {
 
 /// What the idempotency key remembers: enough to give "the first answer again" without
 /// reading the entry, and the digest to tell a retry from a different body.
+#[derive(Clone, Copy)]
 pub struct IdRecord {
     pub seq: u64,
     pub version: u64,

@@ -130,9 +130,11 @@ impl Writer {
     }
 
     fn commit_group(&mut self, jobs: Vec<Job>) -> Result<(), LogError> {
-        let now = (self.clock)()
+        // Whole seconds: one group, one `recorded_at`.
+        let now = (self.clock)();
+        let now = now
             .replace_nanosecond(0)
-            .unwrap_or_else(|_| (self.clock)())
+            .unwrap_or(now)
             .format(&Rfc3339)
             .unwrap_or_default();
         let mut group = Stage {
@@ -196,7 +198,7 @@ impl Writer {
         stage: &Stage,
     ) -> Result<Option<IdRecord>, AppendError> {
         if let Some(r) = stage.ids.get(&id).or_else(|| group.ids.get(&id)) {
-            return Ok(Some(IdRecord { ..*r }));
+            return Ok(Some(*r));
         }
         let stored = self
             .tree
