@@ -2,8 +2,7 @@
 //!
 //! - `e` seq → [`crate::record::Entry`] bytes
 //! - `i` event id → seq, version, young person, body digest (idempotency)
-//! - `v` young person → current version
-//! - `s` young person, version → seq (per-person reads)
+//! - `s` young person, version → seq (per-person reads; the last one is the current version)
 
 use uuid::Uuid;
 
@@ -18,12 +17,6 @@ pub const ENTRY_PREFIX: &[u8] = b"e";
 pub fn id(id: Uuid) -> [u8; 17] {
     let mut k = [b'i'; 17];
     k[1..].copy_from_slice(id.as_bytes());
-    k
-}
-
-pub fn version(yp: Uuid) -> [u8; 17] {
-    let mut k = [b'v'; 17];
-    k[1..].copy_from_slice(yp.as_bytes());
     k
 }
 

@@ -9,7 +9,7 @@
 //! - [`verify`]: recomputing the chain.
 //!
 //! Everything lives in one sled tree with prefixed keys, because sled applies a batch to
-//! one tree atomically: an entry, its idempotency key and its person's version are written
+//! one tree atomically: an entry, its idempotency key and its person's stream key are written
 //! together or not at all, which is what "nothing partial" after a crash rests on.
 
 mod error;

@@ -77,7 +77,7 @@ pub(crate) struct Writer {
     head: Head,
     clock: Clock,
     durable: watch::Sender<u64>,
-    /// Known versions; a cache of the `v` keys.
+    /// Known versions; a cache of each person's last `s` key.
     versions: HashMap<Uuid, u64>,
 }
 
@@ -214,11 +214,14 @@ impl Writer {
         if let Some(v) = self.versions.get(&yp) {
             return Ok(*v);
         }
-        let stored = self
+        // A person's version is the version of their last stream key.
+        let last = self
             .tree
-            .get(keys::version(yp))
+            .scan_prefix(keys::stream_prefix(yp))
+            .next_back()
+            .transpose()
             .map_err(|e| AppendError::Storage(e.to_string()))?;
-        let v = stored.map_or(0, |b| keys::u64_of(&b));
+        let v = last.map_or(0, |(k, _)| keys::u64_of(&k[17..]));
         self.versions.insert(yp, v);
         Ok(v)
     }
@@ -303,9 +306,6 @@ impl Writer {
             stage
                 .kv
                 .push((keys::id(s.id).to_vec(), id_record.encode().to_vec()));
-            stage
-                .kv
-                .push((keys::version(yp).to_vec(), version.to_be_bytes().to_vec()));
             stage.kv.push((
                 keys::stream(yp, version).to_vec(),
                 seq.to_be_bytes().to_vec(),
