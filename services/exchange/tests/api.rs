@@ -268,3 +268,39 @@ async fn feed_paging_uses_the_log_position() {
     let (s, _) = app.get(CAREERS, "/v1/feed?after=minus-one").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn feeds_and_read_models_span_many_storage_blocks() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    let events: Vec<_> = (0..300).map(|_| sample("worker.allocated", yp)).collect();
+    let (s, _) = app.post(LA, &json!({ "events": events })).await;
+    assert_eq!(s, StatusCode::CREATED);
+    app.drain();
+
+    // Page through the careers service's feed in awkward page sizes.
+    let mut seqs = Vec::new();
+    let mut after = 0;
+    loop {
+        let (_, page) = app
+            .get(CAREERS, &format!("/v1/feed?after={after}&limit=7"))
+            .await;
+        let items = page["items"].as_array().unwrap();
+        if items.is_empty() {
+            break;
+        }
+        seqs.extend(items.iter().map(|i| i["seq"].as_u64().unwrap()));
+        after = page["next_after"].as_u64().unwrap();
+    }
+    assert_eq!(seqs, (1..=301).collect::<Vec<_>>());
+
+    let (_, model) = app.get(CAREERS, &format!("/v1/young-people/{yp}")).await;
+    assert_eq!(model["events"].as_array().unwrap().len(), 301);
+    assert_eq!(model["as_of_seq"], 301);
+    let (_, own) = app.get(LA, &format!("/v1/young-people/{yp}")).await;
+    assert_eq!(
+        own["events"].as_array().unwrap().len(),
+        301,
+        "the source sees its own events"
+    );
+}

@@ -1,11 +1,12 @@
 //! The dispatcher: tails the log and applies each entry to the projections.
 
-use crate::store::{self, Decision, DisclosureRecord, ProjectionError, Ref};
+use crate::store::{self, Decision, DisclosureRecord, FeedItem, ProjectionError, Purges};
 use pathway_bus::{Egress, Notice};
 use pathway_core::person::PersonState;
-use pathway_core::policy::{decide, Basis};
+use pathway_core::policy::decide;
 use pathway_core::{Agreements, Category, EventType};
 use pathway_log::Log;
+use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -34,14 +35,106 @@ struct Inner {
     applied: watch::Sender<u64>,
 }
 
-/// Writes of one step, applied together. `None` deletes.
-type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-
 /// One stored key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
-fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("projection records serialise")
+/// What one step changes, written in one batch at the end of the step. Feed and disclosure
+/// items go into new runs (never rewriting old ones); purges are read-modify-write.
+struct Pending<'t> {
+    tree: &'t sled::Tree,
+    feeds: BTreeMap<Vec<u8>, Vec<FeedItem>>,
+    /// Each agency's open run in this step.
+    open_feed: HashMap<String, Vec<u8>>,
+    disclosures: BTreeMap<Vec<u8>, Vec<DisclosureRecord>>,
+    open_disclosures: Option<Vec<u8>>,
+    purges: BTreeMap<Vec<u8>, Purges>,
+    persons: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+/// The run to append to: the open one, or a new one under `new_key` when none is open or
+/// the open one is full.
+fn run_for<'m, T>(
+    runs: &'m mut BTreeMap<Vec<u8>, Vec<T>>,
+    open: &mut Option<Vec<u8>>,
+    new_key: impl FnOnce() -> Vec<u8>,
+) -> &'m mut Vec<T> {
+    let full = open.as_ref().is_none_or(|k| runs[k].len() >= store::RUN);
+    if full {
+        let k = new_key();
+        runs.insert(k.clone(), Vec::new());
+        *open = Some(k);
+    }
+    runs.get_mut(open.as_ref().expect("open run"))
+        .expect("open run exists")
+}
+
+impl<'t> Pending<'t> {
+    fn new(tree: &'t sled::Tree) -> Self {
+        Pending {
+            tree,
+            feeds: BTreeMap::new(),
+            open_feed: HashMap::new(),
+            disclosures: BTreeMap::new(),
+            open_disclosures: None,
+            purges: BTreeMap::new(),
+            persons: BTreeMap::new(),
+        }
+    }
+
+    fn feed(&mut self, agency: &str, item: FeedItem) {
+        let mut open = self.open_feed.remove(agency);
+        let seq = item.seq;
+        run_for(&mut self.feeds, &mut open, || store::feed_run(agency, seq)).push(item);
+        self.open_feed
+            .insert(agency.to_owned(), open.expect("run opened"));
+    }
+
+    fn disclosure(&mut self, record: DisclosureRecord) {
+        let seq = record.seq;
+        run_for(&mut self.disclosures, &mut self.open_disclosures, || {
+            store::disclosure_run(seq)
+        })
+        .push(record);
+    }
+
+    fn purge(
+        &mut self,
+        agency: &str,
+        yp: Uuid,
+        category: Category,
+        at: u64,
+    ) -> Result<(), ProjectionError> {
+        let key = store::purges(agency, yp);
+        if !self.purges.contains_key(&key) {
+            let stored = self
+                .tree
+                .get(&key)?
+                .map(|v| store::decode(&v))
+                .transpose()?;
+            self.purges.insert(key.clone(), stored.unwrap_or_default());
+        }
+        self.purges
+            .get_mut(&key)
+            .expect("loaded")
+            .insert(category, at);
+        Ok(())
+    }
+
+    fn batch(self) -> sled::Batch {
+        fn put<T: Serialize>(batch: &mut sled::Batch, map: BTreeMap<Vec<u8>, T>) {
+            for (k, v) in map {
+                batch.insert(k, store::encode(&v));
+            }
+        }
+        let mut batch = sled::Batch::default();
+        put(&mut batch, self.feeds);
+        put(&mut batch, self.disclosures);
+        put(&mut batch, self.purges);
+        for (k, v) in self.persons {
+            batch.insert(k, v);
+        }
+        batch
+    }
 }
 
 impl Projector {
@@ -101,7 +194,7 @@ impl Projector {
         let Some(last) = entries.last().map(|e| e.record.seq) else {
             return Ok(0);
         };
-        let mut overlay = Overlay::new();
+        let mut pending = Pending::new(&inner.tree);
         let mut notices = Vec::new();
         for entry in &entries {
             let fact = entry.fact();
@@ -110,8 +203,7 @@ impl Projector {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     let stored = match inner.tree.get(store::person(yp))? {
-                        Some(v) => serde_json::from_slice(&v)
-                            .map_err(|e| ProjectionError::Corrupt(e.to_string()))?,
+                        Some(v) => store::decode(&v)?,
                         None => PersonState::default(),
                     };
                     e.insert(stored)
@@ -125,26 +217,20 @@ impl Projector {
             for agency in inner.agreements.agencies() {
                 let id = agency.id.as_str();
                 if id == fact.source {
-                    let own = Ref {
-                        young_person: yp,
-                        category,
-                        basis: None,
-                        fields: None,
-                    };
-                    overlay.insert(store::read_ref(id, yp, fact.seq), Some(json(&own)));
-                    continue;
+                    continue; // an agency's own events are not disclosures to it
                 }
                 let decision = match decide(&inner.agreements, person, &fact, agency) {
                     Ok(d) => {
-                        let r = Ref {
-                            young_person: yp,
-                            category,
-                            basis: Some(d.basis.clone()),
-                            fields: d.fields,
-                        };
-                        let bytes = json(&r);
-                        overlay.insert(store::feed(id, fact.seq), Some(bytes.clone()));
-                        overlay.insert(store::read_ref(id, yp, fact.seq), Some(bytes));
+                        pending.feed(
+                            id,
+                            FeedItem {
+                                seq: fact.seq,
+                                young_person: yp,
+                                category,
+                                basis: d.basis.clone(),
+                                fields: d.fields,
+                            },
+                        );
                         notices.push(Notice {
                             agency: id.to_owned(),
                             seq: fact.seq,
@@ -155,37 +241,31 @@ impl Projector {
                     Err(reason) if reason.matters() => Decision::Refused { reason },
                     Err(_) => continue,
                 };
-                let record = DisclosureRecord {
+                pending.disclosure(DisclosureRecord {
                     seq: fact.seq,
                     event_id: fact.id,
                     young_person: yp,
                     recipient: id.to_owned(),
                     decision,
-                };
-                overlay.insert(store::disclosure(fact.seq, id), Some(json(&record)));
+                });
             }
             if matches!(
                 fact.event_type,
                 EventType::YoungPersonRegistered | EventType::YoungPersonDetailsCorrected
             ) || category == Category::Consent
             {
-                overlay.insert(store::person(yp), Some(json(person)));
+                pending
+                    .persons
+                    .insert(store::person(yp), store::encode(person));
             }
+            // Withdrawal takes effect at once: the recipient's read model stops showing what
+            // it held about this person on consent for these categories.
             for (recipient, cat) in withdrawn {
-                purge_consent_based(&inner.tree, &mut overlay, &recipient, yp, cat)?;
+                pending.purge(&recipient, yp, cat, fact.seq)?;
             }
         }
-        overlay.insert(
-            store::CHECKPOINT.to_vec(),
-            Some(last.to_be_bytes().to_vec()),
-        );
-        let mut batch = sled::Batch::default();
-        for (k, v) in overlay {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
+        let mut batch = pending.batch();
+        batch.insert(store::CHECKPOINT, &last.to_be_bytes());
         inner.tree.apply_batch(batch)?;
         state.checkpoint = last;
         drop(state);
@@ -232,55 +312,38 @@ impl Projector {
     }
 
     /// Every key and value of the projections, for comparing a rebuild with the live state.
+    ///
+    /// Runs are cut where steps happened to end, so they are flattened to one key per item
+    /// (the run's prefix and the item's position): what is compared is what was decided.
     pub fn dump(&self) -> Result<Vec<KeyValue>, ProjectionError> {
-        self.inner
-            .tree
-            .iter()
-            .map(|kv| {
-                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(Into::into)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.inner.tree.iter() {
+            let (k, v) = kv?;
+            match k[0] {
+                b'f' => {
+                    let prefix = &k[..k.len() - 8];
+                    for item in store::decode::<Vec<FeedItem>>(&v)? {
+                        let mut key = prefix.to_vec();
+                        key.extend_from_slice(&item.seq.to_be_bytes());
+                        out.push((key, store::encode(&item)));
+                    }
+                }
+                b'd' => {
+                    for record in store::decode::<Vec<DisclosureRecord>>(&v)? {
+                        let mut key = store::disclosure_run(record.seq);
+                        key.extend_from_slice(record.recipient.as_bytes());
+                        out.push((key, store::encode(&record)));
+                    }
+                }
+                _ => out.push((k.to_vec(), v.to_vec())),
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     pub fn flush(&self) -> Result<(), ProjectionError> {
         self.inner.db.flush()?;
         Ok(())
     }
-}
-
-/// Withdrawal takes effect at once: the recipient's read model loses what it held about
-/// this person on consent for this category (statutory and override data stay).
-fn purge_consent_based(
-    tree: &sled::Tree,
-    overlay: &mut Overlay,
-    recipient: &str,
-    yp: Uuid,
-    cat: Category,
-) -> Result<(), ProjectionError> {
-    let prefix = store::read_prefix(recipient, yp);
-    let consent_based = |v: &[u8]| -> bool {
-        serde_json::from_slice::<Ref>(v)
-            .map(|r| r.category == cat && matches!(r.basis, Some(Basis::Consent { .. })))
-            .unwrap_or(false)
-    };
-    let mut doomed = Vec::new();
-    for kv in tree.scan_prefix(&prefix) {
-        let (k, v) = kv?;
-        if consent_based(&v) {
-            doomed.push(k.to_vec());
-        }
-    }
-    for (k, v) in overlay.range(prefix.clone()..) {
-        if !k.starts_with(&prefix) {
-            break;
-        }
-        if v.as_deref().is_some_and(consent_based) {
-            doomed.push(k.clone());
-        }
-    }
-    for k in doomed {
-        overlay.insert(k, None);
-    }
-    Ok(())
 }

@@ -3,14 +3,21 @@
 //! some prefix of the log, and the dispatcher resumes from there.
 //!
 //! - `c` → checkpoint (last applied seq)
-//! - `p` person → [`PersonState`] JSON
-//! - `r` agency 0 person seq → [`Ref`] JSON: the agency's read model of the person
-//! - `f` agency 0 seq → [`Ref`] JSON: the agency's feed
-//! - `d` seq recipient → [`DisclosureRecord`] JSON: the disclosure log
+//! - `p` person → [`PersonState`](pathway_core::person::PersonState) JSON
+//! - `f` agency 0 first-seq → [`FeedItem`]s: a run of the agency's disclosures
+//! - `d` first-seq → [`DisclosureRecord`]s: a run of the disclosure log
+//! - `w` agency 0 person → [`Purges`]: where withdrawals cut off consent-based data
+//!
+//! Feeds and the disclosure log are stored as runs (one step's items, at most [`RUN`]) under
+//! the position of their first item, rather than a key per item: sled copies a node on every
+//! insert, so keys, not bytes, are what writing costs. Runs are written once and never
+//! rewritten; a reader finds the run holding a position with one reverse range lookup.
 
 use pathway_core::catalogue::Category;
 use pathway_core::policy::{Basis, Refusal};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -30,13 +37,16 @@ impl From<sled::Error> for ProjectionError {
     }
 }
 
-/// A reference to a log entry that an agency may read, and how much of it.
+/// Most items in one stored run, so that reading one item never decodes a huge value.
+pub const RUN: usize = 256;
+
+/// One disclosure in an agency's feed: a reference to a log entry and how much of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Ref {
+pub struct FeedItem {
+    pub seq: u64,
     pub young_person: Uuid,
     pub category: Category,
-    /// `None` for the agency's own events.
-    pub basis: Option<Basis>,
+    pub basis: Basis,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fields: Option<Vec<String>>,
 }
@@ -58,56 +68,80 @@ pub enum Decision {
     Refused { reason: Refusal },
 }
 
+/// Per category, the position of the latest withdrawal: consent-based disclosures of that
+/// category before it no longer show in the recipient's read model.
+pub type Purges = BTreeMap<Category, u64>;
+
+/// Whether a purge hides this disclosure.
+pub fn purged(purges: &Purges, item: &FeedItem) -> bool {
+    item.basis.is_consent() && purges.get(&item.category).is_some_and(|w| item.seq < *w)
+}
+
 pub const CHECKPOINT: &[u8] = b"c";
 
-pub fn person(yp: Uuid) -> Vec<u8> {
-    let mut k = Vec::with_capacity(17);
-    k.push(b'p');
-    k.extend_from_slice(yp.as_bytes());
-    k
-}
-
-pub fn read_prefix(agency: &str, yp: Uuid) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + agency.len() + 16 + 8);
-    k.push(b'r');
+fn agency_key(tag: u8, agency: &str, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + agency.len() + rest.len());
+    k.push(tag);
     k.extend_from_slice(agency.as_bytes());
     k.push(0);
-    k.extend_from_slice(yp.as_bytes());
+    k.extend_from_slice(rest);
     k
 }
 
-pub fn read_ref(agency: &str, yp: Uuid, seq: u64) -> Vec<u8> {
-    let mut k = read_prefix(agency, yp);
-    k.extend_from_slice(&seq.to_be_bytes());
+pub fn person(yp: Uuid) -> Vec<u8> {
+    let mut k = vec![b'p'];
+    k.extend_from_slice(yp.as_bytes());
     k
 }
 
 pub fn feed_prefix(agency: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + agency.len() + 8);
-    k.push(b'f');
-    k.extend_from_slice(agency.as_bytes());
-    k.push(0);
+    agency_key(b'f', agency, &[])
+}
+
+pub fn feed_run(agency: &str, first_seq: u64) -> Vec<u8> {
+    agency_key(b'f', agency, &first_seq.to_be_bytes())
+}
+
+pub const DISCLOSURE_PREFIX: &[u8] = b"d";
+
+pub fn disclosure_run(first_seq: u64) -> Vec<u8> {
+    let mut k = DISCLOSURE_PREFIX.to_vec();
+    k.extend_from_slice(&first_seq.to_be_bytes());
     k
 }
 
-pub fn feed(agency: &str, seq: u64) -> Vec<u8> {
-    let mut k = feed_prefix(agency);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+/// Where to start reading runs under `prefix` to see every item with `seq >= from`: the run
+/// that may hold `from` started at or before it.
+pub fn run_start(
+    tree: &sled::Tree,
+    prefix: &[u8],
+    key_of_from: Vec<u8>,
+) -> Result<Vec<u8>, ProjectionError> {
+    match tree
+        .range(prefix.to_vec()..=key_of_from.clone())
+        .next_back()
+    {
+        Some(kv) => Ok(kv?.0.to_vec()),
+        None => Ok(key_of_from),
+    }
 }
 
-pub fn disclosure(seq: u64, recipient: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + recipient.len());
-    k.push(b'd');
-    k.extend_from_slice(&seq.to_be_bytes());
-    k.extend_from_slice(recipient.as_bytes());
-    k
+pub fn purges(agency: &str, yp: Uuid) -> Vec<u8> {
+    agency_key(b'w', agency, yp.as_bytes())
 }
 
 pub fn seq_suffix(key: &[u8]) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&key[key.len() - 8..]);
     u64::from_be_bytes(a)
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProjectionError> {
+    serde_json::from_slice(bytes).map_err(|e| ProjectionError::Corrupt(e.to_string()))
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("projection records serialise")
 }
 
 pub fn open(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), ProjectionError> {
