@@ -77,3 +77,17 @@ pub fn build(config: Config, data: &Path) -> anyhow::Result<Running> {
         log,
     })
 }
+
+/// Accepted connections with Nagle's algorithm off. A live feed writes small frames, and
+/// with Nagle on each waits for the client's delayed ACK: measured, it added a uniform
+/// 0–25 ms to every event's trip from POST to the recipient's stream.
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    })
+}

@@ -47,19 +47,24 @@ pub struct Args {
 
 struct Server {
     base: String,
-    _dir: tempfile::TempDir,
 }
 
 async fn start(root: &std::path::Path) -> anyhow::Result<Server> {
-    let dir = tempfile::tempdir_in(root)?;
-    let running = app::build(config::parse(config::DEMO, "demo")?, dir.path())?;
+    // Kept until `run` has stopped the runtime (and with it this server): deleting a live
+    // server's directory would only make its sled threads complain.
+    let dir = tempfile::tempdir_in(root)?.keep();
+    let running = app::build(config::parse(config::DEMO, "demo")?, &dir)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(running.projector.clone().run());
-    tokio::spawn(
-        async move { axum::serve(listener, pathway_gateway::router(running.state)).await },
-    );
-    Ok(Server { base, _dir: dir })
+    tokio::spawn(async move {
+        axum::serve(
+            app::without_nagle(listener),
+            pathway_gateway::router(running.state),
+        )
+        .await
+    });
+    Ok(Server { base })
 }
 
 fn env(ty: EventType, yp: Option<Uuid>) -> Value {
@@ -255,16 +260,24 @@ async fn sse(root: &std::path::Path, rate: u64, total: usize) -> anyhow::Result<
         let body = serde_json::to_vec(&e)?;
         let (client, base, sent) = (client.clone(), server.base.clone(), sent.clone());
         posts.push(tokio::spawn(async move {
-            sent.lock().unwrap().insert(id, Instant::now());
+            let t = Instant::now();
+            sent.lock().unwrap().insert(id, t);
             post(&client, &base, "demo-careers-token", body).await?;
-            Ok::<_, anyhow::Error>(())
+            Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
         }));
     }
+    let mut acks = Vec::with_capacity(total);
     for p in posts {
-        p.await??;
+        acks.push(p.await??);
     }
+    acks.sort_by(f64::total_cmp);
     let mut lat = reader.await??;
     lat.sort_by(f64::total_cmp);
+    println!(
+        "sse: POST to its 201 (durable): p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&acks, 0.5),
+        percentile(&acks, 0.99)
+    );
     println!(
         "sse: {total} events offered at {rate}/s, POST to the recipient's SSE stream: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         percentile(&lat, 0.5),
@@ -343,11 +356,13 @@ async fn rebuild(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let root = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = tempfile::tempdir_in(&root)?;
+    let root = scratch.path().to_path_buf();
     let wants = |name: &str| args.only == "all" || args.only.split(',').any(|w| w == name);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         if wants("batched") {
             batched(&root, args.batched_events).await?;
         }
@@ -361,5 +376,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             rebuild(&root, args.rebuild_events).await?;
         }
         Ok(())
-    })
+    });
+    // Servers stop with the runtime; only then is their data removed.
+    drop(rt);
+    drop(scratch);
+    result
 }

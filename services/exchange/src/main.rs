@@ -144,11 +144,14 @@ async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> any
         .context("cannot bring projections up to date")?;
     tokio::spawn(running.projector.clone().run());
     tracing::info!(address = %listener.local_addr()?, log_head = running.log.head(), "exchange listening");
-    axum::serve(listener, pathway_gateway::router(running.state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        app::without_nagle(listener),
+        pathway_gateway::router(running.state),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     running.log.flush()?;
     projector.flush()?;
     Ok(())
