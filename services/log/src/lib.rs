@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`record`]: what one stored entry holds and how its hash is computed.
 //! - [`keys`]: the key space inside the single sled tree.
+//! - `runs`: how a group's entries share one key.
 //! - [`writer`]: the one thread that appends, with group commit.
 //! - [`verify`]: recomputing the chain.
 //!
@@ -15,6 +16,7 @@
 mod error;
 mod keys;
 pub mod record;
+mod runs;
 pub mod verify;
 mod writer;
 
@@ -44,6 +46,16 @@ impl Default for LogOptions {
             cache_bytes: 256 << 20,
         }
     }
+}
+
+/// Decodes one entry of a run, naming its sequence number if it is unreadable.
+fn decode_at(seq: u64, bytes: Result<&[u8], usize>) -> Result<Entry, LogError> {
+    let corrupt = |reason: String| LogError::Corrupt { seq, reason };
+    let bytes = bytes.map_err(|_| corrupt("its run is truncated".into()))?;
+    Entry::decode(bytes).map_err(|e| match e {
+        LogError::Corrupt { reason, .. } => corrupt(reason),
+        other => other,
+    })
 }
 
 /// A handle to the log. Cheap to clone; the writer thread stops when the last one drops.
@@ -124,17 +136,27 @@ impl Log {
     pub fn read_from(&self, after: u64, limit: usize) -> Result<Vec<Entry>, LogError> {
         let head = self.head();
         let mut out = Vec::with_capacity(limit.min(4096));
-        if after >= head {
+        if after >= head || limit == 0 {
             return Ok(out);
         }
-        for kv in self
-            .inner
-            .tree
-            .range(keys::entry(after + 1)..=keys::entry(head))
-            .take(limit)
-        {
-            let (_, v) = kv?;
-            out.push(Entry::decode(&v)?);
+        let tree = &self.inner.tree;
+        let start = match runs::holding(tree, after + 1)? {
+            Some((k, _)) => k.to_vec(),
+            None => keys::entry(after + 1).to_vec(),
+        };
+        for kv in tree.range(start..=keys::entry(head).to_vec()) {
+            let (k, v) = kv?;
+            let first = runs::first_seq(&k);
+            for (i, bytes) in runs::split(&v).enumerate() {
+                let seq = first + i as u64;
+                if seq <= after {
+                    continue;
+                }
+                if seq > head || out.len() >= limit {
+                    return Ok(out);
+                }
+                out.push(decode_at(seq, bytes)?);
+            }
         }
         Ok(out)
     }
@@ -143,11 +165,14 @@ impl Log {
         if seq == 0 || seq > self.head() {
             return Ok(None);
         }
-        self.inner
-            .tree
-            .get(keys::entry(seq))?
-            .map(|v| Entry::decode(&v))
-            .transpose()
+        let Some((k, v)) = runs::holding(&self.inner.tree, seq)? else {
+            return Ok(None);
+        };
+        let index = (seq - runs::first_seq(&k)) as usize;
+        let entry = runs::split(&v)
+            .nth(index)
+            .map(|bytes| decode_at(seq, bytes));
+        entry.transpose()
     }
 
     /// One young person's durable entries, in order.

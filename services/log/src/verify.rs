@@ -2,6 +2,7 @@
 
 use crate::keys;
 use crate::record::{chain_hash, hex, Record, GENESIS};
+use crate::runs;
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,33 +22,38 @@ pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, VerifyError> {
     let mut prev = GENESIS;
     let mut expected = 1u64;
     for kv in tree.scan_prefix(keys::ENTRY_PREFIX) {
-        let bad = |reason: String| VerifyError {
-            seq: expected,
-            reason,
-        };
-        let (k, v) = kv.map_err(|e| bad(format!("unreadable: {e}")))?;
-        let seq = keys::u64_of(&k[1..]);
-        if seq != expected {
-            return Err(bad(format!("missing; the next stored entry is {seq}")));
-        }
-        if v.len() < 64 {
-            return Err(bad("shorter than its hashes".into()));
-        }
-        if v[..32] != prev {
+        let bad = |seq: u64, reason: String| VerifyError { seq, reason };
+        let (k, v) = kv.map_err(|e| bad(expected, format!("unreadable: {e}")))?;
+        let first = runs::first_seq(&k);
+        if first != expected {
             return Err(bad(
-                "its previous-hash does not match the entry before it".into()
+                expected,
+                format!("missing; the next stored entry is {first}"),
             ));
         }
-        if chain_hash(&prev, &v[64..])[..] != v[32..64] {
-            return Err(bad("its contents do not match its hash".into()));
+        for bytes in runs::split(&v) {
+            let seq = expected;
+            let v = bytes.map_err(|_| bad(seq, "its run is truncated".into()))?;
+            if v.len() < 64 {
+                return Err(bad(seq, "shorter than its hashes".into()));
+            }
+            if v[..32] != prev {
+                return Err(bad(
+                    seq,
+                    "its previous-hash does not match the entry before it".into(),
+                ));
+            }
+            if chain_hash(&prev, &v[64..])[..] != v[32..64] {
+                return Err(bad(seq, "its contents do not match its hash".into()));
+            }
+            let record: Record = serde_json::from_slice(&v[64..])
+                .map_err(|e| bad(seq, format!("not a record: {e}")))?;
+            if record.seq != seq {
+                return Err(bad(seq, format!("stored as {seq} but says {}", record.seq)));
+            }
+            prev.copy_from_slice(&v[32..64]);
+            expected += 1;
         }
-        let record: Record =
-            serde_json::from_slice(&v[64..]).map_err(|e| bad(format!("not a record: {e}")))?;
-        if record.seq != seq {
-            return Err(bad(format!("stored under {seq} but says {}", record.seq)));
-        }
-        prev.copy_from_slice(&v[32..64]);
-        expected += 1;
     }
     Ok(VerifyReport {
         entries: expected - 1,

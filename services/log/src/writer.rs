@@ -8,6 +8,7 @@
 use crate::error::{AppendError, LogError};
 use crate::keys::{self, IdRecord};
 use crate::record::{Entry, Record, GENESIS};
+use crate::runs;
 use pathway_core::catalogue::EventType;
 use pathway_core::envelope::Submitted;
 use std::collections::HashMap;
@@ -55,15 +56,20 @@ impl Head {
             }),
             Some(kv) => {
                 let (k, v) = kv?;
-                let seq = keys::u64_of(&k[1..]);
-                let entry = Entry::decode(&v).map_err(|e| match e {
-                    LogError::Corrupt { reason, .. } => LogError::Corrupt { seq, reason },
-                    other => other,
-                })?;
-                Ok(Head {
-                    seq,
-                    hash: entry.hash,
-                })
+                let first = runs::first_seq(&k);
+                let entries: Vec<_> = runs::split(&v).collect();
+                let seq = first + entries.len() as u64 - 1;
+                match entries.last() {
+                    Some(Ok(last)) if last.len() >= 64 => {
+                        let mut hash = [0u8; 32];
+                        hash.copy_from_slice(&last[32..64]);
+                        Ok(Head { seq, hash })
+                    }
+                    _ => Err(LogError::Corrupt {
+                        seq,
+                        reason: "the last run of the log is unreadable".into(),
+                    }),
+                }
             }
         }
     }
@@ -84,6 +90,8 @@ pub(crate) struct Writer {
 /// What one group has staged but not yet written.
 #[derive(Default)]
 struct Stage {
+    /// Stored bytes of the new entries, in sequence order from the group's start.
+    entries: Vec<Vec<u8>>,
     kv: Vec<(Vec<u8>, Vec<u8>)>,
     ids: HashMap<Uuid, IdRecord>,
     versions: HashMap<Uuid, u64>,
@@ -154,6 +162,7 @@ impl Writer {
                     group.seq = stage.seq;
                     group.hash = stage.hash;
                     group.kv.append(&mut stage.kv);
+                    group.entries.append(&mut stage.entries);
                     group.ids.extend(stage.ids);
                     group.versions.extend(stage.versions);
                     answers.push((job.reply, Ok(receipts)));
@@ -165,6 +174,11 @@ impl Writer {
         }
         if group.seq != self.head.seq || !group.kv.is_empty() {
             let mut batch = sled::Batch::default();
+            let mut first = self.head.seq + 1;
+            for run in group.entries.chunks(runs::RUN) {
+                batch.insert(&keys::entry(first), runs::encode(run));
+                first += run.len() as u64;
+            }
             for (k, v) in group.kv {
                 batch.insert(k, v);
             }
@@ -302,7 +316,7 @@ impl Writer {
                 young_person: yp,
                 digest,
             };
-            stage.kv.push((keys::entry(seq).to_vec(), bytes));
+            stage.entries.push(bytes);
             stage
                 .kv
                 .push((keys::id(s.id).to_vec(), id_record.encode().to_vec()));

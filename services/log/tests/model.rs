@@ -289,3 +289,50 @@ fn verify_names_the_first_altered_entry() {
     assert_eq!(err.seq, 3);
     assert!(err.reason.contains("do not match its hash"), "{err}");
 }
+
+#[test]
+fn reads_start_mid_run_and_cross_run_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let reg = json!({"id": Uuid::from_u128(1), "type": "young-person.registered", "young_person": person(0),
+                     "occurred_at": "2026-10-01T10:00:00Z",
+                     "data": pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered)});
+    rt.block_on(log.append(vec![NewEvent {
+        submitted: validate(&reg).unwrap(),
+        source: "demo-la".into(),
+    }]))
+    .unwrap();
+    // One group of 600: stored as runs of 256, 256 and 88 entries.
+    let batch = (2..=601u128)
+        .map(|i| {
+            let e = json!({"id": Uuid::from_u128(i), "type": "place.at-risk", "young_person": person(0),
+                           "occurred_at": "2026-10-01T10:00:00Z", "data": {"date": "2026-11-01", "risk": "finance"}});
+            NewEvent { submitted: validate(&e).unwrap(), source: "demo-la".into() }
+        })
+        .collect();
+    rt.block_on(log.append(batch)).unwrap();
+    let seqs = |after, limit| -> Vec<u64> {
+        log.read_from(after, limit)
+            .unwrap()
+            .iter()
+            .map(|e| e.record.seq)
+            .collect()
+    };
+    assert_eq!(seqs(300, 3), vec![301, 302, 303]);
+    assert_eq!(seqs(255, 4), vec![256, 257, 258, 259]);
+    assert_eq!(seqs(598, 10), vec![599, 600, 601]);
+    assert_eq!(seqs(0, 2), vec![1, 2]);
+    assert!(seqs(601, 10).is_empty());
+    for seq in [1, 2, 257, 258, 513, 514, 601] {
+        assert_eq!(log.get(seq).unwrap().unwrap().record.seq, seq);
+    }
+    assert!(log.get(602).unwrap().is_none());
+    assert_eq!(log.read_person(person(0)).unwrap().len(), 601);
+    drop(log);
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(log.head(), 601, "the head is recovered from the last run");
+    assert_eq!(log.verify().unwrap().entries, 601);
+}

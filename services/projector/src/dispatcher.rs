@@ -299,6 +299,8 @@ impl Projector {
                         tracing::error!(error = %e, checkpoint = self.checkpoint(), "projection step failed; retrying");
                         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     }
+                    // Cancelled: the runtime is shutting down.
+                    Err(e) if e.is_cancelled() => return,
                     Err(e) => {
                         tracing::error!(error = %e, "projection task failed");
                         return;

@@ -1,0 +1,80 @@
+//! Entries are stored in runs: the entries of one group commit (at most [`RUN`]) under one
+//! key, the sequence number of the first. sled copies a node on every insert, so one insert
+//! per run rather than per entry is most of what the writer saves. Within a run each entry
+//! is its stored bytes (`prev_hash ‖ hash ‖ record JSON`) behind a 4-byte length, so the
+//! hash chain is exactly what it would be with a key per entry.
+
+use crate::keys;
+
+/// Most entries in one run, so a point read never walks a huge value.
+pub const RUN: usize = 256;
+
+pub fn encode(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.iter().map(|e| e.len() + 4).sum());
+    for e in entries {
+        out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        out.extend_from_slice(e);
+    }
+    out
+}
+
+/// The entries of a run, in order; `Err` names the index of the first malformed one.
+pub fn split(run: &[u8]) -> impl Iterator<Item = Result<&[u8], usize>> {
+    let mut rest = run;
+    let mut index = 0;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let item = if rest.len() < 4 {
+            Err(index)
+        } else {
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            if rest.len() < 4 + len {
+                Err(index)
+            } else {
+                let (entry, tail) = rest[4..].split_at(len);
+                rest = tail;
+                Ok(entry)
+            }
+        };
+        if item.is_err() {
+            rest = &[];
+        }
+        index += 1;
+        Some(item)
+    })
+}
+
+/// The first sequence number of a run, from its key.
+pub fn first_seq(key: &[u8]) -> u64 {
+    keys::u64_of(&key[1..])
+}
+
+/// The run that holds `seq`, if any: the last run starting at or before it.
+pub fn holding(tree: &sled::Tree, seq: u64) -> sled::Result<Option<(sled::IVec, sled::IVec)>> {
+    tree.range(keys::entry(1)..=keys::entry(seq))
+        .next_back()
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_back_into_their_entries() {
+        let entries = vec![b"one".to_vec(), Vec::new(), b"three".to_vec()];
+        let run = encode(&entries);
+        let back: Vec<&[u8]> = split(&run).map(Result::unwrap).collect();
+        assert_eq!(back, vec![&b"one"[..], &b""[..], &b"three"[..]]);
+    }
+
+    #[test]
+    fn a_truncated_run_names_the_broken_entry() {
+        let run = encode(&[b"one".to_vec(), b"three".to_vec()]);
+        let cut = &run[..run.len() - 2];
+        let items: Vec<_> = split(cut).collect();
+        assert_eq!(items, vec![Ok(&b"one"[..]), Err(1)]);
+    }
+}
