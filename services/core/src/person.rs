@@ -53,6 +53,9 @@ impl PersonState {
     /// Applies one event. Returns the pairs a withdrawal removed, so the projector can drop
     /// consent-based data from those recipients' read models.
     pub fn evolve(&mut self, fact: &Fact) -> Withdrawn {
+        if !Self::changed_by(fact.event_type) {
+            return Vec::new();
+        }
         let Ok(data) = EventData::parse(fact.event_type, fact.data) else {
             return Vec::new(); // the log holds only validated events; nothing to learn
         };
@@ -101,6 +104,15 @@ impl PersonState {
             _ => {}
         }
         Vec::new()
+    }
+
+    /// Whether events of this type can change the state: only identity and consent do, so
+    /// the rest need not be parsed at all.
+    pub fn changed_by(ty: EventType) -> bool {
+        matches!(
+            ty,
+            EventType::YoungPersonRegistered | EventType::YoungPersonDetailsCorrected
+        ) || ty.category() == Category::Consent
     }
 
     pub fn age_on(&self, day: Day) -> Option<i32> {

@@ -4,7 +4,7 @@ use crate::store::{self, Decision, DisclosureRecord, FeedItem, ProjectionError, 
 use pathway_bus::{Egress, Notice};
 use pathway_core::person::PersonState;
 use pathway_core::policy::decide;
-use pathway_core::{Agreements, Category, EventType};
+use pathway_core::{Agreements, Category};
 use pathway_log::Log;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -249,11 +249,7 @@ impl Projector {
                     decision,
                 });
             }
-            if matches!(
-                fact.event_type,
-                EventType::YoungPersonRegistered | EventType::YoungPersonDetailsCorrected
-            ) || category == Category::Consent
-            {
+            if PersonState::changed_by(fact.event_type) {
                 pending
                     .persons
                     .insert(store::person(yp), store::encode(person));
