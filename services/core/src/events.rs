@@ -269,6 +269,13 @@ macro_rules! event_data {
                 })
             }
 
+            /// Parses `data` straight from its JSON text, without building a value tree.
+            pub fn parse_raw(ty: EventType, data: &serde_json::value::RawValue) -> Result<EventData, serde_json::Error> {
+                Ok(match ty {
+                    $( EventType::$variant => EventData::$variant(serde_json::from_str(data.get())?), )*
+                })
+            }
+
             /// The field names the Rust type accepts, for the catalogue agreement test.
             pub fn field_names(ty: EventType) -> &'static [&'static str] {
                 match ty {

@@ -9,7 +9,7 @@ use crate::catalogue::{Category, EventType};
 use crate::date::Day;
 use crate::events::EventData;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ pub struct Fact<'a> {
     pub recorded_on: Day,
     /// The date it happened: age bands use this.
     pub occurred_on: Day,
-    pub data: &'a Value,
+    pub data: &'a RawValue,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ impl PersonState {
         if !Self::changed_by(fact.event_type) {
             return Vec::new();
         }
-        let Ok(data) = EventData::parse(fact.event_type, fact.data) else {
+        let Ok(data) = EventData::parse_raw(fact.event_type, fact.data) else {
             return Vec::new(); // the log holds only validated events; nothing to learn
         };
         match data {

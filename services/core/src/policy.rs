@@ -71,11 +71,15 @@ pub fn decide(
 ) -> Decision {
     let ty = fact.event_type;
     if ty.names_recipients() {
-        let named = fact
-            .data
-            .get("recipients")
-            .and_then(|r| r.as_array())
-            .is_some_and(|rs| rs.iter().any(|r| r.as_str() == Some(recipient.id.as_str())));
+        /// The one field policy reads from a consent event; the rest is not parsed.
+        #[derive(Deserialize)]
+        struct Named {
+            recipients: Option<Vec<String>>,
+        }
+        let named = serde_json::from_str::<Named>(fact.data.get())
+            .ok()
+            .and_then(|n| n.recipients)
+            .is_some_and(|rs| rs.contains(&recipient.id));
         return if named {
             Ok(Disclosure {
                 basis: Basis::Named,

@@ -7,6 +7,7 @@ use pathway_core::date::Day;
 use pathway_core::person::{Fact, PersonState};
 use pathway_core::policy::{decide, minimise, Basis, Refusal};
 use pathway_core::samples;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -73,6 +74,7 @@ impl Given {
     ) -> (Uuid, Vec<(String, Category)>) {
         self.seq += 1;
         let id = Uuid::new_v4();
+        let data = raw(&data);
         let fact = fact(self.seq, id, source, ty, self.yp, "2026-10-01", &data);
         (id, self.person.evolve(&fact))
     }
@@ -86,6 +88,7 @@ impl Given {
 
     fn decide(&self, source: &str, ty: EventType, on: &str, to: &str) -> Result<Basis, Refusal> {
         let data = samples::data(ty);
+        let data = raw(&data);
         let f = fact(self.seq + 1, Uuid::new_v4(), source, ty, self.yp, on, &data);
         decide(
             &self.agreements,
@@ -97,6 +100,11 @@ impl Given {
     }
 }
 
+/// Event data as the log hands it to policy: JSON text.
+fn raw(data: &Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(data).unwrap()
+}
+
 fn fact<'a>(
     seq: u64,
     id: Uuid,
@@ -104,7 +112,7 @@ fn fact<'a>(
     ty: EventType,
     yp: Uuid,
     on: &str,
-    data: &'a Value,
+    data: &'a RawValue,
 ) -> Fact<'a> {
     Fact {
         seq,

@@ -8,10 +8,11 @@ use pathway_core::catalogue::EventType;
 use pathway_core::date::Day;
 use pathway_core::person::Fact;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
     pub seq: u64,
@@ -26,10 +27,19 @@ pub struct Record {
     pub recorded_at: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub expected_version: Option<u64>,
-    pub data: Value,
+    /// Kept as the JSON text it was stored as: most readers (the projector above all) never
+    /// look inside, and building a value tree for every entry was most of a rebuild's cost.
+    pub data: Box<RawValue>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+impl Record {
+    /// The data as a JSON value, for readers that do look inside.
+    pub fn data_value(&self) -> Value {
+        serde_json::from_str(self.data.get()).expect("stored data is JSON")
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub record: Record,
     pub prev_hash: [u8; 32],

@@ -307,7 +307,7 @@ impl Writer {
                 occurred_at: s.occurred_at.clone(),
                 recorded_at: now.to_owned(),
                 expected_version: s.expected_version,
-                data: s.data.clone(),
+                data: serde_json::value::to_raw_value(&s.data).expect("validated data serialises"),
             };
             let (bytes, hash) = Entry::encode(&record, &stage.hash);
             let id_record = IdRecord {

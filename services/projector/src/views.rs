@@ -27,7 +27,7 @@ fn item(e: &Entry, f: &FeedItem) -> Value {
         "source": rec.source,
         "occurred_at": rec.occurred_at,
         "recorded_at": rec.recorded_at,
-        "data": minimise(&rec.data, f.fields.as_deref()),
+        "data": minimise(&rec.data_value(), f.fields.as_deref()),
         "basis": f.basis,
     })
 }
@@ -99,7 +99,7 @@ pub fn read_model(p: &Projector, agency: &str, yp: Uuid) -> Result<Option<Value>
         seen.push(Seen {
             seq: rec.seq,
             event_type: rec.event_type,
-            data: minimise(&rec.data, fields.as_deref()),
+            data: minimise(&rec.data_value(), fields.as_deref()),
             source: rec.source,
             occurred_at: rec.occurred_at,
             basis,
