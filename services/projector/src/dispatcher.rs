@@ -188,15 +188,27 @@ impl Projector {
 
     /// Applies up to `max` entries past the checkpoint; returns how many. Blocking.
     pub fn step(&self, max: usize) -> Result<usize, ProjectionError> {
+        let entries = self.inner.log.read_from(self.checkpoint(), max)?;
+        self.apply(&entries)
+    }
+
+    /// Applies entries that continue exactly from the checkpoint; returns how many.
+    fn apply(&self, entries: &[pathway_log::Entry]) -> Result<usize, ProjectionError> {
         let inner = &*self.inner;
         let mut state = inner.state.lock().expect("projector state lock");
-        let entries = inner.log.read_from(state.checkpoint, max)?;
         let Some(last) = entries.last().map(|e| e.record.seq) else {
             return Ok(0);
         };
+        let first = entries[0].record.seq;
+        if first != state.checkpoint + 1 {
+            return Err(ProjectionError::Corrupt(format!(
+                "entries from {first} do not follow the checkpoint {}",
+                state.checkpoint
+            )));
+        }
         let mut pending = Pending::new(&inner.tree);
         let mut notices = Vec::new();
-        for entry in &entries {
+        for entry in entries {
             let fact = entry.fact();
             let yp = fact.young_person;
             let person = match state.persons.entry(yp) {
@@ -276,7 +288,44 @@ impl Projector {
     }
 
     /// Applies everything the log holds now.
+    ///
+    /// Reading and decoding the log runs on a second thread while this one decides and
+    /// writes, so a rebuild uses both cores.
     pub fn catch_up(&self) -> Result<u64, ProjectionError> {
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<Result<Vec<pathway_log::Entry>, ProjectionError>>(2);
+        let log = self.inner.log.clone();
+        let mut cursor = self.checkpoint();
+        let reader = std::thread::spawn(move || loop {
+            let chunk = log.read_from(cursor, 4096).map_err(ProjectionError::from);
+            let done = match &chunk {
+                Ok(entries) => match entries.last() {
+                    Some(e) => {
+                        cursor = e.record.seq;
+                        false
+                    }
+                    None => true,
+                },
+                Err(_) => true,
+            };
+            if tx.send(chunk).is_err() || done {
+                return;
+            }
+        });
+        let mut result = Ok(());
+        for chunk in rx {
+            match chunk.and_then(|entries| self.apply(&entries)) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let _ = reader.join();
+        result?;
+        // Anything appended while the reader finished is picked up the plain way.
         while self.step(4096)? > 0 {}
         Ok(self.checkpoint())
     }
