@@ -1,12 +1,12 @@
 //! The dispatcher: tails the log and applies each entry to the projections.
 
+use crate::codec;
 use crate::store::{self, Decision, DisclosureRecord, FeedItem, ProjectionError, Purges};
 use pathway_bus::{Egress, Notice};
 use pathway_core::person::PersonState;
 use pathway_core::policy::decide;
 use pathway_core::{Agreements, Category};
 use pathway_log::Log;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -121,15 +121,16 @@ impl<'t> Pending<'t> {
     }
 
     fn batch(self) -> sled::Batch {
-        fn put<T: Serialize>(batch: &mut sled::Batch, map: BTreeMap<Vec<u8>, T>) {
-            for (k, v) in map {
-                batch.insert(k, store::encode(&v));
-            }
-        }
         let mut batch = sled::Batch::default();
-        put(&mut batch, self.feeds);
-        put(&mut batch, self.disclosures);
-        put(&mut batch, self.purges);
+        for (k, run) in self.feeds {
+            batch.insert(k, codec::encode_feed(&run));
+        }
+        for (k, run) in self.disclosures {
+            batch.insert(k, codec::encode_disclosures(&run));
+        }
+        for (k, purges) in self.purges {
+            batch.insert(k, store::encode(&purges));
+        }
         for (k, v) in self.persons {
             batch.insert(k, v);
         }
@@ -369,14 +370,14 @@ impl Projector {
             match k[0] {
                 b'f' => {
                     let prefix = &k[..k.len() - 8];
-                    for item in store::decode::<Vec<FeedItem>>(&v)? {
+                    for item in codec::decode_feed(&v)? {
                         let mut key = prefix.to_vec();
                         key.extend_from_slice(&item.seq.to_be_bytes());
                         out.push((key, store::encode(&item)));
                     }
                 }
                 b'd' => {
-                    for record in store::decode::<Vec<DisclosureRecord>>(&v)? {
+                    for record in codec::decode_disclosures(&v)? {
                         let mut key = store::disclosure_run(record.seq);
                         key.extend_from_slice(record.recipient.as_bytes());
                         out.push((key, store::encode(&record)));

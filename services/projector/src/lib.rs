@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`store`]: the key space of the projections tree and its records.
+//! - `codec`: the compact binary form of feed and disclosure runs.
 //! - [`dispatcher`]: one step of the tail: read entries, decide, write one atomic batch.
 //! - [`views`]: reading feeds and read models back, joined with the log.
 //!
@@ -13,6 +14,7 @@
 //! erasure by destroying one person's key possible (see ARCHITECTURE.md), and it makes a
 //! rebuild byte-for-byte comparable with the incremental state.
 
+mod codec;
 pub mod dispatcher;
 pub mod store;
 pub mod views;

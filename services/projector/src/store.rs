@@ -4,8 +4,8 @@
 //!
 //! - `c` → checkpoint (last applied seq)
 //! - `p` person → [`PersonState`](pathway_core::person::PersonState) JSON
-//! - `f` agency 0 first-seq → [`FeedItem`]s: a run of the agency's disclosures
-//! - `d` first-seq → [`DisclosureRecord`]s: a run of the disclosure log
+//! - `f` agency 0 first-seq → [`FeedItem`]s: a run of the agency's disclosures (binary, `codec`)
+//! - `d` first-seq → [`DisclosureRecord`]s: a run of the disclosure log (binary, `codec`)
 //! - `w` agency 0 person → [`Purges`]: where withdrawals cut off consent-based data
 //!
 //! Feeds and the disclosure log are stored as runs (one step's items, at most [`RUN`]) under

@@ -1,6 +1,7 @@
 //! Reading projections back: an agency's feed and its read model of a person, each joined
 //! with the log so the caller sees the event as it may see it (minimised to its fields).
 
+use crate::codec;
 use crate::store::{self, DisclosureRecord, FeedItem, ProjectionError, Purges};
 use crate::Projector;
 use pathway_core::policy::minimise;
@@ -51,7 +52,7 @@ pub fn feed(
         if !k.starts_with(&prefix) || out.len() >= limit {
             break;
         }
-        let block: Vec<FeedItem> = store::decode(&v)?;
+        let block = codec::decode_feed(&v)?;
         for f in block
             .iter()
             .filter(|f| f.seq > after)
@@ -87,7 +88,9 @@ pub fn read_model(p: &Projector, agency: &str, yp: Uuid) -> Result<Option<Value>
             let (key, value) = kv?;
             let block = match runs.entry(key.to_vec()) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(store::decode(&value)?),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(codec::decode_feed(&value)?)
+                }
             };
             match block.binary_search_by_key(&rec.seq, |f| f.seq) {
                 Ok(i) if !store::purged(&purges, &block[i]) => {
@@ -125,7 +128,7 @@ pub fn disclosures(
         if k[0] != b'd' || out.len() >= limit {
             break;
         }
-        let block: Vec<DisclosureRecord> = store::decode(&v)?;
+        let block = codec::decode_disclosures(&v)?;
         out.extend(
             block
                 .into_iter()
