@@ -69,3 +69,33 @@ async fn a_restart_resumes_from_the_checkpoint() {
         vec!["young-person.registered", "looked-after.started"]
     );
 }
+
+#[tokio::test]
+async fn consent_given_before_a_restart_still_counts_after_it() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    app.post(LA, &sample("consent.granted", yp)).await;
+    app.drain();
+    let app = app.restart();
+    app.post(CAREERS, &sample("destination.recorded", yp)).await;
+    let feed = app.feed(COLLEGE).await;
+    assert_eq!(
+        types_of(&feed),
+        vec!["consent.granted", "destination.recorded"]
+    );
+    assert_eq!(feed[1]["basis"]["kind"], "consent");
+
+    // and a withdrawal after the restart still stops the flow
+    let app = app.restart();
+    app.post(LA, &sample("consent.withdrawn", yp)).await;
+    app.post(CAREERS, &sample("destination.recorded", yp)).await;
+    let feed = app.feed(COLLEGE).await;
+    assert_eq!(
+        types_of(&feed),
+        vec![
+            "consent.granted",
+            "destination.recorded",
+            "consent.withdrawn"
+        ]
+    );
+}

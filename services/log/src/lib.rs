@@ -177,6 +177,16 @@ impl Log {
 
     /// One young person's durable entries, in order.
     pub fn read_person(&self, young_person: Uuid) -> Result<Vec<Entry>, LogError> {
+        self.read_person_before(young_person, u64::MAX)
+    }
+
+    /// One young person's durable entries with `seq < before`, in order. Stops at the index:
+    /// later entries are never read.
+    pub fn read_person_before(
+        &self,
+        young_person: Uuid,
+        before: u64,
+    ) -> Result<Vec<Entry>, LogError> {
         let head = self.head();
         let mut out = Vec::new();
         for kv in self
@@ -186,7 +196,7 @@ impl Log {
         {
             let (_, seq) = kv?;
             let seq = keys::u64_of(&seq);
-            if seq > head {
+            if seq > head || seq >= before {
                 break;
             }
             if let Some(e) = self.get(seq)? {

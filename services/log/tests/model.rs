@@ -331,6 +331,13 @@ fn reads_start_mid_run_and_cross_run_boundaries() {
     }
     assert!(log.get(602).unwrap().is_none());
     assert_eq!(log.read_person(person(0)).unwrap().len(), 601);
+    let before: Vec<u64> = log
+        .read_person_before(person(0), 258)
+        .unwrap()
+        .iter()
+        .map(|e| e.record.seq)
+        .collect();
+    assert_eq!(before, (1..=257).collect::<Vec<_>>());
     drop(log);
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(log.head(), 601, "the head is recovered from the last run");

@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 struct State {
     checkpoint: u64,
-    /// Person states seen so far; a cache of the `p` keys (the projector is their only writer).
+    /// What policy knows of each person, derived from their log stream. Not stored: after a
+    /// restart it is rebuilt per person, on first need, by replaying their earlier entries.
     persons: HashMap<Uuid, PersonState>,
 }
 
@@ -48,7 +49,6 @@ struct Pending<'t> {
     disclosures: BTreeMap<Vec<u8>, Vec<DisclosureRecord>>,
     open_disclosures: Option<Vec<u8>>,
     purges: BTreeMap<Vec<u8>, Purges>,
-    persons: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// The run to append to: the open one, or a new one under `new_key` when none is open or
@@ -77,7 +77,6 @@ impl<'t> Pending<'t> {
             disclosures: BTreeMap::new(),
             open_disclosures: None,
             purges: BTreeMap::new(),
-            persons: BTreeMap::new(),
         }
     }
 
@@ -130,9 +129,6 @@ impl<'t> Pending<'t> {
         }
         for (k, purges) in self.purges {
             batch.insert(k, store::encode(&purges));
-        }
-        for (k, v) in self.persons {
-            batch.insert(k, v);
         }
         batch
     }
@@ -209,17 +205,14 @@ impl Projector {
         }
         let mut pending = Pending::new(&inner.tree);
         let mut notices = Vec::new();
+        let notify = inner.egress.is_some();
         for entry in entries {
             let fact = entry.fact();
             let yp = fact.young_person;
             let person = match state.persons.entry(yp) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    let stored = match inner.tree.get(store::person(yp))? {
-                        Some(v) => store::decode(&v)?,
-                        None => PersonState::default(),
-                    };
-                    e.insert(stored)
+                    e.insert(replay_person(&inner.log, yp, fact.seq)?)
                 }
             };
             let category = fact.event_type.category();
@@ -244,11 +237,13 @@ impl Projector {
                                 fields: d.fields,
                             },
                         );
-                        notices.push(Notice {
-                            agency: id.to_owned(),
-                            seq: fact.seq,
-                            event_type: fact.event_type.name().to_owned(),
-                        });
+                        if notify {
+                            notices.push(Notice {
+                                agency: id.to_owned(),
+                                seq: fact.seq,
+                                event_type: fact.event_type.name().to_owned(),
+                            });
+                        }
                         Decision::Disclosed { basis: d.basis }
                     }
                     Err(reason) if reason.matters() => Decision::Refused { reason },
@@ -261,11 +256,6 @@ impl Projector {
                     recipient: id.to_owned(),
                     decision,
                 });
-            }
-            if PersonState::changed_by(fact.event_type) {
-                pending
-                    .persons
-                    .insert(store::person(yp), store::encode(person));
             }
             // Withdrawal takes effect at once: the recipient's read model stops showing what
             // it held about this person on consent for these categories.
@@ -394,4 +384,13 @@ impl Projector {
         self.inner.db.flush()?;
         Ok(())
     }
+}
+
+/// A person's state as of just before `before`: their earlier entries, replayed.
+fn replay_person(log: &Log, yp: Uuid, before: u64) -> Result<PersonState, ProjectionError> {
+    let mut person = PersonState::default();
+    for e in log.read_person_before(yp, before)? {
+        person.evolve(&e.fact());
+    }
+    Ok(person)
 }

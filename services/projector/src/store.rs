@@ -3,7 +3,6 @@
 //! some prefix of the log, and the dispatcher resumes from there.
 //!
 //! - `c` → checkpoint (last applied seq)
-//! - `p` person → [`PersonState`](pathway_core::person::PersonState) JSON
 //! - `f` agency 0 first-seq → [`FeedItem`]s: a run of the agency's disclosures (binary, `codec`)
 //! - `d` first-seq → [`DisclosureRecord`]s: a run of the disclosure log (binary, `codec`)
 //! - `w` agency 0 person → [`Purges`]: where withdrawals cut off consent-based data
@@ -85,12 +84,6 @@ fn agency_key(tag: u8, agency: &str, rest: &[u8]) -> Vec<u8> {
     k.extend_from_slice(agency.as_bytes());
     k.push(0);
     k.extend_from_slice(rest);
-    k
-}
-
-pub fn person(yp: Uuid) -> Vec<u8> {
-    let mut k = vec![b'p'];
-    k.extend_from_slice(yp.as_bytes());
     k
 }
 
