@@ -40,9 +40,9 @@ pub struct Override {
 pub struct PersonState {
     pub registered_by: Option<String>,
     pub date_of_birth: Option<Day>,
-    /// (recipient, category) → the grant that allows it.
-    #[serde(with = "pairs")]
-    consent: BTreeMap<(String, Category), Uuid>,
+    /// recipient → category → the grant that allows it. Nested, so a lookup by `&str`
+    /// allocates nothing: policy asks this for every event and every recipient.
+    consent: BTreeMap<String, BTreeMap<Category, Uuid>>,
     overrides: BTreeMap<Uuid, Override>,
 }
 
@@ -72,7 +72,10 @@ impl PersonState {
             EventData::ConsentGranted(g) => {
                 for r in &g.recipients {
                     for c in &g.categories {
-                        self.consent.insert((r.clone(), *c), fact.id);
+                        self.consent
+                            .entry(r.clone())
+                            .or_default()
+                            .insert(*c, fact.id);
                     }
                 }
             }
@@ -81,7 +84,8 @@ impl PersonState {
                 let mut removed = Vec::new();
                 for r in &w.recipients {
                     for c in &categories {
-                        if self.consent.remove(&(r.clone(), *c)).is_some() {
+                        let granted = self.consent.get_mut(r);
+                        if granted.and_then(|g| g.remove(c)).is_some() {
                             removed.push((r.clone(), *c));
                         }
                     }
@@ -120,7 +124,7 @@ impl PersonState {
     }
 
     pub fn consent_for(&self, recipient: &str, category: Category) -> Option<Uuid> {
-        self.consent.get(&(recipient.to_owned(), category)).copied()
+        self.consent.get(recipient)?.get(&category).copied()
     }
 
     pub fn override_for(&self, recipient: &str, category: Category, on: Day) -> Option<Uuid> {
@@ -132,25 +136,5 @@ impl PersonState {
                     && o.recipients.iter().any(|r| r == recipient)
             })
             .map(|(id, _)| *id)
-    }
-}
-
-/// serde for a map keyed by tuples, which JSON cannot key by.
-mod pairs {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(
-        m: &BTreeMap<(String, Category), Uuid>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(m.iter().map(|((r, c), id)| (r, c, id)))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<(String, Category), Uuid>, D::Error> {
-        let v: Vec<(String, Category, Uuid)> = Vec::deserialize(d)?;
-        Ok(v.into_iter().map(|(r, c, id)| ((r, c), id)).collect())
     }
 }

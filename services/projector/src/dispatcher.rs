@@ -15,6 +15,9 @@ use uuid::Uuid;
 
 struct State {
     checkpoint: u64,
+    /// True when this process projected from the start of the log, so every person with
+    /// earlier entries is already in `persons` and nothing needs replaying.
+    complete: bool,
     /// What policy knows of each person, derived from their log stream. Not stored: after a
     /// restart it is rebuilt per person, on first need, by replaying their earlier entries.
     persons: HashMap<Uuid, PersonState>,
@@ -45,7 +48,7 @@ struct Pending<'t> {
     tree: &'t sled::Tree,
     feeds: BTreeMap<Vec<u8>, Vec<FeedItem>>,
     /// Each agency's open run in this step.
-    open_feed: HashMap<String, Vec<u8>>,
+    open_feed: HashMap<String, Option<Vec<u8>>>,
     disclosures: BTreeMap<Vec<u8>, Vec<DisclosureRecord>>,
     open_disclosures: Option<Vec<u8>>,
     purges: BTreeMap<Vec<u8>, Purges>,
@@ -81,11 +84,12 @@ impl<'t> Pending<'t> {
     }
 
     fn feed(&mut self, agency: &str, item: FeedItem) {
-        let mut open = self.open_feed.remove(agency);
+        if !self.open_feed.contains_key(agency) {
+            self.open_feed.insert(agency.to_owned(), None);
+        }
+        let open = self.open_feed.get_mut(agency).expect("just ensured");
         let seq = item.seq;
-        run_for(&mut self.feeds, &mut open, || store::feed_run(agency, seq)).push(item);
-        self.open_feed
-            .insert(agency.to_owned(), open.expect("run opened"));
+        run_for(&mut self.feeds, open, || store::feed_run(agency, seq)).push(item);
     }
 
     fn disclosure(&mut self, record: DisclosureRecord) {
@@ -155,6 +159,7 @@ impl Projector {
                 state: Mutex::new(State {
                     checkpoint,
                     persons: HashMap::new(),
+                    complete: checkpoint == 0,
                 }),
                 applied: watch::channel(checkpoint).0,
             }),
@@ -206,11 +211,15 @@ impl Projector {
         let mut pending = Pending::new(&inner.tree);
         let mut notices = Vec::new();
         let notify = inner.egress.is_some();
+        let complete = state.complete;
         for entry in entries {
             let fact = entry.fact();
             let yp = fact.young_person;
             let person = match state.persons.entry(yp) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) if complete => {
+                    e.insert(PersonState::default())
+                }
                 std::collections::hash_map::Entry::Vacant(e) => {
                     e.insert(replay_person(&inner.log, yp, fact.seq)?)
                 }
