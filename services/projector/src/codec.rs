@@ -114,11 +114,93 @@ fn category(code: u8) -> Result<Category, ProjectionError> {
         .ok_or_else(corrupt)
 }
 
-fn start(count: usize) -> Out {
-    let mut out = Out(Vec::with_capacity(16 + count * 64));
-    out.u8(VERSION);
-    out.u64(count as u64);
-    out
+/// A decision as the dispatcher holds it, borrowed: nothing is cloned to store it.
+pub enum DecisionRef<'a> {
+    Disclosed(&'a Basis),
+    Refused(&'a Refusal),
+}
+
+/// A run being written: items are encoded as they come, the count is patched in at the end.
+pub struct RunWriter {
+    out: Out,
+    count: u64,
+}
+
+impl Default for RunWriter {
+    fn default() -> Self {
+        let mut out = Out(Vec::with_capacity(4096));
+        out.u8(VERSION);
+        out.u64(0);
+        RunWriter { out, count: 0 }
+    }
+}
+
+impl RunWriter {
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn feed(
+        &mut self,
+        seq: u64,
+        young_person: &Uuid,
+        category: Category,
+        basis: &Basis,
+        fields: Option<&[String]>,
+    ) {
+        let out = &mut self.out;
+        out.u64(seq);
+        out.uuid(young_person);
+        out.u8(category_code(category));
+        out.basis(basis);
+        match fields {
+            None => out.u8(0),
+            Some(fields) => {
+                out.u8(1);
+                out.u64(fields.len() as u64);
+                for name in fields {
+                    out.str(name);
+                }
+            }
+        }
+        self.count += 1;
+    }
+
+    pub fn disclosure(
+        &mut self,
+        seq: u64,
+        event_id: &Uuid,
+        young_person: &Uuid,
+        recipient: &str,
+        decision: DecisionRef,
+    ) {
+        let out = &mut self.out;
+        out.u64(seq);
+        out.uuid(event_id);
+        out.uuid(young_person);
+        out.str(recipient);
+        match decision {
+            DecisionRef::Disclosed(basis) => {
+                out.u8(0);
+                out.basis(basis);
+            }
+            DecisionRef::Refused(Refusal::NoFlow) => out.u8(1),
+            DecisionRef::Refused(Refusal::OutsideAge { flow }) => {
+                out.u8(2);
+                out.str(flow);
+            }
+            DecisionRef::Refused(Refusal::NoConsent { flow }) => {
+                out.u8(3);
+                out.str(flow);
+            }
+        }
+        self.count += 1;
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        self.out.0[1..9].copy_from_slice(&self.count.to_le_bytes());
+        self.out.0
+    }
 }
 
 fn items(bytes: &[u8]) -> Result<(In<'_>, usize), ProjectionError> {
@@ -130,25 +212,20 @@ fn items(bytes: &[u8]) -> Result<(In<'_>, usize), ProjectionError> {
     Ok((r, n))
 }
 
+/// Whole-run encoding, for the round-trip tests; the dispatcher writes through [`RunWriter`].
+#[cfg(test)]
 pub fn encode_feed(run: &[FeedItem]) -> Vec<u8> {
-    let mut out = start(run.len());
+    let mut w = RunWriter::default();
     for f in run {
-        out.u64(f.seq);
-        out.uuid(&f.young_person);
-        out.u8(category_code(f.category));
-        out.basis(&f.basis);
-        match &f.fields {
-            None => out.u8(0),
-            Some(fields) => {
-                out.u8(1);
-                out.u64(fields.len() as u64);
-                for name in fields {
-                    out.str(name);
-                }
-            }
-        }
+        w.feed(
+            f.seq,
+            &f.young_person,
+            f.category,
+            &f.basis,
+            f.fields.as_deref(),
+        );
     }
-    out.0
+    w.finish()
 }
 
 pub fn decode_feed(bytes: &[u8]) -> Result<Vec<FeedItem>, ProjectionError> {
@@ -177,36 +254,17 @@ pub fn decode_feed(bytes: &[u8]) -> Result<Vec<FeedItem>, ProjectionError> {
     Ok(run)
 }
 
+#[cfg(test)]
 pub fn encode_disclosures(run: &[DisclosureRecord]) -> Vec<u8> {
-    let mut out = start(run.len());
+    let mut w = RunWriter::default();
     for d in run {
-        out.u64(d.seq);
-        out.uuid(&d.event_id);
-        out.uuid(&d.young_person);
-        out.str(&d.recipient);
-        match &d.decision {
-            Decision::Disclosed { basis } => {
-                out.u8(0);
-                out.basis(basis);
-            }
-            Decision::Refused {
-                reason: Refusal::NoFlow,
-            } => out.u8(1),
-            Decision::Refused {
-                reason: Refusal::OutsideAge { flow },
-            } => {
-                out.u8(2);
-                out.str(flow);
-            }
-            Decision::Refused {
-                reason: Refusal::NoConsent { flow },
-            } => {
-                out.u8(3);
-                out.str(flow);
-            }
-        }
+        let decision = match &d.decision {
+            Decision::Disclosed { basis } => DecisionRef::Disclosed(basis),
+            Decision::Refused { reason } => DecisionRef::Refused(reason),
+        };
+        w.disclosure(d.seq, &d.event_id, &d.young_person, &d.recipient, decision);
     }
-    out.0
+    w.finish()
 }
 
 pub fn decode_disclosures(bytes: &[u8]) -> Result<Vec<DisclosureRecord>, ProjectionError> {

@@ -1,13 +1,15 @@
 //! The dispatcher: tails the log and applies each entry to the projections.
 
-use crate::codec;
-use crate::store::{self, Decision, DisclosureRecord, FeedItem, ProjectionError, Purges};
+use crate::codec::{self, DecisionRef, RunWriter};
+use crate::store::{self, ProjectionError, Purges};
 use pathway_bus::{Egress, Notice};
+use pathway_core::person::Fact;
 use pathway_core::person::PersonState;
-use pathway_core::policy::decide;
+use pathway_core::policy::{decide, Disclosure};
 use pathway_core::{Agreements, Category};
 use pathway_log::Log;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -20,7 +22,26 @@ struct State {
     complete: bool,
     /// What policy knows of each person, derived from their log stream. Not stored: after a
     /// restart it is rebuilt per person, on first need, by replaying their earlier entries.
-    persons: HashMap<Uuid, PersonState>,
+    persons: HashMap<Uuid, PersonState, BuildHasherDefault<UuidHasher>>,
+}
+
+/// Person ids are random (v4) or minted by the exchange, so their bits are already well
+/// spread: folding them is hash enough, and SipHash showed up in rebuild profiles.
+#[derive(Default)]
+struct UuidHasher(u64);
+
+impl Hasher for UuidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
+        }
+    }
 }
 
 /// Owns the projections database. Cheap to clone.
@@ -46,25 +67,25 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// items go into new runs (never rewriting old ones); purges are read-modify-write.
 struct Pending<'t> {
     tree: &'t sled::Tree,
-    feeds: BTreeMap<Vec<u8>, Vec<FeedItem>>,
+    feeds: BTreeMap<Vec<u8>, RunWriter>,
     /// Each agency's open run in this step.
     open_feed: HashMap<String, Option<Vec<u8>>>,
-    disclosures: BTreeMap<Vec<u8>, Vec<DisclosureRecord>>,
+    disclosures: BTreeMap<Vec<u8>, RunWriter>,
     open_disclosures: Option<Vec<u8>>,
     purges: BTreeMap<Vec<u8>, Purges>,
 }
 
 /// The run to append to: the open one, or a new one under `new_key` when none is open or
 /// the open one is full.
-fn run_for<'m, T>(
-    runs: &'m mut BTreeMap<Vec<u8>, Vec<T>>,
+fn run_for<'m>(
+    runs: &'m mut BTreeMap<Vec<u8>, RunWriter>,
     open: &mut Option<Vec<u8>>,
     new_key: impl FnOnce() -> Vec<u8>,
-) -> &'m mut Vec<T> {
+) -> &'m mut RunWriter {
     let full = open.as_ref().is_none_or(|k| runs[k].len() >= store::RUN);
     if full {
         let k = new_key();
-        runs.insert(k.clone(), Vec::new());
+        runs.insert(k.clone(), RunWriter::default());
         *open = Some(k);
     }
     runs.get_mut(open.as_ref().expect("open run"))
@@ -83,21 +104,26 @@ impl<'t> Pending<'t> {
         }
     }
 
-    fn feed(&mut self, agency: &str, item: FeedItem) {
+    fn feed(&mut self, agency: &str, fact: &Fact, category: Category, d: &Disclosure) {
         if !self.open_feed.contains_key(agency) {
             self.open_feed.insert(agency.to_owned(), None);
         }
         let open = self.open_feed.get_mut(agency).expect("just ensured");
-        let seq = item.seq;
-        run_for(&mut self.feeds, open, || store::feed_run(agency, seq)).push(item);
+        run_for(&mut self.feeds, open, || store::feed_run(agency, fact.seq)).feed(
+            fact.seq,
+            &fact.young_person,
+            category,
+            &d.basis,
+            d.fields.as_deref(),
+        );
     }
 
-    fn disclosure(&mut self, record: DisclosureRecord) {
-        let seq = record.seq;
+    fn disclosure(&mut self, fact: &Fact, recipient: &str, decision: DecisionRef) {
+        let seq = fact.seq;
         run_for(&mut self.disclosures, &mut self.open_disclosures, || {
             store::disclosure_run(seq)
         })
-        .push(record);
+        .disclosure(seq, &fact.id, &fact.young_person, recipient, decision);
     }
 
     fn purge(
@@ -125,11 +151,8 @@ impl<'t> Pending<'t> {
 
     fn batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
-        for (k, run) in self.feeds {
-            batch.insert(k, codec::encode_feed(&run));
-        }
-        for (k, run) in self.disclosures {
-            batch.insert(k, codec::encode_disclosures(&run));
+        for (k, run) in self.feeds.into_iter().chain(self.disclosures) {
+            batch.insert(k, run.finish());
         }
         for (k, purges) in self.purges {
             batch.insert(k, store::encode(&purges));
@@ -158,7 +181,7 @@ impl Projector {
                 egress,
                 state: Mutex::new(State {
                     checkpoint,
-                    persons: HashMap::new(),
+                    persons: HashMap::default(),
                     complete: checkpoint == 0,
                 }),
                 applied: watch::channel(checkpoint).0,
@@ -234,18 +257,10 @@ impl Projector {
                 if id == fact.source {
                     continue; // an agency's own events are not disclosures to it
                 }
-                let decision = match decide(&inner.agreements, person, &fact, agency) {
+                match decide(&inner.agreements, person, &fact, agency) {
                     Ok(d) => {
-                        pending.feed(
-                            id,
-                            FeedItem {
-                                seq: fact.seq,
-                                young_person: yp,
-                                category,
-                                basis: d.basis.clone(),
-                                fields: d.fields,
-                            },
-                        );
+                        pending.feed(id, &fact, category, &d);
+                        pending.disclosure(&fact, id, DecisionRef::Disclosed(&d.basis));
                         if notify {
                             notices.push(Notice {
                                 agency: id.to_owned(),
@@ -253,18 +268,12 @@ impl Projector {
                                 event_type: fact.event_type.name().to_owned(),
                             });
                         }
-                        Decision::Disclosed { basis: d.basis }
                     }
-                    Err(reason) if reason.matters() => Decision::Refused { reason },
-                    Err(_) => continue,
-                };
-                pending.disclosure(DisclosureRecord {
-                    seq: fact.seq,
-                    event_id: fact.id,
-                    young_person: yp,
-                    recipient: id.to_owned(),
-                    decision,
-                });
+                    Err(reason) if reason.matters() => {
+                        pending.disclosure(&fact, id, DecisionRef::Refused(&reason));
+                    }
+                    Err(_) => {}
+                }
             }
             // Withdrawal takes effect at once: the recipient's read model stops showing what
             // it held about this person on consent for these categories.
