@@ -4,6 +4,7 @@
 use crate::config::Config;
 use anyhow::Context;
 use pathway_bus::{Egress, Embedded};
+use pathway_core::Agreements;
 use pathway_gateway::{AppState, Limits, Tokens};
 use pathway_log::{Log, LogOptions};
 use pathway_projector::Projector;
@@ -25,15 +26,40 @@ pub fn paths(data: &Path) -> Paths {
 }
 
 pub fn open_log(data: &Path) -> anyhow::Result<Log> {
+    open_log_with(data, LogOptions::default())
+}
+
+pub fn open_log_with(data: &Path, options: LogOptions) -> anyhow::Result<Log> {
     let p = paths(data);
     std::fs::create_dir_all(&p.log)
         .with_context(|| format!("cannot create {}", p.log.display()))?;
-    Log::open(&p.log, LogOptions::default()).with_context(|| {
+    Log::open(&p.log, options).with_context(|| {
         format!(
             "cannot open the log in {} (is another exchange using it?)",
             p.log.display()
         )
     })
+}
+
+/// Recreates the projections from the log (what `exchange rebuild` does); returns how many
+/// entries were applied. `cache_bytes` sizes the log's page cache: a rebuild reads the whole
+/// log once, and a cache smaller than the log makes it fault pages back in as it goes.
+pub fn rebuild(agreements: Agreements, data: &Path, cache_bytes: u64) -> anyhow::Result<u64> {
+    let log = open_log_with(
+        data,
+        LogOptions {
+            cache_bytes,
+            ..LogOptions::default()
+        },
+    )?;
+    let dir = paths(data).projections;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    let projector = Projector::open(&dir, log, Arc::new(agreements), None)?;
+    let applied = projector.catch_up()?;
+    projector.flush()?;
+    Ok(applied)
 }
 
 pub struct Running {

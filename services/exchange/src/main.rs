@@ -50,6 +50,9 @@ enum Command {
         /// Rebuild with the built-in demo agencies and flows.
         #[arg(long, conflicts_with = "config")]
         demo: bool,
+        /// Page cache for reading the log, in MiB; more than the log's size reads it once.
+        #[arg(long, value_name = "MIB", default_value_t = 2048)]
+        cache_mib: u64,
     },
     /// Recompute the log's hash chain; names the first bad entry and exits non-zero if any.
     Verify {
@@ -107,9 +110,14 @@ fn main() -> anyhow::Result<()> {
             };
             tokio::runtime::Runtime::new()?.block_on(serve(config, data, listen))
         }
-        Command::Rebuild { data, config, demo } => {
+        Command::Rebuild {
+            data,
+            config,
+            demo,
+            cache_mib,
+        } => {
             let config = load_config(demo, config.as_ref())?;
-            rebuild(config, &data)
+            rebuild(config, &data, cache_mib)
         }
         Command::Verify { data } => {
             let log = app::open_log(&data)?;
@@ -157,21 +165,9 @@ async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> any
     Ok(())
 }
 
-fn rebuild(config: config::Config, data: &std::path::Path) -> anyhow::Result<()> {
-    let log = app::open_log(data)?;
-    let dir = app::paths(data).projections;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
-    }
-    let projector = pathway_projector::Projector::open(
-        &dir,
-        log.clone(),
-        std::sync::Arc::new(config.agreements),
-        None,
-    )?;
+fn rebuild(config: config::Config, data: &std::path::Path, cache_mib: u64) -> anyhow::Result<()> {
     let started = Instant::now();
-    let applied = projector.catch_up()?;
-    projector.flush()?;
+    let applied = app::rebuild(config.agreements, data, cache_mib << 20)?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "rebuilt projections from {applied} entries in {secs:.2} s ({:.0} entries/s)",
