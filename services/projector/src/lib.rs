@@ -1,7 +1,7 @@
 //! Projections: everything derived from the log. A dispatcher tails the log from a stored
-//! checkpoint and, for each entry, asks policy who may receive it, then records
-//! disclosures, per-agency feeds and read-model references, and evolves the person state
-//! that policy reads.
+//! checkpoint and, for each entry, asks policy who may receive it, then records the
+//! decision in the disclosure log and the agency's feed, and evolves (in memory) the person
+//! state that policy reads.
 //!
 //! # Layout
 //! - [`store`]: the key space of the projections tree and its records.
@@ -10,9 +10,10 @@
 //! - [`views`]: reading feeds and read models back, joined with the log.
 //!
 //! Derived data holds references to log entries (sequence numbers, bases, field lists),
-//! never copies of personal data: a read model is folded from the log on read. That keeps
-//! erasure by destroying one person's key possible (see ARCHITECTURE.md), and it makes a
-//! rebuild byte-for-byte comparable with the incremental state.
+//! never copies of personal data: a read model is folded on read from the person's log
+//! stream, the agency's feed and any purge markers. That keeps erasure by destroying one
+//! person's key possible (see ARCHITECTURE.md), and it makes a rebuild comparable, item for
+//! item, with the incremental state.
 
 mod codec;
 pub mod dispatcher;
