@@ -102,6 +102,9 @@ pub struct ConfigError {
 pub struct Agreements {
     agencies: BTreeMap<AgencyId, Agency>,
     flows: Vec<Flow>,
+    /// Recipient → its flows' positions in `flows`: policy runs for every event and every
+    /// agency, and must not scan every flow each time.
+    by_recipient: BTreeMap<AgencyId, Vec<usize>>,
 }
 
 fn valid_agency_id(id: &str) -> bool {
@@ -196,9 +199,14 @@ impl Agreements {
             }
         }
         if errors.is_empty() {
+            let mut by_recipient: BTreeMap<AgencyId, Vec<usize>> = BTreeMap::new();
+            for (i, f) in flows.iter().enumerate() {
+                by_recipient.entry(f.to.clone()).or_default().push(i);
+            }
             Ok(Agreements {
                 agencies: by_id,
                 flows,
+                by_recipient,
             })
         } else {
             Err(errors)
@@ -215,6 +223,19 @@ impl Agreements {
 
     pub fn flows(&self) -> &[Flow] {
         &self.flows
+    }
+
+    /// The flows whose recipient is `to`.
+    pub fn flows_to<'a>(&'a self, to: &str) -> impl Iterator<Item = &'a Flow> + 'a {
+        self.by_recipient
+            .get(to)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.flows[i])
+    }
+
+    pub fn flow(&self, id: &str) -> Option<&Flow> {
+        self.flows.iter().find(|f| f.id == id)
     }
 }
 

@@ -31,9 +31,28 @@ pub struct Fact<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Override {
+    pub recorded_by: String,
     pub recipients: Vec<String>,
     pub categories: Vec<Category>,
     pub expires_on: Day,
+    /// Set by `disclosure-override.ended`. Ended overrides are kept, not forgotten, so the
+    /// end can be told to the recipients the override named.
+    pub ended_on: Option<Day>,
+}
+
+impl Override {
+    /// In force on `day`: not ended and not past its expiry. Expiry needs no event: it is
+    /// checked against the date each later event was recorded.
+    pub fn in_force(&self, day: Day) -> bool {
+        self.ended_on.is_none() && day <= self.expires_on
+    }
+}
+
+/// A `consent.granted` that is still the basis of at least one (recipient, category) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub recorded_by: String,
+    pub review_due: Day,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -43,21 +62,34 @@ pub struct PersonState {
     /// recipient → category → the grant that allows it. Nested, so a lookup by `&str`
     /// allocates nothing: policy asks this for every event and every recipient.
     consent: BTreeMap<String, BTreeMap<Category, Uuid>>,
+    /// Grants still in force, for the consent review. A grant leaves when no pair rests on
+    /// it any more: withdrawn, or renewed by a later grant for the same pairs.
+    grants: BTreeMap<Uuid, Grant>,
     overrides: BTreeMap<Uuid, Override>,
 }
 
-/// A withdrawal's effect: which (recipient, category) pairs stopped flowing on consent.
-pub type Withdrawn = Vec<(String, Category)>;
+/// What one event changed in the consent picture, for the projector to act on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Change {
+    /// (recipient, category) pairs a withdrawal removed: their consent-based data leaves the
+    /// recipient's read model.
+    pub withdrawn: Vec<(String, Category)>,
+    /// Pairs a grant newly covers (not covered just before): the recipient is brought up to
+    /// the current permitted state.
+    pub granted: Vec<(String, Category)>,
+    /// Grants no pair rests on any more, as they were.
+    pub grants_ended: Vec<(Uuid, Grant)>,
+}
 
 impl PersonState {
-    /// Applies one event. Returns the pairs a withdrawal removed, so the projector can drop
-    /// consent-based data from those recipients' read models.
-    pub fn evolve(&mut self, fact: &Fact) -> Withdrawn {
+    /// Applies one event and says what it changed.
+    pub fn evolve(&mut self, fact: &Fact) -> Change {
+        let mut change = Change::default();
         if !Self::changed_by(fact.event_type) {
-            return Vec::new();
+            return change;
         }
         let Ok(data) = EventData::parse_raw(fact.event_type, fact.data) else {
-            return Vec::new(); // the log holds only validated events; nothing to learn
+            return change; // the log holds only validated events; nothing to learn
         };
         match data {
             EventData::YoungPersonRegistered(r) => {
@@ -70,44 +102,77 @@ impl PersonState {
                 }
             }
             EventData::ConsentGranted(g) => {
+                let mut replaced = Vec::new();
                 for r in &g.recipients {
                     for c in &g.categories {
-                        self.consent
-                            .entry(r.clone())
-                            .or_default()
-                            .insert(*c, fact.id);
-                    }
-                }
-            }
-            EventData::ConsentWithdrawn(w) => {
-                let categories = w.categories.unwrap_or_else(|| Category::ALL.to_vec());
-                let mut removed = Vec::new();
-                for r in &w.recipients {
-                    for c in &categories {
-                        let granted = self.consent.get_mut(r);
-                        if granted.and_then(|g| g.remove(c)).is_some() {
-                            removed.push((r.clone(), *c));
+                        let pairs = self.consent.entry(r.clone()).or_default();
+                        match pairs.insert(*c, fact.id) {
+                            None => change.granted.push((r.clone(), *c)),
+                            Some(old) if old != fact.id => replaced.push(old),
+                            Some(_) => {}
                         }
                     }
                 }
-                return removed;
+                self.grants.insert(
+                    fact.id,
+                    Grant {
+                        recorded_by: fact.source.to_owned(),
+                        review_due: g.review_due,
+                    },
+                );
+                change.grants_ended = self.unreferenced(replaced);
+            }
+            EventData::ConsentWithdrawn(w) => {
+                let categories = w.categories.unwrap_or_else(|| Category::ALL.to_vec());
+                let mut released = Vec::new();
+                for r in &w.recipients {
+                    for c in &categories {
+                        let granted = self.consent.get_mut(r);
+                        if let Some(grant) = granted.and_then(|g| g.remove(c)) {
+                            change.withdrawn.push((r.clone(), *c));
+                            released.push(grant);
+                        }
+                    }
+                }
+                self.consent.retain(|_, pairs| !pairs.is_empty());
+                change.grants_ended = self.unreferenced(released);
             }
             EventData::DisclosureOverrideRecorded(o) => {
                 self.overrides.insert(
                     fact.id,
                     Override {
+                        recorded_by: fact.source.to_owned(),
                         recipients: o.recipients,
                         categories: o.categories,
                         expires_on: o.expires_on,
+                        ended_on: None,
                     },
                 );
             }
             EventData::DisclosureOverrideEnded(e) => {
-                self.overrides.remove(&e.override_id);
+                if let Some(o) = self.overrides.get_mut(&e.override_id) {
+                    o.ended_on.get_or_insert(e.date);
+                }
             }
             _ => {}
         }
-        Vec::new()
+        change
+    }
+
+    /// Of these grants, those no pair rests on any more; they leave `grants`.
+    fn unreferenced(&mut self, mut candidates: Vec<Uuid>) -> Vec<(Uuid, Grant)> {
+        candidates.sort();
+        candidates.dedup();
+        candidates
+            .into_iter()
+            .filter(|g| {
+                !self
+                    .consent
+                    .values()
+                    .any(|pairs| pairs.values().any(|id| id == g))
+            })
+            .filter_map(|g| self.grants.remove(&g).map(|grant| (g, grant)))
+            .collect()
     }
 
     /// Whether events of this type can change the state: only identity and consent do, so
@@ -127,11 +192,27 @@ impl PersonState {
         self.consent.get(recipient)?.get(&category).copied()
     }
 
+    /// Every (recipient, category) pair consent covers now, with its grant.
+    pub fn consents(&self) -> impl Iterator<Item = (&str, Category, Uuid)> {
+        self.consent
+            .iter()
+            .flat_map(|(r, pairs)| pairs.iter().map(move |(c, g)| (r.as_str(), *c, *g)))
+    }
+
+    /// Grants still in force (the basis of at least one pair).
+    pub fn grants(&self) -> &BTreeMap<Uuid, Grant> {
+        &self.grants
+    }
+
+    pub fn overrides(&self) -> &BTreeMap<Uuid, Override> {
+        &self.overrides
+    }
+
     pub fn override_for(&self, recipient: &str, category: Category, on: Day) -> Option<Uuid> {
         self.overrides
             .iter()
             .find(|(_, o)| {
-                on <= o.expires_on
+                o.in_force(on)
                     && o.categories.contains(&category)
                     && o.recipients.iter().any(|r| r == recipient)
             })

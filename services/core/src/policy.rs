@@ -7,9 +7,12 @@
 //! statutory, or consent covers R and the category, or an override in force does. Consent
 //! events reach the agencies they name.
 
-use crate::agreements::{Agency, Agreements, Flow, FlowBasis};
+use crate::agreements::{Agency, AgencyKind, Agreements, Flow, FlowBasis};
+use crate::catalogue::{Category, EventType};
 use crate::person::{Fact, PersonState};
+use crate::readmodel::slot;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// Why a disclosure was allowed. Stored with every delivery.
@@ -29,11 +32,24 @@ pub enum Basis {
     },
     /// A consent-category event addressed to this recipient.
     Named,
+    /// An override about a person, told to the local authority that registered them: the
+    /// corporate parent must know when their data moved without consent.
+    Owner,
 }
 
 impl Basis {
     pub fn is_consent(&self) -> bool {
         matches!(self, Basis::Consent { .. })
+    }
+
+    /// The agreement flow the disclosure travelled on, if any.
+    pub fn flow(&self) -> Option<&str> {
+        match self {
+            Basis::Statutory { flow }
+            | Basis::Consent { flow, .. }
+            | Basis::Override { flow, .. } => Some(flow),
+            Basis::Named | Basis::Owner => None,
+        }
     }
 }
 
@@ -71,23 +87,7 @@ pub fn decide(
 ) -> Decision {
     let ty = fact.event_type;
     if ty.names_recipients() {
-        /// The one field policy reads from a consent event; the rest is not parsed.
-        #[derive(Deserialize)]
-        struct Named {
-            recipients: Option<Vec<String>>,
-        }
-        let named = serde_json::from_str::<Named>(fact.data.get())
-            .ok()
-            .and_then(|n| n.recipients)
-            .is_some_and(|rs| rs.contains(&recipient.id));
-        return if named {
-            Ok(Disclosure {
-                basis: Basis::Named,
-                fields: None,
-            })
-        } else {
-            Err(Refusal::NoFlow)
-        };
+        return decide_consent_event(person, fact, recipient);
     }
     let Some(source) = agreements.agency(fact.source) else {
         return Err(Refusal::NoFlow);
@@ -96,9 +96,9 @@ pub fn decide(
     let age = person.age_on(fact.occurred_on);
     let mut refusal = Refusal::NoFlow;
     let mut best: Option<(u8, Disclosure)> = None;
-    let candidates = agreements.flows().iter().filter(|f| {
-        f.to == recipient.id && f.categories.contains(&category) && f.covers_source(source)
-    });
+    let candidates = agreements
+        .flows_to(&recipient.id)
+        .filter(|f| f.categories.contains(&category) && f.covers_source(source));
     for flow in candidates {
         if !flow.covers_age(age) {
             if refusal == Refusal::NoFlow {
@@ -160,6 +160,105 @@ pub fn decide(
         }
     }
     best.map(|(_, d)| d).ok_or(refusal)
+}
+
+/// Consent events go by name: grants and withdrawals to the recipients they name, overrides
+/// to theirs and to the owning local authority, an override's end to whoever the override
+/// named. The rest of the event is not parsed.
+fn decide_consent_event(person: &PersonState, fact: &Fact, recipient: &Agency) -> Decision {
+    #[derive(Deserialize)]
+    struct Named {
+        recipients: Option<Vec<String>>,
+        override_id: Option<Uuid>,
+    }
+    let named = serde_json::from_str::<Named>(fact.data.get()).ok();
+    let recipients = named
+        .as_ref()
+        .and_then(|n| match (&n.recipients, n.override_id) {
+            (Some(rs), _) => Some(rs.as_slice()),
+            (None, Some(id)) => person.overrides().get(&id).map(|o| o.recipients.as_slice()),
+            (None, None) => None,
+        });
+    let basis = if recipients.is_some_and(|rs| rs.contains(&recipient.id)) {
+        Basis::Named
+    } else if matches!(
+        fact.event_type,
+        EventType::DisclosureOverrideRecorded | EventType::DisclosureOverrideEnded
+    ) && recipient.kind == AgencyKind::LocalAuthority
+        && person.registered_by.as_deref() == Some(recipient.id.as_str())
+    {
+        Basis::Owner
+    } else {
+        return Err(Refusal::NoFlow);
+    };
+    Ok(Disclosure {
+        basis,
+        fields: None,
+    })
+}
+
+/// What a recipient receives when a grant newly covers some of its categories: the events
+/// that make up the person's current state in those categories (the latest placement, the
+/// latest destination...), each decided as it would be now. Not every past event: a read
+/// model after a re-grant shows what is permitted now, and the feed is not flooded with
+/// history.
+///
+/// `history` is the person's events before the grant, in log order. Only consent-based
+/// disclosures are restored: statutory ones were never withdrawn.
+pub fn restore(
+    agreements: &Agreements,
+    person: &PersonState,
+    history: &[Fact],
+    recipient: &Agency,
+    categories: &[Category],
+) -> Vec<Restored> {
+    let mut latest: BTreeMap<Slot, Restored> = BTreeMap::new();
+    for fact in history {
+        let category = fact.event_type.category();
+        if !categories.contains(&category) || fact.source == recipient.id {
+            continue;
+        }
+        let Ok(d) = decide(agreements, person, fact, recipient) else {
+            continue;
+        };
+        if !d.basis.is_consent() {
+            continue;
+        }
+        let slot = match slot(fact.event_type, fact.data) {
+            Some(s) => Slot::Replaced(s),
+            None => Slot::Kept(fact.seq),
+        };
+        latest.insert(
+            slot,
+            Restored {
+                seq: fact.seq,
+                id: fact.id,
+                category,
+                basis: d.basis,
+                fields: d.fields,
+            },
+        );
+    }
+    let mut out: Vec<_> = latest.into_values().collect();
+    out.sort_by_key(|r| r.seq);
+    out
+}
+
+/// An earlier event disclosed again when a grant restores the current state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    pub seq: u64,
+    pub id: Uuid,
+    pub category: Category,
+    pub basis: Basis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    Replaced(String),
+    Kept(u64),
 }
 
 fn fields_for(flow: &Flow, ty: &str) -> Option<Vec<String>> {

@@ -5,6 +5,8 @@
 
 use crate::catalogue::EventType;
 use crate::policy::Basis;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -45,6 +47,49 @@ fn list<'a>(root: &'a mut Map<String, Value>, name: &str) -> &'a mut Vec<Value> 
         .or_insert_with(|| Value::Array(Vec::new()))
         .as_array_mut()
         .expect("lists are arrays")
+}
+
+/// Which part of the read model an event sets, when a later event of the same slot replaces
+/// it wholly; `None` when it adds to what is there (identity corrections, meetings, consent
+/// and deadline lists) and so is always part of the current state. Kept beside [`fold`], whose
+/// rules it restates: a test proves folding only the latest event of each slot gives the
+/// same read model as folding everything.
+pub fn slot(ty: EventType, data: &RawValue) -> Option<String> {
+    use EventType as T;
+    #[derive(Deserialize)]
+    struct Keys {
+        role: Option<String>,
+        birthday_age: Option<Value>,
+    }
+    let keys = || serde_json::from_str::<Keys>(data.get()).ok();
+    let fixed = match ty {
+        T::LookedAfterStarted => "care.started",
+        T::LegalStatusChanged => "care.legal-status",
+        T::LookedAfterCeased => "care.ceased",
+        T::PlacementChanged => "placement",
+        T::DestinationRecorded => "destination",
+        T::NeetOnset => "neet",
+        T::EnrolmentStarted => "enrolment.started",
+        T::EnrolmentEnded => "enrolment.ended",
+        T::PlaceAtRisk => "at-risk",
+        T::PathwayPlanReviewed => "pathway-plan",
+        T::WorkerAllocated => {
+            let role = keys().and_then(|k| k.role);
+            return Some(format!(
+                "worker:{}",
+                role.as_deref().unwrap_or("unspecified")
+            ));
+        }
+        T::CareLeaverOutcomeRecorded => {
+            let age = keys().and_then(|k| k.birthday_age);
+            return Some(format!(
+                "outcome:{}",
+                age.map(|a| a.to_string()).unwrap_or_default()
+            ));
+        }
+        _ => return None,
+    };
+    Some(fixed.to_owned())
 }
 
 /// Folds the seen events (in log order) into the read model document.

@@ -4,8 +4,8 @@
 use pathway_core::agreements::{Agency, AgencyKind, Agreements, Flow, FlowBasis};
 use pathway_core::catalogue::{Category, EventType};
 use pathway_core::date::Day;
-use pathway_core::person::{Fact, PersonState};
-use pathway_core::policy::{decide, minimise, Basis, Refusal};
+use pathway_core::person::{Change, Fact, PersonState};
+use pathway_core::policy::{decide, minimise, restore, Basis, Refusal};
 use pathway_core::samples;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -66,12 +66,7 @@ impl Given {
     }
 
     /// Applies an event to the person's state, as the projector would.
-    fn event(
-        &mut self,
-        source: &str,
-        ty: EventType,
-        data: Value,
-    ) -> (Uuid, Vec<(String, Category)>) {
+    fn event(&mut self, source: &str, ty: EventType, data: Value) -> (Uuid, Change) {
         self.seq += 1;
         let id = Uuid::new_v4();
         let data = raw(&data);
@@ -194,7 +189,7 @@ fn consent_flows_need_consent_and_stop_at_withdrawal() {
     w["categories"] = json!(["education-employment"]);
     let (_, removed) = g.event("la", EventType::ConsentWithdrawn, w);
     assert_eq!(
-        removed,
+        removed.withdrawn,
         vec![("demo-college".to_owned(), Category::EducationEmployment)]
     );
     assert!(g.decide("cs", ty, "2026-10-01", "demo-college").is_err());
@@ -218,7 +213,9 @@ fn withdrawal_without_categories_withdraws_all() {
         EventType::ConsentWithdrawn,
         samples::data(EventType::ConsentWithdrawn),
     );
-    assert_eq!(removed.len(), 3);
+    assert_eq!(removed.withdrawn.len(), 3);
+    assert_eq!(removed.grants_ended.len(), 1, "no pair rests on the grant");
+    assert!(g.person.grants().is_empty());
     assert!(g
         .person
         .consent_for("demo-college", Category::Identity)
@@ -357,4 +354,149 @@ fn minimise_keeps_only_listed_fields() {
         json!({"start_date": "2025-03-01", "placement_type": "U1"})
     );
     assert_eq!(minimise(&data, None), data);
+}
+
+#[test]
+fn overlapping_grants_renew_pairs_and_the_review_follows_the_latest() {
+    let mut g = Given::new(vec![]).registered("2008-01-01");
+    let mut first = samples::data(EventType::ConsentGranted);
+    first["categories"] = json!(["education-employment"]);
+    let (a, change) = g.event("la", EventType::ConsentGranted, first);
+    assert_eq!(
+        change.granted,
+        vec![("demo-college".to_owned(), Category::EducationEmployment)]
+    );
+    let mut second = samples::data(EventType::ConsentGranted);
+    second["categories"] = json!(["education-employment", "support"]);
+    let (b, change) = g.event("cs", EventType::ConsentGranted, second);
+    // Only the pair not covered before is new; the first grant is wholly renewed.
+    assert_eq!(
+        change.granted,
+        vec![("demo-college".to_owned(), Category::Support)]
+    );
+    assert_eq!(
+        change
+            .grants_ended
+            .iter()
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>(),
+        vec![a]
+    );
+    assert_eq!(g.person.grants().keys().collect::<Vec<_>>(), vec![&b]);
+    assert_eq!(g.person.grants()[&b].recorded_by, "cs");
+    assert_eq!(
+        g.person
+            .consent_for("demo-college", Category::EducationEmployment),
+        Some(b)
+    );
+}
+
+#[test]
+fn overrides_are_told_to_the_owning_local_authority_and_their_end_to_those_named() {
+    let mut g = Given::new(vec![]).registered("2008-01-01");
+    assert_eq!(
+        g.decide(
+            "cs",
+            EventType::DisclosureOverrideRecorded,
+            "2026-10-01",
+            "la"
+        ),
+        Ok(Basis::Owner),
+        "the local authority that registered the person sees an override recorded by another"
+    );
+    assert_eq!(
+        g.decide(
+            "cs",
+            EventType::DisclosureOverrideRecorded,
+            "2026-10-01",
+            "demo-college"
+        ),
+        Ok(Basis::Named)
+    );
+    let (ov, _) = g.event(
+        "cs",
+        EventType::DisclosureOverrideRecorded,
+        samples::data(EventType::DisclosureOverrideRecorded),
+    );
+    let ended = json!({"override_id": ov, "date": "2026-11-01"});
+    g.event("cs", EventType::DisclosureOverrideEnded, ended.clone());
+    let data = raw(&ended);
+    let f = fact(
+        g.seq,
+        Uuid::new_v4(),
+        "cs",
+        EventType::DisclosureOverrideEnded,
+        g.yp,
+        "2026-11-01",
+        &data,
+    );
+    let to = |id: &str| {
+        decide(
+            &g.agreements,
+            &g.person,
+            &f,
+            g.agreements.agency(id).unwrap(),
+        )
+        .map(|d| d.basis)
+    };
+    assert_eq!(to("demo-college"), Ok(Basis::Named));
+    assert_eq!(to("la"), Ok(Basis::Owner));
+    assert!(g.person.overrides()[&ov].ended_on.is_some());
+}
+
+#[test]
+fn a_grant_restores_the_current_state_not_every_past_event() {
+    let mut g = Given::new(vec![flow(
+        "la",
+        "demo-college",
+        &[Category::Placement, Category::Support],
+        FlowBasis::Consent,
+        None,
+    )])
+    .registered("2008-01-01");
+    let mut history = Vec::new();
+    let mut push = |g: &mut Given, ty: EventType, data: Value| {
+        g.seq += 1;
+        history.push((g.seq, ty, raw(&data)));
+    };
+    push(
+        &mut g,
+        EventType::PlacementChanged,
+        samples::data(EventType::PlacementChanged),
+    );
+    let mut later = samples::data(EventType::PlacementChanged);
+    later["start_date"] = json!("2026-01-01");
+    push(&mut g, EventType::PlacementChanged, later);
+    let mut pa = samples::data(EventType::WorkerAllocated);
+    pa["role"] = json!("personal-adviser");
+    push(&mut g, EventType::WorkerAllocated, pa);
+    push(
+        &mut g,
+        EventType::MeetingHeld,
+        samples::data(EventType::MeetingHeld),
+    );
+    push(
+        &mut g,
+        EventType::LookedAfterStarted,
+        samples::data(EventType::LookedAfterStarted),
+    );
+    let mut grant = samples::data(EventType::ConsentGranted);
+    grant["categories"] = json!(["placement", "support", "care"]);
+    g.event("la", EventType::ConsentGranted, grant);
+    let facts: Vec<Fact> = history
+        .iter()
+        .map(|(seq, ty, data)| fact(*seq, Uuid::new_v4(), "la", *ty, g.yp, "2026-10-01", data))
+        .collect();
+    let college = g.agreements.agency("demo-college").unwrap();
+    let restored = restore(
+        &g.agreements,
+        &g.person,
+        &facts,
+        college,
+        &[Category::Placement, Category::Support, Category::Care],
+    );
+    let seqs: Vec<u64> = restored.iter().map(|r| r.seq).collect();
+    // the later placement (not the first), the worker, the meeting; care has no flow
+    assert_eq!(seqs, vec![3, 4, 5]);
+    assert!(restored.iter().all(|r| r.basis.is_consent()));
 }

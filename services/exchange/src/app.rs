@@ -70,8 +70,13 @@ pub struct Running {
 
 /// Builds the whole service on the embedded bus.
 pub fn build(config: Config, data: &Path) -> anyhow::Result<Running> {
+    build_with(config, data, LogOptions::default())
+}
+
+/// [`build`], with the log's options (its clock, in tests).
+pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::Result<Running> {
     pathway_core::envelope::warm_up();
-    let log = open_log(data)?;
+    let log = open_log_with(data, options)?;
     let agreements = Arc::new(config.agreements);
     let recorder = Arc::new(Recorder::new(log.clone(), agreements.clone()));
     let bus = Arc::new(Embedded::new(recorder));

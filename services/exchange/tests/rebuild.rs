@@ -19,6 +19,7 @@ async fn scenario(app: &TestApp) {
         app.drain();
         app.post(LA, &sample("consent.withdrawn", yp)).await;
         app.post(CAREERS, &sample("neet.onset", yp)).await;
+        app.post(LA, &sample("consent.granted", yp)).await; // restores the current state
     }
     app.drain();
 }

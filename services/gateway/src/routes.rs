@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::{self, Stream};
 use pathway_bus::{Ingress, Submission};
+use pathway_core::date::Day;
 use pathway_core::envelope::FieldError;
 use pathway_projector::{views, Projector};
 use serde::Deserialize;
@@ -53,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/feed", get(get_feed))
         .route("/v1/feed/stream", get(get_feed_stream))
         .route("/v1/young-people/{id}", get(get_young_person))
+        .route("/v1/disclosures", get(get_disclosures))
+        .route("/v1/consent/review", get(get_consent_review))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .fallback(|| async {
@@ -245,6 +248,91 @@ async fn get_young_person(
         Some(model) => Ok(Json(model)),
         None => Err(not_found()),
     }
+}
+
+#[derive(Deserialize)]
+struct DisclosureQuery {
+    young_person: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+fn not_visible() -> HttpProblem {
+    HttpProblem::from(Problem::new(
+        404,
+        "not-found",
+        "No young person with this id is visible to you",
+    ))
+}
+
+/// The disclosure log. About one person: everything for the local authority that registered
+/// them, and for anyone else only what they themselves received. Without a person: what the
+/// caller received, in log order, paged like the feed.
+async fn get_disclosures(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<DisclosureQuery>,
+) -> Result<Json<Value>, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let projector = state.projector.clone();
+    match q.young_person {
+        Some(id) => {
+            let yp = Uuid::parse_str(&id)
+                .map_err(|_| bad_request("young_person", "must be a UUID".into()))?;
+            let items = blocking(move || {
+                let entries = projector.log().read_person(yp).map_err(internal)?;
+                let owner = views::owner(&entries) == Some(agency.as_str());
+                let mut items = views::person_disclosures(
+                    &projector,
+                    &entries,
+                    (!owner).then_some(agency.as_str()),
+                )
+                .map_err(internal)?;
+                if !owner {
+                    items.retain(|i| i["decision"]["outcome"] == "disclosed");
+                    if items.is_empty() {
+                        return Err(not_visible());
+                    }
+                }
+                Ok(items)
+            })
+            .await?;
+            Ok(Json(json!({ "young_person": yp, "items": items })))
+        }
+        None => {
+            let after = number("after", q.after.as_deref(), 0)?;
+            let limit = number("limit", q.limit.as_deref(), 100)?.clamp(1, 1000) as usize;
+            let items = blocking(move || {
+                views::received(&projector, &agency, after, limit).map_err(internal)
+            })
+            .await?;
+            let next = items.last().and_then(|i| i["at"].as_u64()).unwrap_or(after);
+            Ok(Json(json!({ "items": items, "next_after": next })))
+        }
+    }
+}
+
+/// Grants the caller recorded whose review date has passed and that still stand.
+async fn get_consent_review(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let projector = state.projector.clone();
+    let today = Day(projector.log().now().date());
+    let items =
+        blocking(move || views::consent_review(&projector, &agency, today).map_err(internal))
+            .await?;
+    Ok(Json(json!({ "as_of": today, "items": items })))
+}
+
+/// Runs a read that touches sled off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HttpProblem> + Send + 'static,
+) -> Result<T, HttpProblem> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| internal(e.to_string()))?
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

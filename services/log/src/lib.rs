@@ -70,6 +70,7 @@ struct Inner {
     jobs: Option<mpsc::SyncSender<writer::Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
     durable: watch::Receiver<u64>,
+    clock: Clock,
 }
 
 impl Drop for Inner {
@@ -96,7 +97,8 @@ impl Log {
         let head = writer::Head::recover(&tree)?;
         let (durable_tx, durable) = watch::channel(head.seq);
         let (jobs, rx) = mpsc::sync_channel(4096);
-        let w = writer::Writer::new(db.clone(), tree.clone(), head, options.clock, durable_tx);
+        let clock = options.clock;
+        let w = writer::Writer::new(db.clone(), tree.clone(), head, clock.clone(), durable_tx);
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || w.run(rx))
@@ -108,6 +110,7 @@ impl Log {
                 jobs: Some(jobs),
                 thread: Some(thread),
                 durable,
+                clock,
             }),
         })
     }
@@ -120,6 +123,12 @@ impl Log {
         jobs.send(writer::Job { events, reply })
             .map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// The log's clock: what stamps `recorded_at`, so that anything else asking "what day is
+    /// it" (retention, consent review) agrees with the log, and tests fix both at once.
+    pub fn now(&self) -> time::OffsetDateTime {
+        (self.inner.clock)()
     }
 
     /// The highest sequence number that is durable (0 when empty).

@@ -8,10 +8,10 @@
 
 use crate::store::{Decision, DisclosureRecord, FeedItem, ProjectionError};
 use pathway_core::catalogue::Category;
-use pathway_core::policy::{Basis, Refusal};
+use pathway_core::policy::{Basis, Refusal, Restored};
 use uuid::Uuid;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 struct Out(Vec<u8>);
 
@@ -47,6 +47,19 @@ impl Out {
                 self.uuid(override_id);
             }
             Basis::Named => self.u8(3),
+            Basis::Owner => self.u8(4),
+        }
+    }
+    fn fields(&mut self, fields: Option<&[String]>) {
+        match fields {
+            None => self.u8(0),
+            Some(fields) => {
+                self.u8(1);
+                self.u64(fields.len() as u64);
+                for name in fields {
+                    self.str(name);
+                }
+            }
         }
     }
 }
@@ -95,7 +108,17 @@ impl In<'_> {
                 override_id: self.uuid()?,
             },
             3 => Basis::Named,
+            4 => Basis::Owner,
             _ => return Err(corrupt()),
+        })
+    }
+    fn fields(&mut self) -> Result<Option<Vec<String>>, ProjectionError> {
+        Ok(match self.u8()? {
+            0 => None,
+            _ => {
+                let count = self.u64()? as usize;
+                Some((0..count).map(|_| self.str()).collect::<Result<_, _>>()?)
+            }
         })
     }
 }
@@ -107,7 +130,7 @@ fn category_code(c: Category) -> u8 {
         .expect("a category") as u8
 }
 
-fn category(code: u8) -> Result<Category, ProjectionError> {
+fn category_of(code: u8) -> Result<Category, ProjectionError> {
     Category::ALL
         .get(code as usize)
         .copied()
@@ -147,27 +170,28 @@ impl RunWriter {
         category: Category,
         basis: &Basis,
         fields: Option<&[String]>,
+        restored: &[Restored],
     ) {
         let out = &mut self.out;
         out.u64(seq);
         out.uuid(young_person);
         out.u8(category_code(category));
         out.basis(basis);
-        match fields {
-            None => out.u8(0),
-            Some(fields) => {
-                out.u8(1);
-                out.u64(fields.len() as u64);
-                for name in fields {
-                    out.str(name);
-                }
-            }
+        out.fields(fields);
+        out.u64(restored.len() as u64);
+        for r in restored {
+            out.u64(r.seq);
+            out.uuid(&r.id);
+            out.u8(category_code(r.category));
+            out.basis(&r.basis);
+            out.fields(r.fields.as_deref());
         }
         self.count += 1;
     }
 
     pub fn disclosure(
         &mut self,
+        at: u64,
         seq: u64,
         event_id: &Uuid,
         young_person: &Uuid,
@@ -175,6 +199,13 @@ impl RunWriter {
         decision: DecisionRef,
     ) {
         let out = &mut self.out;
+        // Most records are decided at the event's own position: one byte says so.
+        if at == seq {
+            out.u8(0);
+        } else {
+            out.u8(1);
+            out.u64(at);
+        }
         out.u64(seq);
         out.uuid(event_id);
         out.uuid(young_person);
@@ -223,6 +254,7 @@ pub fn encode_feed(run: &[FeedItem]) -> Vec<u8> {
             f.category,
             &f.basis,
             f.fields.as_deref(),
+            &f.restored,
         );
     }
     w.finish()
@@ -234,21 +266,27 @@ pub fn decode_feed(bytes: &[u8]) -> Result<Vec<FeedItem>, ProjectionError> {
     for _ in 0..n {
         let seq = r.u64()?;
         let young_person = r.uuid()?;
-        let category = category(r.u8()?)?;
+        let category = category_of(r.u8()?)?;
         let basis = r.basis()?;
-        let fields = match r.u8()? {
-            0 => None,
-            _ => {
-                let count = r.u64()? as usize;
-                Some((0..count).map(|_| r.str()).collect::<Result<_, _>>()?)
-            }
-        };
+        let fields = r.fields()?;
+        let count = r.u64()? as usize;
+        let mut restored = Vec::with_capacity(count.min(256));
+        for _ in 0..count {
+            restored.push(Restored {
+                seq: r.u64()?,
+                id: r.uuid()?,
+                category: category_of(r.u8()?)?,
+                basis: r.basis()?,
+                fields: r.fields()?,
+            });
+        }
         run.push(FeedItem {
             seq,
             young_person,
             category,
             basis,
             fields,
+            restored,
         });
     }
     Ok(run)
@@ -262,7 +300,14 @@ pub fn encode_disclosures(run: &[DisclosureRecord]) -> Vec<u8> {
             Decision::Disclosed { basis } => DecisionRef::Disclosed(basis),
             Decision::Refused { reason } => DecisionRef::Refused(reason),
         };
-        w.disclosure(d.seq, &d.event_id, &d.young_person, &d.recipient, decision);
+        w.disclosure(
+            d.at,
+            d.seq,
+            &d.event_id,
+            &d.young_person,
+            &d.recipient,
+            decision,
+        );
     }
     w.finish()
 }
@@ -271,7 +316,12 @@ pub fn decode_disclosures(bytes: &[u8]) -> Result<Vec<DisclosureRecord>, Project
     let (mut r, n) = items(bytes)?;
     let mut run = Vec::with_capacity(n.min(4096));
     for _ in 0..n {
+        let at = match r.u8()? {
+            0 => None,
+            _ => Some(r.u64()?),
+        };
         let seq = r.u64()?;
+        let at = at.unwrap_or(seq);
         let event_id = r.uuid()?;
         let young_person = r.uuid()?;
         let recipient = r.str()?;
@@ -289,6 +339,7 @@ pub fn decode_disclosures(bytes: &[u8]) -> Result<Vec<DisclosureRecord>, Project
             _ => return Err(corrupt()),
         };
         run.push(DisclosureRecord {
+            at,
             seq,
             event_id,
             young_person,
@@ -317,6 +368,7 @@ mod tests {
                 override_id: Uuid::new_v4(),
             },
             Basis::Named,
+            Basis::Owner,
         ]
     }
 
@@ -328,10 +380,21 @@ mod tests {
             .map(|(i, basis)| FeedItem {
                 seq: 1000 + i as u64,
                 young_person: Uuid::new_v4(),
-                category: Category::ALL[i * 2],
+                category: Category::ALL[i],
                 basis,
                 fields: (i % 2 == 1)
                     .then(|| vec!["start_date".to_owned(), "placement_type".to_owned()]),
+                restored: if i == 0 {
+                    vec![Restored {
+                        seq: 3,
+                        id: Uuid::new_v4(),
+                        category: Category::Placement,
+                        basis: Basis::Named,
+                        fields: Some(vec!["start_date".to_owned()]),
+                    }]
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         assert_eq!(decode_feed(&encode_feed(&run)).unwrap(), run);
@@ -356,6 +419,7 @@ mod tests {
             .into_iter()
             .enumerate()
             .map(|(i, decision)| DisclosureRecord {
+                at: i as u64 + 1 + (i as u64 % 2) * 10,
                 seq: i as u64 + 1,
                 event_id: Uuid::new_v4(),
                 young_person: Uuid::new_v4(),
@@ -374,6 +438,7 @@ mod tests {
             category: Category::Care,
             basis: Basis::Named,
             fields: None,
+            restored: Vec::new(),
         }];
         let bytes = encode_feed(&run);
         for cut in 0..bytes.len() {

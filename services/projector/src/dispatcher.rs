@@ -5,8 +5,8 @@ use crate::store::{self, ProjectionError, Purges};
 use pathway_bus::{Egress, Notice};
 use pathway_core::person::Fact;
 use pathway_core::person::PersonState;
-use pathway_core::policy::{decide, Disclosure};
-use pathway_core::{Agreements, Category};
+use pathway_core::policy::{self, decide, Basis, Disclosure, Restored};
+use pathway_core::{Agreements, Category, FlowBasis};
 use pathway_log::Log;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -73,6 +73,8 @@ struct Pending<'t> {
     disclosures: BTreeMap<Vec<u8>, RunWriter>,
     open_disclosures: Option<Vec<u8>>,
     purges: BTreeMap<Vec<u8>, Purges>,
+    /// Consent review keys: `Some(grant seq)` to write, `None` to remove.
+    reviews: BTreeMap<Vec<u8>, Option<u64>>,
 }
 
 /// The run to append to: the open one, or a new one under `new_key` when none is open or
@@ -101,10 +103,18 @@ impl<'t> Pending<'t> {
             disclosures: BTreeMap::new(),
             open_disclosures: None,
             purges: BTreeMap::new(),
+            reviews: BTreeMap::new(),
         }
     }
 
-    fn feed(&mut self, agency: &str, fact: &Fact, category: Category, d: &Disclosure) {
+    fn feed(
+        &mut self,
+        agency: &str,
+        fact: &Fact,
+        category: Category,
+        d: &Disclosure,
+        restored: &[Restored],
+    ) {
         if !self.open_feed.contains_key(agency) {
             self.open_feed.insert(agency.to_owned(), None);
         }
@@ -115,15 +125,25 @@ impl<'t> Pending<'t> {
             category,
             &d.basis,
             d.fields.as_deref(),
+            restored,
         );
     }
 
-    fn disclosure(&mut self, fact: &Fact, recipient: &str, decision: DecisionRef) {
-        let seq = fact.seq;
+    /// A disclosure-log line decided at `fact`'s position, about `fact` itself or (when
+    /// restored) an earlier event `(seq, id)`.
+    fn disclosure(
+        &mut self,
+        fact: &Fact,
+        about: Option<(u64, &Uuid)>,
+        recipient: &str,
+        decision: DecisionRef,
+    ) {
+        let at = fact.seq;
+        let (seq, id) = about.unwrap_or((fact.seq, &fact.id));
         run_for(&mut self.disclosures, &mut self.open_disclosures, || {
-            store::disclosure_run(seq)
+            store::disclosure_run(at)
         })
-        .disclosure(seq, &fact.id, &fact.young_person, recipient, decision);
+        .disclosure(at, seq, id, &fact.young_person, recipient, decision);
     }
 
     fn purge(
@@ -145,6 +165,7 @@ impl<'t> Pending<'t> {
         self.purges
             .get_mut(&key)
             .expect("loaded")
+            .withdrawn
             .insert(category, at);
         Ok(())
     }
@@ -156,6 +177,12 @@ impl<'t> Pending<'t> {
         }
         for (k, purges) in self.purges {
             batch.insert(k, store::encode(&purges));
+        }
+        for (k, review) in self.reviews {
+            match review {
+                Some(seq) => batch.insert(k, &seq.to_be_bytes()),
+                None => batch.remove(k),
+            }
         }
         batch
     }
@@ -251,16 +278,46 @@ impl Projector {
             // State first: a registration's age band needs its own date of birth. Consent
             // events are addressed by name, so deciding after they apply changes nothing for
             // them, and a withdrawal still stops everything appended after it.
-            let withdrawn = person.evolve(&fact);
+            let change = person.evolve(&fact);
+            let restored = if change.granted.is_empty() {
+                HashMap::new()
+            } else {
+                restore(
+                    &inner.log,
+                    &inner.agreements,
+                    person,
+                    &fact,
+                    &change.granted,
+                )?
+            };
             for agency in inner.agreements.agencies() {
                 let id = agency.id.as_str();
-                if id == fact.source {
-                    continue; // an agency's own events are not disclosures to it
-                }
-                match decide(&inner.agreements, person, &fact, agency) {
+                let brought = restored.get(id).map_or(&[][..], Vec::as_slice);
+                let decision = if id == fact.source {
+                    // An agency's own events are not disclosures to it, but a grant it
+                    // recorded naming itself still brings it up to date.
+                    if brought.is_empty() {
+                        continue;
+                    }
+                    Ok(Disclosure {
+                        basis: Basis::Named,
+                        fields: None,
+                    })
+                } else {
+                    decide(&inner.agreements, person, &fact, agency)
+                };
+                match decision {
                     Ok(d) => {
-                        pending.feed(id, &fact, category, &d);
-                        pending.disclosure(&fact, id, DecisionRef::Disclosed(&d.basis));
+                        pending.feed(id, &fact, category, &d, brought);
+                        pending.disclosure(&fact, None, id, DecisionRef::Disclosed(&d.basis));
+                        for r in brought {
+                            pending.disclosure(
+                                &fact,
+                                Some((r.seq, &r.id)),
+                                id,
+                                DecisionRef::Disclosed(&r.basis),
+                            );
+                        }
                         if notify {
                             notices.push(Notice {
                                 agency: id.to_owned(),
@@ -270,14 +327,22 @@ impl Projector {
                         }
                     }
                     Err(reason) if reason.matters() => {
-                        pending.disclosure(&fact, id, DecisionRef::Refused(&reason));
+                        pending.disclosure(&fact, None, id, DecisionRef::Refused(&reason));
                     }
                     Err(_) => {}
                 }
             }
+            if let Some(grant) = person.grants().get(&fact.id) {
+                let key = store::review(&grant.recorded_by, grant.review_due, yp, fact.id);
+                pending.reviews.insert(key, Some(fact.seq));
+            }
+            for (id, grant) in &change.grants_ended {
+                let key = store::review(&grant.recorded_by, grant.review_due, yp, *id);
+                pending.reviews.insert(key, None);
+            }
             // Withdrawal takes effect at once: the recipient's read model stops showing what
             // it held about this person on consent for these categories.
-            for (recipient, cat) in withdrawn {
+            for (recipient, cat) in change.withdrawn {
                 pending.purge(&recipient, yp, cat, fact.seq)?;
             }
         }
@@ -386,7 +451,8 @@ impl Projector {
                 }
                 b'd' => {
                     for record in codec::decode_disclosures(&v)? {
-                        let mut key = store::disclosure_run(record.seq);
+                        let mut key = store::disclosure_run(record.at);
+                        key.extend_from_slice(&record.seq.to_be_bytes());
                         key.extend_from_slice(record.recipient.as_bytes());
                         out.push((key, store::encode(&record)));
                     }
@@ -402,6 +468,43 @@ impl Projector {
         self.inner.db.flush()?;
         Ok(())
     }
+}
+
+/// What a grant at `fact` brings each recipient, for the pairs it newly covers (see
+/// [`pathway_core::policy::restore`]). The person's history is read only when some consent
+/// flow could carry a restored category to a recipient.
+fn restore(
+    log: &Log,
+    agreements: &Agreements,
+    person: &PersonState,
+    fact: &Fact,
+    granted: &[(String, Category)],
+) -> Result<HashMap<String, Vec<Restored>>, ProjectionError> {
+    let mut wanted: BTreeMap<&str, Vec<Category>> = BTreeMap::new();
+    for (recipient, category) in granted {
+        let carried = agreements
+            .flows_to(recipient)
+            .any(|f| f.basis == FlowBasis::Consent && f.categories.contains(category));
+        if carried {
+            wanted.entry(recipient).or_default().push(*category);
+        }
+    }
+    let mut out = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let history = log.read_person_before(fact.young_person, fact.seq)?;
+    let facts: Vec<Fact> = history.iter().map(|e| e.fact()).collect();
+    for (recipient, categories) in wanted {
+        let Some(agency) = agreements.agency(recipient) else {
+            continue;
+        };
+        let brought = policy::restore(agreements, person, &facts, agency, &categories);
+        if !brought.is_empty() {
+            out.insert(recipient.to_owned(), brought);
+        }
+    }
+    Ok(out)
 }
 
 /// A person's state as of just before `before`: their earlier entries, replayed.

@@ -6,6 +6,8 @@
 //! - `f` agency 0 first-seq → [`FeedItem`]s: a run of the agency's disclosures (binary, `codec`)
 //! - `d` first-seq → [`DisclosureRecord`]s: a run of the disclosure log (binary, `codec`)
 //! - `w` agency 0 person → [`Purges`]: where withdrawals cut off consent-based data
+//! - `g` agency 0 review-due person grant → grant's seq: grants in force, by the agency that
+//!   recorded them and their review date, so the consent review is one range read
 //!
 //! Feeds and the disclosure log are stored as runs (one step's items, at most [`RUN`]) under
 //! the position of their first item, rather than a key per item: sled copies a node on every
@@ -13,7 +15,8 @@
 //! rewritten; a reader finds the run holding a position with one reverse range lookup.
 
 use pathway_core::catalogue::Category;
-use pathway_core::policy::{Basis, Refusal};
+use pathway_core::date::Day;
+use pathway_core::policy::{Basis, Refusal, Restored};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -48,11 +51,18 @@ pub struct FeedItem {
     pub basis: Basis,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fields: Option<Vec<String>>,
+    /// On a grant's item: the earlier events it brought the recipient up to date with.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub restored: Vec<Restored>,
 }
 
 /// One line of the disclosure log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DisclosureRecord {
+    /// The log position whose projection made the decision: the event's own position, or a
+    /// later grant's when the event was restored.
+    pub at: u64,
+    /// The event decided on.
     pub seq: u64,
     pub event_id: Uuid,
     pub young_person: Uuid,
@@ -67,13 +77,27 @@ pub enum Decision {
     Refused { reason: Refusal },
 }
 
-/// Per category, the position of the latest withdrawal: consent-based disclosures of that
-/// category before it no longer show in the recipient's read model.
-pub type Purges = BTreeMap<Category, u64>;
+/// Where purges cut off what a recipient's read model shows of one person.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Purges {
+    /// Per category, the position of the latest withdrawal: consent-based disclosures of
+    /// that category made before it no longer show.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub withdrawn: BTreeMap<Category, u64>,
+    /// Per flow, the position up to which retention purged: disclosures on that flow made
+    /// at or before it no longer show, whatever their basis.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retention: BTreeMap<String, u64>,
+}
 
-/// Whether a purge hides this disclosure.
-pub fn purged(purges: &Purges, item: &FeedItem) -> bool {
-    item.basis.is_consent() && purges.get(&item.category).is_some_and(|w| item.seq < *w)
+/// Whether a purge hides a disclosure of `category` on `basis`, made at position `at`.
+pub fn purged(purges: &Purges, category: Category, basis: &Basis, at: u64) -> bool {
+    let withdrawn = basis.is_consent() && purges.withdrawn.get(&category).is_some_and(|w| at < *w);
+    let expired = basis
+        .flow()
+        .and_then(|f| purges.retention.get(f))
+        .is_some_and(|r| at <= *r);
+    withdrawn || expired
 }
 
 pub const CHECKPOINT: &[u8] = b"c";
@@ -117,6 +141,17 @@ pub fn run_start(
         Some(kv) => Ok(kv?.0.to_vec()),
         None => Ok(key_of_from),
     }
+}
+
+pub fn review_prefix(agency: &str) -> Vec<u8> {
+    agency_key(b'g', agency, &[])
+}
+
+pub fn review(agency: &str, due: Day, yp: Uuid, grant: Uuid) -> Vec<u8> {
+    let mut rest = due.to_string().into_bytes();
+    rest.extend_from_slice(yp.as_bytes());
+    rest.extend_from_slice(grant.as_bytes());
+    agency_key(b'g', agency, &rest)
 }
 
 pub fn purges(agency: &str, yp: Uuid) -> Vec<u8> {

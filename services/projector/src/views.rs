@@ -2,10 +2,12 @@
 //! with the log so the caller sees the event as it may see it (minimised to its fields).
 
 use crate::codec;
-use crate::store::{self, DisclosureRecord, FeedItem, ProjectionError, Purges};
+use crate::store::{self, Decision, DisclosureRecord, FeedItem, ProjectionError, Purges};
 use crate::Projector;
-use pathway_core::policy::minimise;
+use pathway_core::date::Day;
+use pathway_core::policy::{minimise, Basis};
 use pathway_core::readmodel::{fold, Seen};
+use pathway_core::EventType;
 use pathway_log::Entry;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -17,8 +19,8 @@ fn entry(p: &Projector, seq: u64) -> Result<Entry, ProjectionError> {
     })
 }
 
-/// One feed item: the event as this agency may see it, with the basis it was given on.
-fn item(e: &Entry, f: &FeedItem) -> Value {
+/// An event as an agency may see it (minimised to `fields`), with the basis it was given on.
+fn seen_event(e: &Entry, basis: &Basis, fields: Option<&[String]>) -> Value {
     let rec = &e.record;
     json!({
         "seq": rec.seq,
@@ -28,9 +30,24 @@ fn item(e: &Entry, f: &FeedItem) -> Value {
         "source": rec.source,
         "occurred_at": rec.occurred_at,
         "recorded_at": rec.recorded_at,
-        "data": minimise(&rec.data_value(), f.fields.as_deref()),
-        "basis": f.basis,
+        "data": minimise(&rec.data_value(), fields),
+        "basis": basis,
     })
+}
+
+/// One feed item. A grant's item also carries the earlier events it restored, so the feed
+/// keeps one item per log position and its cursor stays a plain sequence number.
+fn item(p: &Projector, e: &Entry, f: &FeedItem) -> Result<Value, ProjectionError> {
+    let mut v = seen_event(e, &f.basis, f.fields.as_deref());
+    if !f.restored.is_empty() {
+        let restored = f
+            .restored
+            .iter()
+            .map(|r| Ok(seen_event(&entry(p, r.seq)?, &r.basis, r.fields.as_deref())))
+            .collect::<Result<Vec<_>, ProjectionError>>()?;
+        v["restored"] = Value::Array(restored);
+    }
+    Ok(v)
 }
 
 /// The agency's disclosures with `seq > after`, in log order.
@@ -58,57 +75,248 @@ pub fn feed(
             .filter(|f| f.seq > after)
             .take(limit - out.len())
         {
-            out.push(item(&entry(p, f.seq)?, f));
+            out.push(item(p, &entry(p, f.seq)?, f)?);
         }
     }
     Ok(out)
 }
 
-/// The agency's read model of one person, or `None` when it may see nothing of them: its
-/// own events about the person, and what was disclosed to it, less what withdrawals purged.
-pub fn read_model(p: &Projector, agency: &str, yp: Uuid) -> Result<Option<Value>, ProjectionError> {
-    let purges: Purges = match p.tree().get(store::purges(agency, yp))? {
-        Some(v) => store::decode(&v)?,
-        None => Purges::new(),
-    };
+/// For each of a person's entries (in order), the agency's feed item at that position, if
+/// any. Runs are looked up by position and decoded once each.
+fn feed_items(
+    p: &Projector,
+    agency: &str,
+    entries: &[Entry],
+) -> Result<Vec<Option<FeedItem>>, ProjectionError> {
     let prefix = store::feed_prefix(agency);
     let mut runs: HashMap<Vec<u8>, Vec<FeedItem>> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let seq = e.record.seq;
+        // The run that would hold this position: the last one starting at or before it.
+        let last = p
+            .tree()
+            .range(prefix.clone()..=store::feed_run(agency, seq))
+            .next_back();
+        let Some(kv) = last else {
+            out.push(None);
+            continue;
+        };
+        let (key, value) = kv?;
+        let block = match runs.entry(key.to_vec()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(codec::decode_feed(&value)?),
+        };
+        out.push(
+            block
+                .binary_search_by_key(&seq, |f| f.seq)
+                .ok()
+                .map(|i| block[i].clone()),
+        );
+    }
+    Ok(out)
+}
+
+fn purges_of(p: &Projector, agency: &str, yp: Uuid) -> Result<Purges, ProjectionError> {
+    match p.tree().get(store::purges(agency, yp))? {
+        Some(v) => store::decode(&v),
+        None => Ok(Purges::default()),
+    }
+}
+
+/// The agency's read model of one person, or `None` when it may see nothing of them: its
+/// own events about the person, and what was disclosed to it (directly, or restored by a
+/// grant), less what withdrawals and retention purged.
+pub fn read_model(p: &Projector, agency: &str, yp: Uuid) -> Result<Option<Value>, ProjectionError> {
+    let entries = p.log().read_person(yp)?;
+    let seen = visible(p, agency, yp, &entries)?;
+    Ok((!seen.is_empty()).then(|| fold(yp, &seen)))
+}
+
+/// What of a person's entries the agency may see now, as it may see them.
+fn visible(
+    p: &Projector,
+    agency: &str,
+    yp: Uuid,
+    entries: &[Entry],
+) -> Result<Vec<Seen>, ProjectionError> {
+    let purges = purges_of(p, agency, yp)?;
+    let items = feed_items(p, agency, entries)?;
+    // Restorations come after the events they restore: collect them first.
+    let mut restored: HashMap<u64, (Basis, Option<Vec<String>>)> = HashMap::new();
+    for item in items.iter().flatten() {
+        for r in &item.restored {
+            if !store::purged(&purges, r.category, &r.basis, item.seq) {
+                restored.insert(r.seq, (r.basis.clone(), r.fields.clone()));
+            }
+        }
+    }
     let mut seen = Vec::new();
-    for e in p.log().read_person(yp)? {
-        let rec = e.record;
+    for (e, item) in entries.iter().zip(items) {
+        let rec = &e.record;
         let (basis, fields) = if rec.source == agency {
             (None, None)
         } else {
-            // The run that would hold this position: the last one starting at or before it.
-            let last = p
-                .tree()
-                .range(prefix.clone()..=store::feed_run(agency, rec.seq))
-                .next_back();
-            let Some(kv) = last else { continue };
-            let (key, value) = kv?;
-            let block = match runs.entry(key.to_vec()) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(codec::decode_feed(&value)?)
+            match item {
+                Some(f) if !store::purged(&purges, f.category, &f.basis, f.seq) => {
+                    (Some(f.basis), f.fields)
                 }
-            };
-            match block.binary_search_by_key(&rec.seq, |f| f.seq) {
-                Ok(i) if !store::purged(&purges, &block[i]) => {
-                    (Some(block[i].basis.clone()), block[i].fields.clone())
-                }
-                _ => continue,
+                _ => match restored.remove(&rec.seq) {
+                    Some((basis, fields)) => (Some(basis), fields),
+                    None => continue,
+                },
             }
         };
         seen.push(Seen {
             seq: rec.seq,
             event_type: rec.event_type,
             data: minimise(&rec.data_value(), fields.as_deref()),
-            source: rec.source,
-            occurred_at: rec.occurred_at,
+            source: rec.source.clone(),
+            occurred_at: rec.occurred_at.clone(),
             basis,
         });
     }
-    Ok((!seen.is_empty()).then(|| fold(yp, &seen)))
+    Ok(seen)
+}
+
+/// The local authority that registered the person: the owner of their record here.
+pub fn owner(entries: &[Entry]) -> Option<&str> {
+    entries
+        .iter()
+        .find(|e| e.record.event_type == EventType::YoungPersonRegistered)
+        .map(|e| e.record.source.as_str())
+}
+
+/// One disclosure-log line as the API shows it, joined with the log for type and dates.
+fn record_json(r: &DisclosureRecord, event: Option<&Entry>, decided: Option<&Entry>) -> Value {
+    json!({
+        "at": r.at,
+        "seq": r.seq,
+        "event_id": r.event_id,
+        "type": event.map(|e| e.record.event_type),
+        "young_person": r.young_person,
+        "recipient": r.recipient,
+        "decision": r.decision,
+        "occurred_at": event.map(|e| &e.record.occurred_at),
+        "decided_at": decided.map(|e| &e.record.recorded_at),
+    })
+}
+
+/// Every disclosure-log line about a person (deliveries and the refusals that mattered), in
+/// log order, as JSON. `recipient` narrows it to one recipient's.
+pub fn person_disclosures(
+    p: &Projector,
+    entries: &[Entry],
+    recipient: Option<&str>,
+) -> Result<Vec<Value>, ProjectionError> {
+    let by_seq: HashMap<u64, &Entry> = entries.iter().map(|e| (e.record.seq, e)).collect();
+    let mut runs: HashMap<Vec<u8>, Vec<DisclosureRecord>> = HashMap::new();
+    let mut out = Vec::new();
+    for e in entries {
+        let at = e.record.seq;
+        let last = p
+            .tree()
+            .range(store::DISCLOSURE_PREFIX.to_vec()..=store::disclosure_run(at))
+            .next_back();
+        let Some(kv) = last else { continue };
+        let (key, value) = kv?;
+        let block = match runs.entry(key.to_vec()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(codec::decode_disclosures(&value)?)
+            }
+        };
+        for r in block.iter().filter(|r| r.at == at) {
+            if recipient.is_none_or(|who| who == r.recipient) {
+                out.push(record_json(r, by_seq.get(&r.seq).copied(), Some(e)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The disclosures made to an agency at positions `> after`, from its feed (refusals are
+/// not in it: an agency is not told what it did not get). `limit` counts positions: a
+/// grant's restored events come on the same page as the grant, so paging by `at` is exact.
+pub fn received(
+    p: &Projector,
+    agency: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Value>, ProjectionError> {
+    let prefix = store::feed_prefix(agency);
+    let start = store::run_start(
+        p.tree(),
+        &prefix,
+        store::feed_run(agency, after.saturating_add(1)),
+    )?;
+    let mut out = Vec::new();
+    let mut positions = 0;
+    'runs: for kv in p.tree().range(start..) {
+        let (k, v) = kv?;
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        for f in codec::decode_feed(&v)?
+            .into_iter()
+            .filter(|f| f.seq > after)
+        {
+            if positions >= limit {
+                break 'runs;
+            }
+            positions += 1;
+            let e = entry(p, f.seq)?;
+            let mut lines = vec![(f.seq, e.record.id, f.basis.clone(), Some(&e))];
+            let restored: Vec<Entry> = f
+                .restored
+                .iter()
+                .map(|r| entry(p, r.seq))
+                .collect::<Result<_, _>>()?;
+            for (r, re) in f.restored.iter().zip(&restored) {
+                lines.push((r.seq, r.id, r.basis.clone(), Some(re)));
+            }
+            for (seq, event_id, basis, event) in lines {
+                let r = DisclosureRecord {
+                    at: f.seq,
+                    seq,
+                    event_id,
+                    young_person: f.young_person,
+                    recipient: agency.to_owned(),
+                    decision: Decision::Disclosed { basis },
+                };
+                out.push(record_json(&r, event, Some(&e)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Consent grants recorded by `agency`, still in force, whose review date is before `today`.
+pub fn consent_review(
+    p: &Projector,
+    agency: &str,
+    today: Day,
+) -> Result<Vec<Value>, ProjectionError> {
+    let prefix = store::review_prefix(agency);
+    let mut end = prefix.clone();
+    end.extend_from_slice(today.to_string().as_bytes());
+    let mut out = Vec::new();
+    for kv in p.tree().range(prefix.clone()..end) {
+        let (_, v) = kv?;
+        let e = entry(p, store::seq_suffix(&v))?;
+        let rec = &e.record;
+        let data = rec.data_value();
+        out.push(json!({
+            "young_person": rec.young_person,
+            "grant": rec.id,
+            "seq": rec.seq,
+            "recipients": data["recipients"],
+            "categories": data["categories"],
+            "granted_on": data["granted_on"],
+            "review_due": data["review_due"],
+        }));
+    }
+    Ok(out)
 }
 
 /// Disclosure records after a log position, for audit and tests.
@@ -132,7 +340,7 @@ pub fn disclosures(
         out.extend(
             block
                 .into_iter()
-                .filter(|d| d.seq > after)
+                .filter(|d| d.at > after)
                 .take(limit - out.len()),
         );
     }

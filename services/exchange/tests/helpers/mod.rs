@@ -11,6 +11,9 @@ use exchange::{app, config};
 use http_body_util::BodyExt;
 use pathway_projector::Projector;
 use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use time::macros::datetime;
+use time::OffsetDateTime;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -23,21 +26,30 @@ pub struct TestApp {
     pub projector: Projector,
     pub log: pathway_log::Log,
     pub dir: tempfile::TempDir,
+    /// The service's clock (it stamps `recorded_at` and says what day it is); starts at
+    /// 2026-11-02 10:00 UTC and moves only when a test moves it.
+    pub clock: Arc<Mutex<OffsetDateTime>>,
 }
 
 pub fn spawn_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    spawn_app_in(dir)
+    spawn_app_in(dir, Arc::new(Mutex::new(datetime!(2026-11-02 10:00 UTC))))
 }
 
-pub fn spawn_app_in(dir: tempfile::TempDir) -> TestApp {
+pub fn spawn_app_in(dir: tempfile::TempDir, clock: Arc<Mutex<OffsetDateTime>>) -> TestApp {
     let config = config::parse(config::DEMO, "demo").unwrap();
-    let running = app::build(config, dir.path()).unwrap();
+    let reading = clock.clone();
+    let options = pathway_log::LogOptions {
+        clock: Arc::new(move || *reading.lock().unwrap()),
+        ..Default::default()
+    };
+    let running = app::build_with(config, dir.path(), options).unwrap();
     TestApp {
         router: pathway_gateway::router(running.state),
         projector: running.projector,
         log: running.log,
         dir,
+        clock,
     }
 }
 
@@ -50,11 +62,22 @@ impl TestApp {
             projector,
             log,
             dir,
+            clock,
         } = self;
         drop(router);
         drop(projector);
         drop(log);
-        spawn_app_in(dir)
+        spawn_app_in(dir, clock)
+    }
+
+    /// Moves the service's clock to noon UTC on `day` (YYYY-MM-DD).
+    pub fn set_today(&self, day: &str) {
+        let date = time::Date::parse(
+            day,
+            &time::macros::format_description!("[year]-[month]-[day]"),
+        )
+        .unwrap();
+        *self.clock.lock().unwrap() = date.with_time(time::macros::time!(12:00)).assume_utc();
     }
 
     pub async fn request(

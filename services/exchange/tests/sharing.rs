@@ -1,0 +1,310 @@
+//! Agreements and consent in full, through the HTTP API: re-granting restores the current
+//! state, overrides and their expiry, the disclosure log, and the consent review.
+
+mod helpers;
+
+use axum::http::StatusCode;
+use helpers::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn destination(yp: Uuid, code: &str) -> Value {
+    let mut d = sample("destination.recorded", yp);
+    d["data"]["activity_code"] = json!(code);
+    d
+}
+
+fn grant(yp: Uuid, recipients: &[&str], categories: &[&str], review_due: &str) -> Value {
+    let mut g = sample("consent.granted", yp);
+    g["data"]["recipients"] = json!(recipients);
+    g["data"]["categories"] = json!(categories);
+    g["data"]["review_due"] = json!(review_due);
+    g
+}
+
+fn override_for(yp: Uuid, recipients: &[&str], categories: &[&str], expires: &str) -> Value {
+    let mut o = sample("disclosure-override.recorded", yp);
+    o["data"]["recipients"] = json!(recipients);
+    o["data"]["categories"] = json!(categories);
+    o["data"]["expires_on"] = json!(expires);
+    o
+}
+
+async fn seq_of(app: &TestApp, token: &str, event: &Value) -> u64 {
+    let (s, v) = app.post(token, event).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["seq"].as_u64().unwrap()
+}
+
+async fn disclosures(app: &TestApp, token: &str, yp: Uuid) -> (StatusCode, Vec<Value>) {
+    app.drain();
+    let (s, v) = app
+        .get(token, &format!("/v1/disclosures?young_person={yp}"))
+        .await;
+    (s, v["items"].as_array().cloned().unwrap_or_default())
+}
+
+#[tokio::test]
+async fn re_granting_shows_the_current_state_not_every_past_event() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    app.post(LA, &sample("consent.granted", yp)).await;
+    app.post(CAREERS, &destination(yp, "310")).await;
+    app.post(LA, &sample("consent.withdrawn", yp)).await;
+    let refused = seq_of(&app, CAREERS, &destination(yp, "230")).await;
+    let latest = seq_of(&app, CAREERS, &destination(yp, "619")).await;
+    let (_, model) = app.get(COLLEGE, &format!("/v1/young-people/{yp}")).await;
+    assert!(model.get("education_employment").is_none(), "{model}");
+
+    let regrant = seq_of(&app, LA, &sample("consent.granted", yp)).await;
+    let feed = app.feed(COLLEGE).await;
+    let last = feed.last().unwrap();
+    assert_eq!(
+        (last["seq"].as_u64(), &last["type"]),
+        (Some(regrant), &json!("consent.granted"))
+    );
+    let restored: Vec<(String, u64)> = last["restored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["type"].as_str().unwrap().to_owned(),
+                r["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        restored,
+        vec![
+            ("young-person.registered".to_owned(), 1),
+            ("destination.recorded".to_owned(), latest)
+        ],
+        "the latest destination and the identity, not every past destination"
+    );
+    assert_eq!(last["restored"][1]["basis"]["kind"], "consent");
+
+    let (_, model) = app.get(COLLEGE, &format!("/v1/young-people/{yp}")).await;
+    assert_eq!(
+        model["education_employment"]["destination"]["activity_code"],
+        "619"
+    );
+    let folded: Vec<u64> = model["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(!folded.contains(&refused), "{folded:?}");
+
+    // The owner's disclosure log has the refusal when it happened and the restoration at
+    // the grant, with the grant as basis.
+    let (s, log) = disclosures(&app, LA, yp).await;
+    assert_eq!(s, StatusCode::OK);
+    let to_college = |seq: u64| -> Vec<&Value> {
+        log.iter()
+            .filter(|r| r["recipient"] == "demo-college" && r["seq"].as_u64() == Some(seq))
+            .collect()
+    };
+    let refusal = to_college(refused);
+    assert_eq!(refusal.len(), 1);
+    assert_eq!(refusal[0]["decision"]["outcome"], "refused");
+    assert_eq!(refusal[0]["decision"]["reason"]["kind"], "no-consent");
+    let restoration = to_college(latest);
+    assert_eq!(
+        restoration.len(),
+        2,
+        "refused when recorded, restored at the grant"
+    );
+    assert_eq!(restoration[1]["at"].as_u64(), Some(regrant));
+    assert_eq!(restoration[1]["decision"]["basis"]["kind"], "consent");
+    let regrant_id = feed.last().unwrap()["id"].clone();
+    assert_eq!(restoration[1]["decision"]["basis"]["consent"], regrant_id);
+}
+
+#[tokio::test]
+async fn the_disclosure_log_is_for_the_owner_and_each_recipient_sees_only_its_own() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    let young = app.register("2014-01-01").await; // under the careers flow's age band
+    app.post(LA, &sample("consent.granted", yp)).await;
+    app.post(CAREERS, &destination(yp, "310")).await;
+    app.post(LA, &sample("placement.changed", yp)).await; // no consent for careers: refused
+
+    let (s, all) = disclosures(&app, LA, yp).await;
+    assert_eq!(s, StatusCode::OK);
+    let recipients: std::collections::BTreeSet<&str> = all
+        .iter()
+        .map(|r| r["recipient"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        recipients.into_iter().collect::<Vec<_>>(),
+        vec!["demo-careers", "demo-college", "demo-la"]
+    );
+    assert!(all.iter().any(|r| r["decision"]["outcome"] == "refused"
+        && r["type"] == "placement.changed"
+        && r["decision"]["reason"]["flow"] == "la-to-careers-consent"));
+    assert!(all.iter().all(|r| r["decided_at"].is_string()));
+
+    let (s, own) = disclosures(&app, COLLEGE, yp).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!own.is_empty());
+    assert!(own
+        .iter()
+        .all(|r| r["recipient"] == "demo-college" && r["decision"]["outcome"] == "disclosed"));
+
+    let (s, _) = disclosures(&app, CAREERS, young).await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "nothing about this person reached careers"
+    );
+    let (s, _) = app.get(LA, "/v1/disclosures?young_person=nope").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // Without a person: what the caller received, paged by position. The grant came first,
+    // with the identity it restored: one position, two lines, never split across pages.
+    let (s, page) = app.get(COLLEGE, "/v1/disclosures?limit=1").await;
+    assert_eq!(s, StatusCode::OK);
+    let first = page["items"].as_array().unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|r| r["type"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        vec!["consent.granted", "young-person.registered"]
+    );
+    let next = page["next_after"].as_u64().unwrap();
+    assert!(first.iter().all(|r| r["at"].as_u64() == Some(next)));
+    let (_, rest) = app
+        .get(COLLEGE, &format!("/v1/disclosures?after={next}"))
+        .await;
+    let rest = rest["items"].as_array().unwrap();
+    assert!(!rest.is_empty());
+    assert!(rest.iter().all(|r| r["at"].as_u64().unwrap() > next));
+}
+
+#[tokio::test]
+async fn an_override_allows_what_it_names_until_it_expires_and_the_owner_is_told() {
+    let app = spawn_app(); // today: 2026-11-02
+    let yp = app.register("2008-01-01").await;
+    let ov = seq_of(
+        &app,
+        LA,
+        &override_for(yp, &["demo-careers"], &["placement"], "2026-12-31"),
+    )
+    .await;
+    let during = seq_of(&app, LA, &sample("placement.changed", yp)).await;
+    app.post(LA, &sample("pathway-plan.reviewed", yp)).await; // plans: not named
+    app.set_today("2027-01-01");
+    let after = seq_of(&app, LA, &sample("placement.changed", yp)).await;
+
+    let feed = app.feed(CAREERS).await;
+    let got = |seq: u64| feed.iter().find(|i| i["seq"].as_u64() == Some(seq));
+    assert_eq!(got(ov).unwrap()["basis"]["kind"], "named");
+    let item = got(during).expect("the override let the placement through");
+    assert_eq!(item["basis"]["kind"], "override");
+    assert_eq!(item["basis"]["override_id"], got(ov).unwrap()["id"]);
+    assert!(got(after).is_none(), "the override expired by itself");
+    assert!(!types_of(&feed).contains(&"pathway-plan.reviewed".to_owned()));
+
+    // An override recorded by the careers service is told to the local authority that owns
+    // the record, and its end to the recipients it named.
+    let ov2 = seq_of(
+        &app,
+        CAREERS,
+        &override_for(
+            yp,
+            &["demo-college"],
+            &["education-employment"],
+            "2027-06-30",
+        ),
+    )
+    .await;
+    let through = seq_of(&app, CAREERS, &destination(yp, "230")).await;
+    let ov2_id = app.feed(COLLEGE).await[0]["id"].clone();
+    let mut end = sample("disclosure-override.ended", yp);
+    end["data"]["override_id"] = ov2_id;
+    end["data"]["date"] = json!("2027-01-02");
+    let ended = seq_of(&app, CAREERS, &end).await;
+    let stopped = seq_of(&app, CAREERS, &destination(yp, "619")).await;
+
+    let la = app.feed(LA).await;
+    let la_got = |seq: u64| la.iter().find(|i| i["seq"].as_u64() == Some(seq));
+    assert_eq!(la_got(ov2).unwrap()["basis"]["kind"], "owner");
+    assert_eq!(la_got(ended).unwrap()["basis"]["kind"], "owner");
+    let college = app.feed(COLLEGE).await;
+    let seqs: Vec<u64> = college.iter().map(|i| i["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![ov2, through, ended]);
+    assert!(!seqs.contains(&stopped));
+    let (s, _) = app.get(COLLEGE, &format!("/v1/young-people/{yp}")).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn consent_reviews_list_grants_past_their_date_for_the_agency_that_recorded_them() {
+    let app = spawn_app(); // today: 2026-11-02
+    let a = app.register("2008-01-01").await;
+    let b = app.register("2008-02-02").await;
+    let by_la = seq_of(
+        &app,
+        LA,
+        &grant(a, &["demo-college"], &["support"], "2027-09-01"),
+    )
+    .await;
+    let by_careers = seq_of(
+        &app,
+        CAREERS,
+        &grant(
+            b,
+            &["demo-college"],
+            &["education-employment"],
+            "2026-12-01",
+        ),
+    )
+    .await;
+    let review = |token: &'static str| {
+        let app = &app;
+        async move {
+            app.drain();
+            let (s, v) = app.get(token, "/v1/consent/review").await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["seq"].as_u64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(review(LA).await.is_empty());
+    assert!(review(CAREERS).await.is_empty());
+
+    app.set_today("2027-01-01");
+    assert_eq!(review(CAREERS).await, vec![by_careers]);
+    assert!(review(LA).await.is_empty());
+
+    app.set_today("2027-10-01");
+    assert_eq!(review(LA).await, vec![by_la]);
+    // A renewal replaces the old grant; a withdrawal of everything ends it.
+    let renewal = seq_of(
+        &app,
+        CAREERS,
+        &grant(
+            b,
+            &["demo-college"],
+            &["education-employment"],
+            "2028-10-01",
+        ),
+    )
+    .await;
+    assert!(review(CAREERS).await.is_empty(), "renewed: {renewal}");
+    let mut w = sample("consent.withdrawn", a);
+    w["data"]["recipients"] = json!(["demo-college"]);
+    app.post(LA, &w).await;
+    assert!(review(LA).await.is_empty());
+    let (s, _) = app.get(COLLEGE, "/v1/consent/review").await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = app.request("GET", "/v1/consent/review", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
