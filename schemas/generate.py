@@ -206,6 +206,14 @@ EXCHANGE_TYPES = {
         "erased_on": DATE,
         "authorised_by": AGENCY,
     }, {}),
+    # A recipient's copy of what it received on one flow, up to one log position, has passed
+    # the flow's retention and is removed from its read model.
+    "retention.purged": (["recipients", "flow", "up_to_seq", "retention_days"], {
+        "recipients": {**AGENCY_LIST, "maxItems": 1},
+        "flow": {"type": "string", "minLength": 1, "maxLength": 100},
+        "up_to_seq": {"type": "integer", "minimum": 1},
+        "retention_days": {"type": "integer", "minimum": 0},
+    }, {}),
 }
 TYPES.update(EXCHANGE_TYPES)
 

@@ -125,6 +125,7 @@ catalogue! {
     DeadlineOverdue => "deadline.overdue", Support, Sources::Exchange;
     IdentityLinked => "identity.linked", Identity, Sources::Exchange;
     YoungPersonErased => "young-person.erased", Identity, Sources::Exchange;
+    RetentionPurged => "retention.purged", Consent, Sources::Exchange;
 }
 
 impl EventType {

@@ -255,6 +255,17 @@ pub struct YoungPersonErased {
     pub authorised_by: String,
 }
 
+/// Retention at a recipient: what it received on `flow`, at positions up to `up_to_seq`,
+/// is past `retention_days` and leaves its read model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPurged {
+    pub recipients: Vec<String>,
+    pub flow: String,
+    pub up_to_seq: u64,
+    pub retention_days: u32,
+}
+
 macro_rules! event_data {
     ($( $variant:ident ),* $(,)?) => {
         /// The typed data of an event, one variant per [`EventType`].
@@ -311,6 +322,7 @@ event_data!(
     DeadlineOverdue,
     IdentityLinked,
     YoungPersonErased,
+    RetentionPurged,
 );
 
 /// The serde field names of a struct, read by asking serde itself (a deserializer that only

@@ -192,6 +192,10 @@ pub fn fold(young_person: Uuid, seen: &[Seen]) -> Value {
                     .push(json!({ "type": s.event_type, "seq": s.seq, "data": d }));
             }
             T::YoungPersonErased => {}
+            T::RetentionPurged => {
+                list(&mut root, "retention")
+                    .push(json!({ "type": s.event_type, "seq": s.seq, "data": d }));
+            }
         }
         sources.push(json!({
             "seq": s.seq,

@@ -65,5 +65,8 @@ pub fn data(ty: EventType) -> Value {
             json!({"agency": "demo-careers", "identifiers": {"nccis_id": "0000000001234"}, "match": "exact-identifier"})
         }
         T::YoungPersonErased => json!({"erased_on": "2026-11-20", "authorised_by": "demo-la"}),
+        T::RetentionPurged => {
+            json!({"recipients": ["demo-college"], "flow": "la-to-college", "up_to_seq": 42, "retention_days": 1095})
+        }
     }
 }

@@ -66,6 +66,7 @@ pub struct Running {
     pub state: AppState,
     pub projector: Projector,
     pub log: Log,
+    pub recorder: Arc<Recorder>,
 }
 
 /// Builds the whole service on the embedded bus.
@@ -79,7 +80,7 @@ pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::R
     let log = open_log_with(data, options)?;
     let agreements = Arc::new(config.agreements);
     let recorder = Arc::new(Recorder::new(log.clone(), agreements.clone()));
-    let bus = Arc::new(Embedded::new(recorder));
+    let bus = Arc::new(Embedded::new(recorder.clone()));
     let egress: Arc<dyn Egress> = bus.clone();
     let projector = Projector::open(
         &paths(data).projections,
@@ -106,6 +107,7 @@ pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::R
         state,
         projector,
         log,
+        recorder,
     })
 }
 

@@ -26,6 +26,8 @@ pub struct ServiceSettings {
     pub data: Option<String>,
     pub max_body_bytes: Option<usize>,
     pub max_batch: Option<usize>,
+    /// Minutes between housekeeping passes (retention purges); one also runs at start.
+    pub housekeeping_minutes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,6 @@
 //! `exchange`: the Pathway Exchange service and its tools.
 
+use exchange::housekeeping::Housekeeper;
 use exchange::{app, bench, config};
 
 use anyhow::{bail, Context};
@@ -142,6 +143,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+    let housekeeping_every = std::time::Duration::from_secs(
+        60 * config.service.housekeeping_minutes.unwrap_or(60).max(1),
+    );
     let running = app::build(config, &data)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -151,6 +155,8 @@ async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> any
         .catch_up()
         .context("cannot bring projections up to date")?;
     tokio::spawn(running.projector.clone().run());
+    let housekeeper = Housekeeper::new(running.projector.clone(), running.recorder.clone());
+    tokio::spawn(housekeeper.run(housekeeping_every));
     tracing::info!(address = %listener.local_addr()?, log_head = running.log.head(), "exchange listening");
     axum::serve(
         app::without_nagle(listener),

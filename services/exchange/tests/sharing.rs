@@ -308,3 +308,72 @@ async fn consent_reviews_list_grants_past_their_date_for_the_agency_that_recorde
     let (s, _, _) = app.request("GET", "/v1/consent/review", None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn retention_purges_what_recipients_kept_too_long_and_records_it() {
+    let app = spawn_app(); // today: 2026-11-02
+    let yp = app.register("2008-01-01").await;
+    app.post(LA, &sample("consent.granted", yp)).await;
+    let first = seq_of(&app, CAREERS, &destination(yp, "310")).await;
+    assert_eq!(app.housekeep().await, 0);
+
+    // The college keeps what it got for 1,095 days; the careers service and the local
+    // authority for 2,555. On the 1,095th day nothing is due yet.
+    app.set_today("2029-11-01");
+    assert_eq!(app.housekeep().await, 0);
+    app.set_today("2029-11-03");
+    assert_eq!(
+        app.housekeep().await,
+        2,
+        "the identity restored at the grant (la-to-college) and the destination (careers-to-college)"
+    );
+    assert_eq!(app.housekeep().await, 0, "a second pass finds nothing new");
+
+    let (s, college) = app.get(COLLEGE, &format!("/v1/young-people/{yp}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(college.get("education_employment").is_none(), "{college}");
+    assert!(college.get("identity").is_none(), "{college}");
+    let purges: Vec<&Value> = college["retention"].as_array().unwrap().iter().collect();
+    assert_eq!(purges.len(), 2);
+    assert!(purges
+        .iter()
+        .any(|p| p["data"]["flow"] == "careers-to-college" && p["data"]["up_to_seq"] == first));
+    // Longer retention elsewhere is untouched.
+    let (_, la) = app.get(LA, &format!("/v1/young-people/{yp}")).await;
+    assert_eq!(
+        la["education_employment"]["destination"]["activity_code"],
+        "310"
+    );
+    let (_, careers) = app.get(CAREERS, &format!("/v1/young-people/{yp}")).await;
+    assert!(careers.get("identity").is_some());
+
+    // What is disclosed after the purge shows again; the purge stays recorded.
+    app.post(CAREERS, &destination(yp, "230")).await;
+    app.drain();
+    let (_, college) = app.get(COLLEGE, &format!("/v1/young-people/{yp}")).await;
+    assert_eq!(
+        college["education_employment"]["destination"]["activity_code"],
+        "230"
+    );
+    let feed = app.feed(COLLEGE).await;
+    assert_eq!(
+        types_of(&feed)
+            .iter()
+            .filter(|t| *t == "retention.purged")
+            .count(),
+        2
+    );
+
+    // A rebuild repeats the purges exactly.
+    let other = tempfile::tempdir().unwrap();
+    let agreements = std::sync::Arc::new(
+        exchange::config::parse(exchange::config::DEMO, "demo")
+            .unwrap()
+            .agreements,
+    );
+    let rebuilt =
+        pathway_projector::Projector::open(other.path(), app.log.clone(), agreements, None)
+            .unwrap();
+    rebuilt.catch_up().unwrap();
+    assert_eq!(rebuilt.dump().unwrap(), app.projector.dump().unwrap());
+}

@@ -3,10 +3,11 @@
 use crate::codec::{self, DecisionRef, RunWriter};
 use crate::store::{self, ProjectionError, Purges};
 use pathway_bus::{Egress, Notice};
+use pathway_core::events::EventData;
 use pathway_core::person::Fact;
 use pathway_core::person::PersonState;
 use pathway_core::policy::{self, decide, Basis, Disclosure, Restored};
-use pathway_core::{Agreements, Category, FlowBasis};
+use pathway_core::{Agreements, Category, EventType, FlowBasis};
 use pathway_log::Log;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -146,13 +147,8 @@ impl<'t> Pending<'t> {
         .disclosure(at, seq, id, &fact.young_person, recipient, decision);
     }
 
-    fn purge(
-        &mut self,
-        agency: &str,
-        yp: Uuid,
-        category: Category,
-        at: u64,
-    ) -> Result<(), ProjectionError> {
+    /// The purge markers of (agency, person), loaded once per step and written at its end.
+    fn purges_of(&mut self, agency: &str, yp: Uuid) -> Result<&mut Purges, ProjectionError> {
         let key = store::purges(agency, yp);
         if !self.purges.contains_key(&key) {
             let stored = self
@@ -162,12 +158,7 @@ impl<'t> Pending<'t> {
                 .transpose()?;
             self.purges.insert(key.clone(), stored.unwrap_or_default());
         }
-        self.purges
-            .get_mut(&key)
-            .expect("loaded")
-            .withdrawn
-            .insert(category, at);
-        Ok(())
+        Ok(self.purges.get_mut(&key).expect("loaded"))
     }
 
     fn batch(self) -> sled::Batch {
@@ -343,7 +334,24 @@ impl Projector {
             // Withdrawal takes effect at once: the recipient's read model stops showing what
             // it held about this person on consent for these categories.
             for (recipient, cat) in change.withdrawn {
-                pending.purge(&recipient, yp, cat, fact.seq)?;
+                pending
+                    .purges_of(&recipient, yp)?
+                    .withdrawn
+                    .insert(cat, fact.seq);
+            }
+            if fact.event_type == EventType::RetentionPurged {
+                if let Ok(EventData::RetentionPurged(r)) =
+                    EventData::parse_raw(fact.event_type, fact.data)
+                {
+                    for recipient in &r.recipients {
+                        let done = pending
+                            .purges_of(recipient, yp)?
+                            .retention
+                            .entry(r.flow.clone())
+                            .or_default();
+                        *done = (*done).max(r.up_to_seq);
+                    }
+                }
             }
         }
         let mut batch = pending.batch();

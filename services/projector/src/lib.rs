@@ -7,7 +7,8 @@
 //! - [`store`]: the key space of the projections tree and its records.
 //! - `codec`: the compact binary form of feed and disclosure runs.
 //! - [`dispatcher`]: one step of the tail: read entries, decide, write one atomic batch.
-//! - [`views`]: reading feeds and read models back, joined with the log.
+//! - [`views`]: reading feeds, read models and the disclosure log back, joined with the log.
+//! - [`retention`]: finding disclosures past their flow's retention (purged by an event).
 //!
 //! Derived data holds references to log entries (sequence numbers, bases, field lists),
 //! never copies of personal data: a read model is folded on read from the person's log
@@ -17,6 +18,7 @@
 
 mod codec;
 pub mod dispatcher;
+pub mod retention;
 pub mod store;
 pub mod views;
 

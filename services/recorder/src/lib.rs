@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use pathway_bus::{Accepted, Answer, Handler, Problem, Submission};
+use pathway_core::catalogue::Sources;
 use pathway_core::envelope::{validate, FieldError};
 use pathway_core::Agreements;
 use pathway_log::{AppendError, Log, NewEvent};
@@ -15,9 +16,58 @@ pub struct Recorder {
     agreements: Arc<Agreements>,
 }
 
+/// The source name of events the exchange itself originates.
+pub const EXCHANGE: &str = "exchange";
+
 impl Recorder {
     pub fn new(log: Log, agreements: Arc<Agreements>) -> Recorder {
         Recorder { log, agreements }
+    }
+
+    /// Appends events the exchange originates (retention purges; later deadlines and identity
+    /// links), all or none. They pass the same validation as an agency's, and only the
+    /// exchange's own types are accepted here, so this path cannot forge an agency's event.
+    pub async fn record_own(&self, envelopes: &[serde_json::Value]) -> Answer {
+        let mut events = Vec::with_capacity(envelopes.len());
+        let mut invalid = Vec::new();
+        for (i, env) in envelopes.iter().enumerate() {
+            let prefix = pointer(true, i, "");
+            match validate(env) {
+                Err(errors) => invalid.extend(errors.into_iter().map(|e| e.under(&prefix))),
+                Ok(sub) if sub.event_type.sources() != Sources::Exchange => {
+                    invalid.push(FieldError::new(
+                        pointer(true, i, "/type"),
+                        "not one of the exchange's own types",
+                    ))
+                }
+                Ok(sub) => events.push(NewEvent {
+                    submitted: sub,
+                    source: EXCHANGE.to_owned(),
+                }),
+            }
+        }
+        if !invalid.is_empty() {
+            return Err(
+                Problem::new(422, "invalid-event", "The exchange's own event is invalid")
+                    .errors(invalid),
+            );
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.log.append(events).await {
+            Ok(receipts) => Ok(receipts.into_iter().map(accepted).collect()),
+            Err(e) => Err(problem(&e, true)),
+        }
+    }
+}
+
+fn accepted(r: pathway_log::Receipt) -> Accepted {
+    Accepted {
+        seq: r.seq,
+        version: r.version,
+        young_person: r.young_person,
+        duplicate: r.duplicate,
     }
 }
 
@@ -80,15 +130,7 @@ impl Handler for Recorder {
             .errors(forbidden));
         }
         match self.log.append(events).await {
-            Ok(receipts) => Ok(receipts
-                .into_iter()
-                .map(|r| Accepted {
-                    seq: r.seq,
-                    version: r.version,
-                    young_person: r.young_person,
-                    duplicate: r.duplicate,
-                })
-                .collect()),
+            Ok(receipts) => Ok(receipts.into_iter().map(accepted).collect()),
             Err(e) => Err(problem(&e, s.batch)),
         }
     }

@@ -29,6 +29,7 @@ pub struct TestApp {
     /// The service's clock (it stamps `recorded_at` and says what day it is); starts at
     /// 2026-11-02 10:00 UTC and moves only when a test moves it.
     pub clock: Arc<Mutex<OffsetDateTime>>,
+    pub recorder: Arc<pathway_recorder::Recorder>,
 }
 
 pub fn spawn_app() -> TestApp {
@@ -50,6 +51,7 @@ pub fn spawn_app_in(dir: tempfile::TempDir, clock: Arc<Mutex<OffsetDateTime>>) -
         log: running.log,
         dir,
         clock,
+        recorder: running.recorder,
     }
 }
 
@@ -63,7 +65,9 @@ impl TestApp {
             log,
             dir,
             clock,
+            recorder,
         } = self;
+        drop(recorder);
         drop(router);
         drop(projector);
         drop(log);
@@ -122,6 +126,16 @@ impl TestApp {
     pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
         let (s, _, v) = self.request("GET", path, Some(token), None).await;
         (s, v)
+    }
+
+    /// One housekeeping pass (retention purges) after draining; returns purges recorded.
+    pub async fn housekeep(&self) -> usize {
+        self.drain();
+        let keeper =
+            exchange::housekeeping::Housekeeper::new(self.projector.clone(), self.recorder.clone());
+        let recorded = keeper.step().await.unwrap();
+        self.drain();
+        recorded
     }
 
     /// Applies everything appended so far to the projections.
