@@ -377,3 +377,95 @@ async fn retention_purges_what_recipients_kept_too_long_and_records_it() {
     rebuilt.catch_up().unwrap();
     assert_eq!(rebuilt.dump().unwrap(), app.projector.dump().unwrap());
 }
+
+#[tokio::test]
+async fn subject_access_shows_everything_held_and_shared_to_the_owner_only() {
+    let app = spawn_app();
+    let mut reg = registration("2008-01-01");
+    reg["data"]["given_name"] = json!("<script>alert(1)</script>Mary");
+    let (_, v) = app.post(LA, &reg).await;
+    let yp: Uuid = serde_json::from_value(v["young_person"].clone()).unwrap();
+    app.post(LA, &sample("consent.granted", yp)).await;
+    app.post(CAREERS, &destination(yp, "310")).await;
+    app.post(LA, &sample("placement.changed", yp)).await; // careers: no consent, refused
+    app.post(
+        LA,
+        &override_for(yp, &["demo-careers"], &["plans"], "2026-12-31"),
+    )
+    .await;
+    app.post(LA, &sample("pathway-plan.reviewed", yp)).await; // careers: on the override
+    app.drain();
+
+    let (s, report) = app
+        .get(LA, &format!("/v1/young-people/{yp}/subject-access"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{report}");
+    assert_eq!(report["held"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        report["held"][0]["data"]["given_name"], "<script>alert(1)</script>Mary",
+        "held in full"
+    );
+    let shared = report["shared"].as_array().unwrap();
+    assert!(shared.iter().any(|r| r["recipient"] == "demo-college"
+        && r["type"] == "destination.recorded"
+        && r["decision"]["basis"]["kind"] == "consent"));
+    assert!(report["withheld"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["recipient"] == "demo-careers" && r["type"] == "placement.changed"));
+    let models = report["read_models"].as_object().unwrap();
+    assert_eq!(
+        models.keys().collect::<Vec<_>>(),
+        vec!["demo-careers", "demo-college", "demo-la"]
+    );
+    assert_eq!(
+        models["demo-college"]["education_employment"]["destination"]["activity_code"],
+        "310"
+    );
+    assert_eq!(report["consent"]["in_force"].as_array().unwrap().len(), 3);
+    assert_eq!(report["overrides"][0]["in_force"], true);
+
+    let (s, headers, page) = app
+        .get_text(
+            LA,
+            &format!("/v1/young-people/{yp}/subject-access?format=html"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    assert!(headers["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    assert!(page.contains("What Pathway Exchange holds about you"));
+    assert!(page.contains("Demo FE College (designated staff)"));
+    assert!(page.contains("You gave consent"));
+    assert!(page.contains("because of child protection"));
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;Mary"));
+    assert!(!page.contains("<script>"), "data is escaped, never run");
+
+    let (s, v) = app
+        .get(CAREERS, &format!("/v1/young-people/{yp}/subject-access"))
+        .await;
+    assert_eq!(
+        (s, v["code"].clone()),
+        (StatusCode::FORBIDDEN, json!("not-the-owner"))
+    );
+    let (s, _) = app
+        .get(
+            LA,
+            &format!("/v1/young-people/{}/subject-access", Uuid::new_v4()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = app
+        .request(
+            "GET",
+            &format!("/v1/young-people/{yp}/subject-access"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

@@ -5,9 +5,11 @@
 //! # Layout
 //! - [`auth`]: bearer tokens, stored only as SHA-256 digests.
 //! - [`problem`]: the `application/problem+json` response.
+//! - [`pages`]: printable HTML pages for people (subject access).
 //! - [`routes`]: the handlers and [`router`].
 
 pub mod auth;
+pub mod pages;
 pub mod problem;
 pub mod routes;
 

@@ -54,6 +54,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/feed", get(get_feed))
         .route("/v1/feed/stream", get(get_feed_stream))
         .route("/v1/young-people/{id}", get(get_young_person))
+        .route(
+            "/v1/young-people/{id}/subject-access",
+            get(get_subject_access),
+        )
         .route("/v1/disclosures", get(get_disclosures))
         .route("/v1/consent/review", get(get_consent_review))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -324,6 +328,72 @@ async fn get_consent_review(
         blocking(move || views::consent_review(&projector, &agency, today).map_err(internal))
             .await?;
     Ok(Json(json!({ "as_of": today, "items": items })))
+}
+
+#[derive(Deserialize)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+/// Everything held about a person, for the local authority that registered them: JSON, or
+/// (with `Accept: text/html` or `?format=html`) a page the young person can read and print.
+async fn get_subject_access(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<FormatQuery>,
+) -> Result<Response, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let yp = Uuid::parse_str(&id).map_err(|_| not_visible())?;
+    let html = match q.format.as_deref() {
+        Some("html") => true,
+        Some("json") | None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html")),
+        Some(_) => return Err(bad_request("format", "must be `json` or `html`".into())),
+    };
+    let projector = state.projector.clone();
+    let today = Day(projector.log().now().date());
+    let report = blocking(move || {
+        let entries = projector.log().read_person(yp).map_err(internal)?;
+        if views::owner(&entries) != Some(agency.as_str()) {
+            let visible = views::read_model(&projector, &agency, yp).map_err(internal)?;
+            return Err(if visible.is_some() {
+                Problem::new(
+                    403,
+                    "not-the-owner",
+                    "Only the local authority that registered this young person may make a subject access request here",
+                )
+                .into()
+            } else {
+                not_visible()
+            });
+        }
+        views::subject_access(&projector, yp, today)
+            .map_err(internal)?
+            .ok_or_else(not_visible)
+    })
+    .await?;
+    if html {
+        let page = crate::pages::subject_access(state.projector.agreements(), &report);
+        Ok((
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                ),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::REFERRER_POLICY, "no-referrer"),
+            ],
+            page,
+        )
+            .into_response())
+    } else {
+        Ok(([(header::CACHE_CONTROL, "no-store")], Json(report)).into_response())
+    }
 }
 
 /// Runs a read that touches sled off the async workers.

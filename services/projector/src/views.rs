@@ -5,6 +5,7 @@ use crate::codec;
 use crate::store::{self, Decision, DisclosureRecord, FeedItem, ProjectionError, Purges};
 use crate::Projector;
 use pathway_core::date::Day;
+use pathway_core::person::PersonState;
 use pathway_core::policy::{minimise, Basis};
 use pathway_core::readmodel::{fold, Seen};
 use pathway_core::EventType;
@@ -345,4 +346,86 @@ pub fn disclosures(
         );
     }
     Ok(out)
+}
+
+/// Everything held about one person, for a subject access request: every event in the log
+/// (in full), what each agency's read model shows, every disclosure and refusal with its
+/// basis, and the consent and overrides as they stand on `today`. `None` when the exchange
+/// holds nothing about them.
+pub fn subject_access(
+    p: &Projector,
+    yp: Uuid,
+    today: Day,
+) -> Result<Option<Value>, ProjectionError> {
+    let entries = p.log().read_person(yp)?;
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let mut person = PersonState::default();
+    let held: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            person.evolve(&e.fact());
+            let rec = &e.record;
+            json!({
+                "seq": rec.seq,
+                "id": rec.id,
+                "type": rec.event_type,
+                "category": rec.event_type.category(),
+                "source": rec.source,
+                "occurred_at": rec.occurred_at,
+                "recorded_at": rec.recorded_at,
+                "data": rec.data_value(),
+            })
+        })
+        .collect();
+    let (shared, withheld): (Vec<Value>, Vec<Value>) = person_disclosures(p, &entries, None)?
+        .into_iter()
+        .partition(|r| r["decision"]["outcome"] == "disclosed");
+    let mut read_models = serde_json::Map::new();
+    for agency in p.agreements().agencies() {
+        let seen = visible(p, &agency.id, yp, &entries)?;
+        if !seen.is_empty() {
+            read_models.insert(agency.id.clone(), fold(yp, &seen));
+        }
+    }
+    let consents: Vec<Value> = person
+        .consents()
+        .map(|(recipient, category, grant)| {
+            json!({ "recipient": recipient, "category": category, "grant": grant })
+        })
+        .collect();
+    let grants: Vec<Value> = person
+        .grants()
+        .iter()
+        .map(|(id, g)| {
+            json!({ "grant": id, "recorded_by": g.recorded_by, "review_due": g.review_due })
+        })
+        .collect();
+    let overrides: Vec<Value> = person
+        .overrides()
+        .iter()
+        .map(|(id, o)| {
+            json!({
+                "override": id,
+                "recorded_by": o.recorded_by,
+                "recipients": o.recipients,
+                "categories": o.categories,
+                "expires_on": o.expires_on,
+                "ended_on": o.ended_on,
+                "in_force": o.in_force(today),
+            })
+        })
+        .collect();
+    Ok(Some(json!({
+        "young_person": yp,
+        "generated_on": today,
+        "registered_by": owner(&entries),
+        "held": held,
+        "shared": shared,
+        "withheld": withheld,
+        "read_models": read_models,
+        "consent": { "in_force": consents, "grants": grants },
+        "overrides": overrides,
+    })))
 }

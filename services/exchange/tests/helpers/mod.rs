@@ -123,6 +123,23 @@ impl TestApp {
         (s, v)
     }
 
+    /// A GET whose body is not JSON (pages): status, headers and text.
+    pub async fn get_text(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let req = Request::builder()
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let (status, headers) = (res.status(), res.headers().clone());
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
     pub async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
         let (s, _, v) = self.request("GET", path, Some(token), None).await;
         (s, v)
