@@ -185,7 +185,7 @@ async fn the_disclosure_log_is_for_the_owner_and_each_recipient_sees_only_its_ow
 }
 
 #[tokio::test]
-async fn an_override_allows_what_it_names_until_it_expires_and_the_owner_is_told() {
+async fn a_child_protection_override_allows_what_it_names_until_it_expires_and_the_owner_is_told() {
     let app = spawn_app(); // today: 2026-11-02
     let yp = app.register("2008-01-01").await;
     let ov = seq_of(
@@ -468,4 +468,84 @@ async fn subject_access_shows_everything_held_and_shared_to_the_owner_only() {
         )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// Mary moves placement and starts at a new college. With her consent the college's
+/// designated staff see her education and who she is; her placement (where she lives) and
+/// her care history do not reach them.
+#[tokio::test]
+async fn mary_education_reaches_her_new_college_but_family_and_placement_do_not() {
+    let app = spawn_app();
+    let mut reg = registration("2009-03-14");
+    reg["data"]["given_name"] = json!("Mary");
+    let (_, v) = app.post(LA, &reg).await;
+    let mary: Uuid = serde_json::from_value(v["young_person"].clone()).unwrap();
+    app.post(LA, &sample("looked-after.started", mary)).await;
+    let mut moved = sample("placement.changed", mary);
+    moved["data"]["postcode"] = json!("ZZ9 9ZZ");
+    app.post(LA, &moved).await;
+    app.post(
+        LA,
+        &grant(
+            mary,
+            &["demo-college"],
+            &["identity", "education-employment"],
+            "2027-09-01",
+        ),
+    )
+    .await;
+    app.post(CAREERS, &destination(mary, "230")).await;
+    app.post(LA, &sample("worker.allocated", mary)).await; // support: not consented
+
+    let feed = app.feed(COLLEGE).await;
+    let (_, model) = app.get(COLLEGE, &format!("/v1/young-people/{mary}")).await;
+    assert_eq!(model["identity"]["given_name"], "Mary");
+    assert_eq!(
+        model["education_employment"]["destination"]["activity_code"],
+        "230"
+    );
+    for absent in ["placement", "care", "workers"] {
+        assert!(model.get(absent).is_none(), "{absent}: {model}");
+    }
+    let everything = format!("{feed:?}{model}");
+    assert!(
+        !everything.contains("ZZ9 9ZZ"),
+        "her address never reaches the college"
+    );
+    assert!(!everything.contains("placement.changed"));
+    assert!(!everything.contains("looked-after.started"));
+    // The careers service gets her care status by statute, but not her placement.
+    let (_, careers) = app.get(CAREERS, &format!("/v1/young-people/{mary}")).await;
+    assert_eq!(careers["care"]["looked_after"], true);
+    assert!(careers.get("placement").is_none());
+}
+
+/// A college loses access the moment consent is withdrawn: nothing after it arrives, and
+/// what it held on consent leaves its read model; the disclosure log shows both.
+#[tokio::test]
+async fn a_college_loses_access_when_consent_is_withdrawn() {
+    let app = spawn_app();
+    let yp = app.register("2008-01-01").await;
+    app.post(LA, &sample("consent.granted", yp)).await;
+    let before = seq_of(&app, CAREERS, &destination(yp, "310")).await;
+    let withdrawal = seq_of(&app, LA, &sample("consent.withdrawn", yp)).await;
+    let after = seq_of(&app, CAREERS, &destination(yp, "619")).await;
+
+    let seqs: Vec<u64> = app
+        .feed(COLLEGE)
+        .await
+        .iter()
+        .map(|i| i["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.contains(&before) && seqs.contains(&withdrawal));
+    assert!(!seqs.contains(&after));
+    let (_, model) = app.get(COLLEGE, &format!("/v1/young-people/{yp}")).await;
+    assert!(model.get("education_employment").is_none());
+    assert!(model.get("identity").is_none());
+    let (_, log) = disclosures(&app, LA, yp).await;
+    let refused = log
+        .iter()
+        .find(|r| r["seq"].as_u64() == Some(after) && r["recipient"] == "demo-college")
+        .unwrap();
+    assert_eq!(refused["decision"]["reason"]["kind"], "no-consent");
 }
