@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which measurements: batched, single, sse, rebuild (comma-separated), or all.
+    /// Which measurements: batched, single, sse, rebuild, policy (comma-separated), or all.
     #[arg(long, default_value = "all")]
     only: String,
     /// Events for the batched-ingest run (in batches of 1,000).
@@ -372,6 +372,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if wants("rebuild") {
             rebuild(&root, args.rebuild_events).await?;
+        }
+        if wants("policy") {
+            crate::bench_policy::run(&root).await?;
         }
         Ok(())
     });

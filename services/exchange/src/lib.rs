@@ -3,5 +3,6 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_policy;
 pub mod config;
 pub mod housekeeping;

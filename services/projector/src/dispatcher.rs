@@ -68,40 +68,42 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// items go into new runs (never rewriting old ones); purges are read-modify-write.
 struct Pending<'t> {
     tree: &'t sled::Tree,
-    feeds: BTreeMap<Vec<u8>, RunWriter>,
-    /// Each agency's open run in this step.
-    open_feed: HashMap<String, Option<Vec<u8>>>,
-    disclosures: BTreeMap<Vec<u8>, RunWriter>,
-    open_disclosures: Option<Vec<u8>>,
+    /// Runs filled to [`store::RUN`] in this step.
+    full: Vec<OpenRun>,
+    /// Each agency's run being filled in this step, found by agency with one hash lookup:
+    /// with a hundred recipients per event this is the projector's innermost loop.
+    open_feed: HashMap<String, OpenRun>,
+    open_disclosures: Option<OpenRun>,
     purges: BTreeMap<Vec<u8>, Purges>,
     /// Consent review keys: `Some(grant seq)` to write, `None` to remove.
     reviews: BTreeMap<Vec<u8>, Option<u64>>,
 }
 
-/// The run to append to: the open one, or a new one under `new_key` when none is open or
-/// the open one is full.
-fn run_for<'m>(
-    runs: &'m mut BTreeMap<Vec<u8>, RunWriter>,
-    open: &mut Option<Vec<u8>>,
-    new_key: impl FnOnce() -> Vec<u8>,
-) -> &'m mut RunWriter {
-    let full = open.as_ref().is_none_or(|k| runs[k].len() >= store::RUN);
-    if full {
-        let k = new_key();
-        runs.insert(k.clone(), RunWriter::default());
-        *open = Some(k);
+/// A run being written in this step, and the key it will be stored under.
+struct OpenRun {
+    key: Vec<u8>,
+    run: RunWriter,
+}
+
+impl OpenRun {
+    fn new(key: Vec<u8>) -> OpenRun {
+        OpenRun {
+            key,
+            run: RunWriter::default(),
+        }
     }
-    runs.get_mut(open.as_ref().expect("open run"))
-        .expect("open run exists")
+
+    fn is_full(&self) -> bool {
+        self.run.len() >= store::RUN
+    }
 }
 
 impl<'t> Pending<'t> {
     fn new(tree: &'t sled::Tree) -> Self {
         Pending {
             tree,
-            feeds: BTreeMap::new(),
+            full: Vec::new(),
             open_feed: HashMap::new(),
-            disclosures: BTreeMap::new(),
             open_disclosures: None,
             purges: BTreeMap::new(),
             reviews: BTreeMap::new(),
@@ -116,11 +118,17 @@ impl<'t> Pending<'t> {
         d: &Disclosure,
         restored: &[Restored],
     ) {
-        if !self.open_feed.contains_key(agency) {
-            self.open_feed.insert(agency.to_owned(), None);
-        }
-        let open = self.open_feed.get_mut(agency).expect("just ensured");
-        run_for(&mut self.feeds, open, || store::feed_run(agency, fact.seq)).feed(
+        let open = match self.open_feed.get_mut(agency) {
+            Some(open) if !open.is_full() => open,
+            _ => {
+                let fresh = OpenRun::new(store::feed_run(agency, fact.seq));
+                if let Some(old) = self.open_feed.insert(agency.to_owned(), fresh) {
+                    self.full.push(old);
+                }
+                self.open_feed.get_mut(agency).expect("just inserted")
+            }
+        };
+        open.run.feed(
             fact.seq,
             &fact.young_person,
             category,
@@ -141,10 +149,15 @@ impl<'t> Pending<'t> {
     ) {
         let at = fact.seq;
         let (seq, id) = about.unwrap_or((fact.seq, &fact.id));
-        run_for(&mut self.disclosures, &mut self.open_disclosures, || {
-            store::disclosure_run(at)
-        })
-        .disclosure(at, seq, id, &fact.young_person, recipient, decision);
+        if self.open_disclosures.as_ref().is_none_or(OpenRun::is_full) {
+            let fresh = OpenRun::new(store::disclosure_run(at));
+            if let Some(old) = self.open_disclosures.replace(fresh) {
+                self.full.push(old);
+            }
+        }
+        let open = self.open_disclosures.as_mut().expect("just ensured");
+        open.run
+            .disclosure(at, seq, id, &fact.young_person, recipient, decision);
     }
 
     /// The purge markers of (agency, person), loaded once per step and written at its end.
@@ -163,8 +176,13 @@ impl<'t> Pending<'t> {
 
     fn batch(self) -> sled::Batch {
         let mut batch = sled::Batch::default();
-        for (k, run) in self.feeds.into_iter().chain(self.disclosures) {
-            batch.insert(k, run.finish());
+        let runs = self
+            .full
+            .into_iter()
+            .chain(self.open_feed.into_values())
+            .chain(self.open_disclosures);
+        for OpenRun { key, run } in runs {
+            batch.insert(key, run.finish());
         }
         for (k, purges) in self.purges {
             batch.insert(k, store::encode(&purges));
