@@ -73,9 +73,14 @@ pub struct Flow {
     pub retention_days: Option<u32>,
 }
 
+/// The exchange itself, as a source in flows (`from = ["exchange"]`): deadlines and alerts it
+/// appends reach agencies only through flows, like anything else.
+pub const EXCHANGE: &str = "exchange";
+
 impl Flow {
-    pub fn covers_source(&self, source: &Agency) -> bool {
-        self.from.contains(&source.id) || self.from_kinds.contains(&source.kind)
+    /// Whether events from `id` (an agency of `kind`, or the exchange with no kind) use it.
+    pub fn covers(&self, id: &str, kind: Option<AgencyKind>) -> bool {
+        self.from.iter().any(|f| f == id) || kind.is_some_and(|k| self.from_kinds.contains(&k))
     }
 
     pub fn covers_age(&self, age: Option<i32>) -> bool {
@@ -153,7 +158,7 @@ impl Agreements {
                 );
             }
             for s in &f.from {
-                if !by_id.contains_key(s) {
+                if !by_id.contains_key(s) && s != EXCHANGE {
                     err(place.clone(), format!("`from` names unknown agency `{s}`"));
                 }
                 if *s == f.to {

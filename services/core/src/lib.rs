@@ -15,16 +15,20 @@
 //! - [`readmodel`]: folding the events an agency may see into what it reads.
 
 pub mod agreements;
+pub mod calendar;
 pub mod canonical;
+pub mod care_status;
 pub mod catalogue;
 pub mod codes;
 pub mod date;
 pub mod envelope;
 pub mod events;
+pub mod history;
 pub mod person;
 pub mod policy;
 pub mod readmodel;
 pub mod samples;
+pub mod timeline;
 
 pub use agreements::{Agency, AgencyId, AgencyKind, Agreements, Flow, FlowBasis};
 pub use catalogue::{Category, EventType};

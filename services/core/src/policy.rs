@@ -7,7 +7,7 @@
 //! statutory, or consent covers R and the category, or an override in force does. Consent
 //! events reach the agencies they name.
 
-use crate::agreements::{Agency, AgencyKind, Agreements, Flow, FlowBasis};
+use crate::agreements::{Agency, AgencyKind, Agreements, Flow, FlowBasis, EXCHANGE};
 use crate::catalogue::{Category, EventType};
 use crate::person::{Fact, PersonState};
 use crate::readmodel::slot;
@@ -89,8 +89,10 @@ pub fn decide(
     if ty.names_recipients() {
         return decide_consent_event(person, fact, recipient);
     }
-    let Some(source) = agreements.agency(fact.source) else {
-        return Err(Refusal::NoFlow);
+    let source_kind = match agreements.agency(fact.source) {
+        Some(a) => Some(a.kind),
+        None if fact.source == EXCHANGE => None,
+        None => return Err(Refusal::NoFlow),
     };
     let category = ty.category();
     let age = person.age_on(fact.occurred_on);
@@ -98,7 +100,7 @@ pub fn decide(
     let mut best: Option<(u8, Disclosure)> = None;
     let candidates = agreements
         .flows_to(&recipient.id)
-        .filter(|f| f.categories.contains(&category) && f.covers_source(source));
+        .filter(|f| f.categories.contains(&category) && f.covers(fact.source, source_kind));
     for flow in candidates {
         if !flow.covers_age(age) {
             if refusal == Refusal::NoFlow {

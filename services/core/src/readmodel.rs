@@ -3,7 +3,10 @@
 //! from. Pure, so the projector can keep only references to log entries on disk and fold on
 //! read: no plaintext copy of personal data outlives the log (see ARCHITECTURE.md, erasure).
 
+use crate::care_status;
 use crate::catalogue::EventType;
+use crate::date::Day;
+use crate::events::EventData;
 use crate::policy::Basis;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -90,6 +93,38 @@ pub fn slot(ty: EventType, data: &RawValue) -> Option<String> {
         _ => return None,
     };
     Some(fixed.to_owned())
+}
+
+/// Adds the legal care status (eligible, relevant, former relevant, qualifying, looked after)
+/// on `today` to a folded read model, when the reader may see both the date of birth and the
+/// care episodes it rests on.
+pub fn add_care_status(model: &mut Value, seen: &[Seen], today: Day) {
+    let Some(dob) = model["identity"]["date_of_birth"]
+        .as_str()
+        .and_then(Day::parse)
+    else {
+        return;
+    };
+    let data: Vec<EventData> = seen
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.event_type,
+                EventType::LookedAfterStarted | EventType::LookedAfterCeased
+            )
+        })
+        .filter_map(|s| EventData::parse(s.event_type, &s.data).ok())
+        .collect();
+    let episodes = care_status::episodes_of(data.iter());
+    let in_education = model["education_employment"]["destination"]["activity_code"]
+        .as_str()
+        .is_some_and(care_status::is_education_or_training);
+    if let Some(status) = care_status::status(dob, &episodes, today, in_education) {
+        if let Some(care) = model.get_mut("care").and_then(Value::as_object_mut) {
+            care.insert("status".into(), json!(status));
+            care.insert("status_on".into(), json!(today));
+        }
+    }
 }
 
 /// Folds the seen events (in log order) into the read model document.

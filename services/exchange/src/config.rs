@@ -118,7 +118,7 @@ mod tests {
         let c = parse(DEMO, "demo").unwrap();
         assert_eq!(c.agreements.agencies().count(), 3);
         assert_eq!(c.tokens.len(), 3);
-        assert_eq!(c.agreements.flows().len(), 7);
+        assert_eq!(c.agreements.flows().len(), 9);
     }
 
     #[test]

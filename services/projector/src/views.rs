@@ -7,7 +7,7 @@ use crate::Projector;
 use pathway_core::date::Day;
 use pathway_core::person::PersonState;
 use pathway_core::policy::{minimise, Basis};
-use pathway_core::readmodel::{fold, Seen};
+use pathway_core::readmodel::{add_care_status, fold, Seen};
 use pathway_core::EventType;
 use pathway_log::Entry;
 use serde_json::{json, Value};
@@ -131,7 +131,12 @@ fn purges_of(p: &Projector, agency: &str, yp: Uuid) -> Result<Purges, Projection
 pub fn read_model(p: &Projector, agency: &str, yp: Uuid) -> Result<Option<Value>, ProjectionError> {
     let entries = p.log().read_person(yp)?;
     let seen = visible(p, agency, yp, &entries)?;
-    Ok((!seen.is_empty()).then(|| fold(yp, &seen)))
+    if seen.is_empty() {
+        return Ok(None);
+    }
+    let mut model = fold(yp, &seen);
+    add_care_status(&mut model, &seen, Day(p.log().now().date()));
+    Ok(Some(model))
 }
 
 /// What of a person's entries the agency may see now, as it may see them.
@@ -386,7 +391,9 @@ pub fn subject_access(
     for agency in p.agreements().agencies() {
         let seen = visible(p, &agency.id, yp, &entries)?;
         if !seen.is_empty() {
-            read_models.insert(agency.id.clone(), fold(yp, &seen));
+            let mut model = fold(yp, &seen);
+            add_care_status(&mut model, &seen, today);
+            read_models.insert(agency.id.clone(), model);
         }
     }
     let consents: Vec<Value> = person

@@ -30,6 +30,9 @@ pub struct TestApp {
     /// 2026-11-02 10:00 UTC and moves only when a test moves it.
     pub clock: Arc<Mutex<OffsetDateTime>>,
     pub recorder: Arc<pathway_recorder::Recorder>,
+    /// The housekeeper, kept across passes as the service keeps it (it remembers whom to
+    /// look at next).
+    pub keeper: Arc<exchange::housekeeping::Housekeeper>,
 }
 
 pub fn spawn_app() -> TestApp {
@@ -45,12 +48,17 @@ pub fn spawn_app_in(dir: tempfile::TempDir, clock: Arc<Mutex<OffsetDateTime>>) -
         ..Default::default()
     };
     let running = app::build_with(config, dir.path(), options).unwrap();
+    let keeper = Arc::new(exchange::housekeeping::Housekeeper::new(
+        running.projector.clone(),
+        running.recorder.clone(),
+    ));
     TestApp {
         router: pathway_gateway::router(running.state),
         projector: running.projector,
         log: running.log,
         dir,
         clock,
+        keeper,
         recorder: running.recorder,
     }
 }
@@ -66,7 +74,9 @@ impl TestApp {
             dir,
             clock,
             recorder,
+            keeper,
         } = self;
+        drop(keeper);
         drop(recorder);
         drop(router);
         drop(projector);
@@ -145,12 +155,18 @@ impl TestApp {
         (s, v)
     }
 
-    /// One housekeeping pass (retention purges) after draining; returns purges recorded.
+    /// One retention pass after draining; returns purges recorded.
     pub async fn housekeep(&self) -> usize {
         self.drain();
-        let keeper =
-            exchange::housekeeping::Housekeeper::new(self.projector.clone(), self.recorder.clone());
-        let recorded = keeper.step().await.unwrap();
+        let recorded = self.keeper.retention_step().await.unwrap();
+        self.drain();
+        recorded
+    }
+
+    /// One timeline pass; returns deadline events recorded.
+    pub async fn timeline(&self) -> usize {
+        self.drain();
+        let recorded = self.keeper.timeline_step().await.unwrap();
         self.drain();
         recorded
     }
