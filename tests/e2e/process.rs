@@ -239,3 +239,59 @@ fn rebuild_needs_to_be_told_which_agreements_apply() {
     assert!(ok, "{err}");
     assert!(out.contains("rebuilt projections from 0 entries"), "{out}");
 }
+
+/// `exchange report quarterly` fetches the review from a running exchange with the agency's
+/// token: CSV for the MI officer's spreadsheet, and a clear failure with a wrong token.
+#[tokio::test]
+async fn the_quarterly_report_command_fetches_the_review_over_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let client = reqwest::Client::new();
+    // Someone who is 17 today and has been looked after for three years: eligible.
+    let today = time::OffsetDateTime::now_utc().date();
+    let dob = today.replace_year(today.year() - 17).unwrap_or(today) - time::Duration::days(1);
+    let mut reg = registration(Uuid::new_v4());
+    reg["data"]["date_of_birth"] = json!(dob.to_string());
+    let res = post_event(&client, &server.base, "demo-la-token", &reg)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let yp = res.json::<Value>().await.unwrap()["young_person"].clone();
+    let since = today.replace_year(today.year() - 3).unwrap_or(today);
+    let started = json!({"id": Uuid::new_v4(), "type": "looked-after.started", "young_person": yp,
+        "occurred_at": format!("{since}T09:00:00Z"),
+        "data": {"start_date": since.to_string(), "legal_status": "C2"}});
+    let res = post_event(&client, &server.base, "demo-la-token", &started)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+
+    let report = |token: &str| {
+        std::process::Command::new(crate::support::BIN)
+            .args([
+                "report",
+                "quarterly",
+                "--url",
+                &server.base,
+                "--token",
+                token,
+            ])
+            .args(["--format", "csv", "--section", "cohort"])
+            .output()
+            .unwrap()
+    };
+    let out = report("demo-la-token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        csv,
+        "age_band,care_status,count,previous_quarter\r\n16-17,eligible,1,1\r\n"
+    );
+    let out = report("not-a-token");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}

@@ -27,6 +27,7 @@ pub mod history;
 pub mod person;
 pub mod policy;
 pub mod readmodel;
+pub mod report;
 pub mod samples;
 pub mod timeline;
 

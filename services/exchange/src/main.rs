@@ -69,6 +69,32 @@ enum Command {
     HashToken { token: String },
     /// Measure ingest, fan-out latency and rebuild speed on this machine (see BENCHMARKS.md).
     Bench(bench::Args),
+    /// Reports from a running exchange, fetched over its API with your agency's token.
+    #[command(subcommand)]
+    Report(Report),
+}
+
+#[derive(Subcommand)]
+enum Report {
+    /// The quarterly review of the young people your local authority registered: everyone
+    /// reaching 19, the NEET list and meetings, cohort counts, outcome rates, NI 147 and 148.
+    Quarterly {
+        /// The exchange's address, e.g. http://127.0.0.1:8080
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// Your agency's bearer token.
+        #[arg(long, value_name = "TOKEN")]
+        token: String,
+        /// The quarter, e.g. 2026-Q4 [default: the current one]
+        #[arg(long, value_name = "QUARTER")]
+        quarter: Option<String>,
+        /// json, csv or html
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// For csv: turning-19, neet, cohort or rates
+        #[arg(long, default_value = "turning-19")]
+        section: String,
+    },
 }
 
 fn load_config(demo: bool, path: Option<&PathBuf>) -> anyhow::Result<config::Config> {
@@ -139,6 +165,36 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args),
+        Command::Report(Report::Quarterly {
+            url,
+            token,
+            quarter,
+            format,
+            section,
+        }) => {
+            let mut query = vec![("format", format), ("section", section)];
+            if let Some(q) = quarter {
+                query.push(("quarter", q));
+            }
+            let endpoint = format!("{}/v1/reports/quarterly", url.trim_end_matches('/'));
+            let body = tokio::runtime::Runtime::new()?.block_on(async {
+                let res = reqwest::Client::new()
+                    .get(&endpoint)
+                    .bearer_auth(&token)
+                    .query(&query)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {endpoint}"))?;
+                let status = res.status();
+                let text = res.text().await?;
+                if !status.is_success() {
+                    bail!("the exchange answered {status}: {text}");
+                }
+                Ok(text)
+            })?;
+            print!("{body}");
+            Ok(())
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! young person it is about: plain words, what was shared with whom and why, and every
 //! record in full. Everything interpolated is escaped; the page loads nothing from anywhere.
 
+use pathway_core::report::QuarterlyReview;
 use pathway_core::Agreements;
 use serde_json::Value;
 use std::fmt::Write;
@@ -282,6 +283,152 @@ or your local authority.</p>",
         o.push_str("</section></body></html>");
         o
     }
+}
+
+/// The quarterly review as a printable page for the local authority's managers.
+pub fn quarterly(agreements: &Agreements, r: &QuarterlyReview) -> String {
+    let name = agreements
+        .agency(&r.local_authority)
+        .map(|a| {
+            if a.name.is_empty() {
+                a.id.clone()
+            } else {
+                a.name.clone()
+            }
+        })
+        .unwrap_or_else(|| r.local_authority.clone());
+    let o_or = |v: &Option<String>| esc(v.as_deref().unwrap_or("—"));
+    let rate = |v: Option<f64>| v.map_or("—".to_owned(), |x| format!("{x:.1}%"));
+    let mut o = String::with_capacity(16 << 10);
+    let _ = write!(
+        o,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>Quarterly review {q}</title><style>\
+body{{font-family:system-ui,sans-serif;margin:2rem;color:#111}}table{{border-collapse:collapse;margin-bottom:1.5rem}}\
+th,td{{border:1px solid #999;padding:.25rem .5rem;text-align:left}}section{{break-inside:avoid-page}}\
+@media print{{body{{margin:0}}}}</style></head><body>\
+<h1>Quarterly review {q}: {name}</h1><p>{from} to {to}; statuses as of {as_of}. Confidential: \
+contains personal data about young people in and leaving care.</p>",
+        q = esc(&r.quarter),
+        name = esc(&name),
+        from = r.from,
+        to = r.to,
+        as_of = r.as_of.min(r.to),
+    );
+    o.push_str("<section><h2>Reaching 19 this quarter</h2>");
+    if r.turning_19.is_empty() {
+        o.push_str("<p>No one.</p>");
+    } else {
+        o.push_str("<table><tr><th>Name</th><th>19 on</th><th>Care status</th><th>EET</th><th>Activity</th><th>In touch</th><th>Accommodation</th><th>Pathway plan</th></tr>");
+        for t in &r.turning_19 {
+            let name = format!(
+                "{} {}",
+                t.given_name.as_deref().unwrap_or(""),
+                t.family_name.as_deref().unwrap_or("")
+            );
+            let name = if name.trim().is_empty() {
+                t.young_person.to_string()
+            } else {
+                name
+            };
+            let accommodation = match (&t.accommodation, t.accommodation_suitable) {
+                (Some(a), Some(true)) => format!("{} (suitable)", esc(a)),
+                (Some(a), _) => format!("{} (unsuitable)", esc(a)),
+                _ => "—".into(),
+            };
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(name.trim()),
+                t.turns_19_on,
+                t.care_status.map_or("—", |s| s.as_str()),
+                t.eet_status,
+                o_or(&t.activity_code),
+                o_or(&t.in_touch),
+                accommodation,
+                t.plan.status
+            );
+        }
+        o.push_str("</table>");
+    }
+    o.push_str("</section><section><h2>NEET, and the multi-agency meeting</h2>");
+    if r.neet.is_empty() {
+        o.push_str("<p>No one is NEET.</p>");
+    } else {
+        o.push_str("<table><tr><th>Name</th><th>NEET since</th><th>Code</th><th>Meeting due</th><th>Meeting</th></tr>");
+        for n in &r.neet {
+            let name = format!(
+                "{} {}",
+                n.given_name.as_deref().unwrap_or(""),
+                n.family_name.as_deref().unwrap_or("")
+            );
+            let name = if name.trim().is_empty() {
+                n.young_person.to_string()
+            } else {
+                name
+            };
+            let held = n
+                .meeting_held_on
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+                esc(name.trim()),
+                n.neet_start_date,
+                esc(&n.activity_code),
+                n.meeting_due_on,
+                n.meeting,
+                held
+            );
+        }
+        o.push_str("</table>");
+    }
+    o.push_str("</section><section><h2>Cohort (counts)</h2><table><tr><th>Age</th><th>Care status</th><th>Young people</th><th>Last quarter</th></tr>");
+    let mut keys: std::collections::BTreeSet<(&str, &str)> = std::collections::BTreeSet::new();
+    for c in [&r.cohort, &r.cohort_previous_quarter] {
+        for (band, statuses) in c {
+            keys.extend(statuses.keys().map(|s| (*band, *s)));
+        }
+    }
+    for (band, status) in keys {
+        let count =
+            |c: &std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, usize>>| {
+                c.get(band)
+                    .and_then(|s| s.get(status))
+                    .copied()
+                    .unwrap_or(0)
+            };
+        let _ = write!(
+            o,
+            "<tr><td>{band}</td><td>{status}</td><td>{}</td><td>{}</td></tr>",
+            count(&r.cohort),
+            count(&r.cohort_previous_quarter)
+        );
+    }
+    o.push_str("</table></section><section><h2>Outcomes (birthdays in the year to the quarter's end)</h2><table><tr><th>Age</th><th>Cohort</th><th>In touch</th><th>In education, employment or training</th><th>Suitable accommodation</th></tr>");
+    for (band, x) in &r.rates {
+        let _ = write!(
+            o,
+            "<tr><td>{band}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            x.cohort,
+            rate(x.in_touch_rate),
+            rate(x.eet_rate),
+            rate(x.suitable_accommodation_rate)
+        );
+    }
+    let _ = write!(
+        o,
+        "</table><p>NI 147 (care leavers at 19 in suitable accommodation): {} of {} ({}).<br>\
+NI 148 (care leavers at 19 in education, employment or training): {} of {} ({}).</p></section></body></html>",
+        r.ni_147.count,
+        r.ni_147.cohort,
+        rate(r.ni_147.rate),
+        r.ni_148.count,
+        r.ni_148.cohort,
+        rate(r.ni_148.rate)
+    );
+    o
 }
 
 /// The subject access page for a report built by `views::subject_access`.

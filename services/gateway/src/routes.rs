@@ -14,6 +14,8 @@ use futures::stream::{self, Stream};
 use pathway_bus::{Ingress, Submission};
 use pathway_core::date::Day;
 use pathway_core::envelope::FieldError;
+use pathway_core::report::{self, Quarter};
+use pathway_core::AgencyKind;
 use pathway_projector::{views, Projector};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/disclosures", get(get_disclosures))
         .route("/v1/consent/review", get(get_consent_review))
+        .route("/v1/reports/quarterly", get(get_quarterly))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .fallback(|| async {
@@ -377,23 +380,105 @@ async fn get_subject_access(
     .await?;
     if html {
         let page = crate::pages::subject_access(state.projector.agreements(), &report);
-        Ok((
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (
-                    header::CONTENT_SECURITY_POLICY,
-                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-                ),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-                (header::CACHE_CONTROL, "no-store"),
-                (header::REFERRER_POLICY, "no-referrer"),
-            ],
-            page,
-        )
-            .into_response())
+        Ok((PAGE_HEADERS, page).into_response())
     } else {
         Ok(([(header::CACHE_CONTROL, "no-store")], Json(report)).into_response())
     }
+}
+
+#[derive(Deserialize)]
+struct QuarterlyQuery {
+    quarter: Option<String>,
+    format: Option<String>,
+    section: Option<String>,
+}
+
+/// Headers for pages people read: nothing loads from anywhere, nothing is cached.
+const PAGE_HEADERS: [(header::HeaderName, &str); 5] = [
+    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    ),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::CACHE_CONTROL, "no-store"),
+    (header::REFERRER_POLICY, "no-referrer"),
+];
+
+/// The quarterly review of the young people the calling local authority registered: JSON,
+/// one section as CSV (`format=csv&section=turning-19|neet|cohort|rates`), or a printable page.
+async fn get_quarterly(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<QuarterlyQuery>,
+) -> Result<Response, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let is_la = state
+        .projector
+        .agreements()
+        .agency(&agency)
+        .is_some_and(|a| a.kind == AgencyKind::LocalAuthority);
+    if !is_la {
+        return Err(Problem::new(
+            403,
+            "not-a-local-authority",
+            "Only a local authority runs the quarterly review of its young people",
+        )
+        .into());
+    }
+    let projector = state.projector.clone();
+    let today = Day(projector.log().now().date());
+    let quarter = match q.quarter.as_deref() {
+        None => Quarter::containing(today),
+        Some(s) => Quarter::parse(s)
+            .ok_or_else(|| bad_request("quarter", "must look like 2026-Q4".into()))?,
+    };
+    let format = q.format.as_deref().unwrap_or("json");
+    if !matches!(format, "json" | "csv" | "html") {
+        return Err(bad_request(
+            "format",
+            "must be `json`, `csv` or `html`".into(),
+        ));
+    }
+    let section = q.section.clone().unwrap_or_else(|| "turning-19".into());
+    let review = blocking(move || {
+        let people = views::registered_by(&projector, &agency).map_err(internal)?;
+        let persons: Vec<report::Person> = people
+            .iter()
+            .map(|(id, history)| report::Person { id: *id, history })
+            .collect();
+        Ok(report::quarterly(&agency, quarter, today, &persons))
+    })
+    .await?;
+    Ok(match format {
+        "csv" => {
+            let body = report::csv(&review, &section).ok_or_else(|| {
+                bad_request(
+                    "section",
+                    "must be `turning-19`, `neet`, `cohort` or `rates`".into(),
+                )
+            })?;
+            let disposition = format!(
+                "attachment; filename=\"quarterly-{}-{section}.csv\"",
+                review.quarter
+            );
+            (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                    (header::CONTENT_DISPOSITION, disposition),
+                    (header::CACHE_CONTROL, "no-store".to_owned()),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        "html" => (
+            PAGE_HEADERS,
+            crate::pages::quarterly(state.projector.agreements(), &review),
+        )
+            .into_response(),
+        _ => ([(header::CACHE_CONTROL, "no-store")], Json(review)).into_response(),
+    })
 }
 
 /// Runs a read that touches sled off the async workers.

@@ -48,6 +48,27 @@ impl Default for LogOptions {
     }
 }
 
+/// Opens a sled database, waiting (up to two seconds) for a lock its previous owner in this
+/// process has let go of but sled has not yet released: dropping a `sled::Db` does not
+/// release its file lock synchronously, because a background flusher thread shares it
+/// (sled issues 1234 and 1289). A restart inside one process, or a rebuild right after a
+/// stop, would otherwise fail at random under load. A lock held by another live owner still
+/// fails, after the wait, with sled's own error.
+pub fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Decodes one entry of a run, naming its sequence number if it is unreadable.
 fn decode_at(seq: u64, bytes: Result<&[u8], usize>) -> Result<Entry, LogError> {
     let corrupt = |reason: String| LogError::Corrupt { seq, reason };
@@ -88,11 +109,12 @@ impl Log {
     /// Opens (or creates) the log in `dir`. sled takes an exclusive lock: one process owns
     /// the log; others reach it through that process.
     pub fn open(dir: &Path, options: LogOptions) -> Result<Log, LogError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = open_sled(
+            &sled::Config::new()
+                .path(dir)
+                .cache_capacity(options.cache_bytes)
+                .mode(sled::Mode::HighThroughput),
+        )?;
         let tree = db.open_tree("log")?;
         let head = writer::Head::recover(&tree)?;
         let (durable_tx, durable) = watch::channel(head.seq);

@@ -173,10 +173,11 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 pub fn open(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), ProjectionError> {
-    let db = sled::Config::new()
-        .path(dir)
-        .mode(sled::Mode::HighThroughput)
-        .open()?;
+    let db = pathway_log::open_sled(
+        &sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput),
+    )?;
     let tree = db.open_tree("projections")?;
     Ok((db, tree))
 }

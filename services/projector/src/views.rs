@@ -5,6 +5,7 @@ use crate::codec;
 use crate::store::{self, Decision, DisclosureRecord, FeedItem, ProjectionError, Purges};
 use crate::Projector;
 use pathway_core::date::Day;
+use pathway_core::history::{self, Happened};
 use pathway_core::person::PersonState;
 use pathway_core::policy::{minimise, Basis};
 use pathway_core::readmodel::{add_care_status, fold, Seen};
@@ -435,4 +436,37 @@ pub fn subject_access(
         "consent": { "in_force": consents, "grants": grants },
         "overrides": overrides,
     })))
+}
+
+/// The people `agency` registered, with their histories parsed, for reports. Reads the whole
+/// log once to find the registrations (a quarterly job; an index would be the next step if
+/// it ever shows up in a profile).
+pub fn registered_by(
+    p: &Projector,
+    agency: &str,
+) -> Result<Vec<(Uuid, Vec<Happened>)>, ProjectionError> {
+    let mut people = Vec::new();
+    let mut after = 0;
+    loop {
+        let entries = p.log().read_from(after, 4096)?;
+        let Some(last) = entries.last() else { break };
+        after = last.record.seq;
+        people.extend(
+            entries
+                .iter()
+                .filter(|e| {
+                    e.record.event_type == EventType::YoungPersonRegistered
+                        && e.record.source == agency
+                })
+                .map(|e| e.record.young_person),
+        );
+    }
+    people
+        .into_iter()
+        .map(|yp| {
+            let entries = p.log().read_person(yp)?;
+            let facts: Vec<_> = entries.iter().map(|e| e.fact()).collect();
+            Ok((yp, history::parse(&facts)))
+        })
+        .collect()
 }
