@@ -6,6 +6,7 @@ use pathway_core::catalogue::EventType;
 use pathway_core::date::Day;
 use pathway_core::history::{self, Happened};
 use pathway_core::person::Fact;
+use pathway_core::report::{quarterly, Person, Quarter, QuarterlyReview};
 use pathway_core::samples;
 use pathway_core::timeline::{evaluate, next_check, Action};
 use serde_json::{json, Value};
@@ -110,6 +111,16 @@ impl Given {
     }
 }
 
+/// The person's lines in the quarterly review run on `today`.
+fn review(g: &Given, quarter: &str, today: &str) -> QuarterlyReview {
+    let history = g.history();
+    let people = [Person {
+        id: Uuid::nil(),
+        history: &history,
+    }];
+    quarterly("la", Quarter::parse(quarter).unwrap(), d(today), &people)
+}
+
 fn summary(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
@@ -166,6 +177,11 @@ fn a_care_leaver_becomes_neet_and_the_meeting_is_held_on_day_4() {
     );
     assert!(g.run("2026-11-20").is_empty(), "met in time: never overdue");
     assert_eq!(next_check(&g.history(), d("2026-11-20")), None);
+    let r = review(&g, "2026-Q4", "2026-11-20");
+    assert_eq!(
+        (r.neet.len(), r.neet[0].meeting, r.neet[0].meeting_held_on),
+        (1, "met", Some(d("2026-11-05")))
+    );
 }
 
 #[test]
@@ -190,6 +206,9 @@ fn a_care_leaver_becomes_neet_and_no_meeting_is_held() {
         vec!["overdue neet-meeting due 2026-12-29"]
     );
     assert!(g.run("2027-01-05").is_empty(), "overdue is said once");
+    let r = review(&g, "2027-Q1", "2027-01-05");
+    assert_eq!(r.neet[0].meeting, "overdue");
+    assert_eq!(r.neet[0].meeting_due_on, d("2026-12-29"));
     // Held late: met, but it stays overdue.
     meeting(&mut g, "2027-01-06");
     assert_eq!(
@@ -244,6 +263,10 @@ fn natalie_turns_16_in_care() {
         summary(&g.run("2027-08-02")),
         vec!["overdue pathway-plan-review due 2027-08-01"]
     );
+    // In the review: looked after (15) at the end of Q3 2026, eligible at 16 by the end of Q4.
+    let r = review(&g, "2026-Q4", "2027-01-02");
+    assert_eq!(r.cohort["16-17"]["eligible"], 1);
+    assert_eq!(r.cohort_previous_quarter["under-16"]["looked-after"], 1);
 }
 
 #[test]
@@ -291,9 +314,25 @@ fn mary_moves_placement_and_school_and_leaves_care_at_17() {
             "overdue pathway-plan-review due 2026-09-20",
         ]
     );
-    // Her 17th-birthday outcome clock starts a month before the birthday.
+    // Her 18th-birthday outcome clock starts a month before the birthday.
     assert_eq!(
         summary(&g.run("2027-08-16")),
         vec!["set care-leaver-outcome.18 due 2027-11-15"]
+    );
+    // In the review she is a relevant child (17, left care) in Q1 2027, and reaches 19 in
+    // Q3 2028 with no outcome or destination recorded and her plan overdue.
+    assert_eq!(
+        review(&g, "2027-Q1", "2027-03-31").cohort["16-17"]["relevant"],
+        1
+    );
+    let r = review(&g, "2028-Q3", "2028-09-30");
+    let line = &r.turning_19[0];
+    assert_eq!(
+        (line.turns_19_on, line.eet_status, line.plan.status),
+        (d("2028-09-15"), "not-known", "overdue")
+    );
+    assert_eq!(
+        line.care_status.map(|s| s.as_str()),
+        Some("former-relevant")
     );
 }
