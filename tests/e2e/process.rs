@@ -295,3 +295,42 @@ async fn the_quarterly_report_command_fetches_the_review_over_the_api() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
+
+/// `exchange import destinations` sends the careers service's file and prints the summary;
+/// the second time nothing changes.
+#[test]
+fn the_import_command_sends_a_destinations_file_and_prints_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let file = dir.path().join("q3.csv");
+    std::fs::write(
+        &file,
+        "YoungPersonsID,DOB,GivenName,FamilyName,LEACode,ActivityCode,StartDate,DateAscertained\r\n\
+         0000000000042,2008-04-04,Gil,Import,878,230,2026-09-01,2026-09-20\r\n",
+    )
+    .unwrap();
+    let import = || {
+        let out = std::process::Command::new(crate::support::BIN)
+            .args(["import", "destinations", "--url", &server.base])
+            .args(["--token", "demo-careers-token"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let first = import();
+    assert_eq!(
+        (first["registered"].clone(), first["changed"].clone()),
+        (json!(1), json!(1))
+    );
+    let second = import();
+    assert_eq!(
+        (second["registered"].clone(), second["unchanged"].clone()),
+        (json!(0), json!(1))
+    );
+}

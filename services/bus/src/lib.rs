@@ -97,6 +97,13 @@ pub struct Notice {
 }
 
 /// Fan-out of disclosure notices to delivery channels (SSE, webhooks, NATS out).
+/// Appending the exchange's own events (identity links, deadlines, retention purges): only
+/// the exchange's own types pass, so no agency can reach this path.
+#[async_trait]
+pub trait OwnEvents: Send + Sync + 'static {
+    async fn record_own(&self, envelopes: &[serde_json::Value]) -> Answer;
+}
+
 pub trait Egress: Send + Sync + 'static {
     fn publish(&self, notice: Notice);
     fn subscribe(&self) -> broadcast::Receiver<Notice>;

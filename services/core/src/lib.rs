@@ -24,11 +24,14 @@ pub mod date;
 pub mod envelope;
 pub mod events;
 pub mod history;
+pub mod identity;
+pub mod imports;
 pub mod person;
 pub mod policy;
 pub mod readmodel;
 pub mod report;
 pub mod samples;
+pub mod table;
 pub mod timeline;
 
 pub use agreements::{Agency, AgencyId, AgencyKind, Agreements, Flow, FlowBasis};

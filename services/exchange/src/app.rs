@@ -92,6 +92,7 @@ pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::R
     let defaults = Limits::default();
     let state = AppState {
         ingress: bus,
+        own: recorder.clone(),
         projector: projector.clone(),
         tokens: Arc::new(Tokens::new(config.tokens)),
         limits: Limits {

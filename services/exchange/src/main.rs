@@ -72,6 +72,25 @@ enum Command {
     /// Reports from a running exchange, fetched over its API with your agency's token.
     #[command(subcommand)]
     Report(Report),
+    /// Send your own files to a running exchange over its API; only the changes are recorded.
+    #[command(subcommand)]
+    Import(Import),
+}
+
+#[derive(Subcommand)]
+enum Import {
+    /// A careers service's quarterly destinations (CSV in NCCIS layout). Prints the summary:
+    /// rows, registered, linked, changed, unchanged, NEET onsets, held for review, rejected.
+    Destinations {
+        /// The exchange's address, e.g. http://127.0.0.1:8080
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// Your agency's bearer token.
+        #[arg(long, value_name = "TOKEN")]
+        token: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -165,6 +184,29 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args),
+        Command::Import(Import::Destinations { url, token, file }) => {
+            let body =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let endpoint = format!("{}/v1/imports/destinations", url.trim_end_matches('/'));
+            let summary = tokio::runtime::Runtime::new()?.block_on(async {
+                let res = reqwest::Client::new()
+                    .post(&endpoint)
+                    .bearer_auth(&token)
+                    .header("content-type", "text/csv")
+                    .body(body)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {endpoint}"))?;
+                let status = res.status();
+                let text = res.text().await?;
+                if !status.is_success() {
+                    bail!("the exchange answered {status}: {text}");
+                }
+                Ok(text)
+            })?;
+            println!("{summary}");
+            Ok(())
+        }
         Command::Report(Report::Quarterly {
             url,
             token,

@@ -11,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::{self, Stream};
-use pathway_bus::{Ingress, Submission};
+use pathway_bus::{Ingress, OwnEvents, Submission};
 use pathway_core::date::Day;
 use pathway_core::envelope::FieldError;
+use pathway_core::identity::Scheme;
 use pathway_core::report::{self, Quarter};
 use pathway_core::AgencyKind;
 use pathway_projector::{views, Projector};
@@ -43,6 +44,8 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct AppState {
     pub ingress: Arc<dyn Ingress>,
+    /// The exchange's own appends (identity links found by imports).
+    pub own: Arc<dyn OwnEvents>,
     pub projector: Projector,
     pub tokens: Arc<Tokens>,
     pub limits: Limits,
@@ -55,7 +58,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/feed", get(get_feed))
         .route("/v1/feed/stream", get(get_feed_stream))
+        .route("/v1/young-people", get(find_young_people))
         .route("/v1/young-people/{id}", get(get_young_person))
+        .route("/v1/imports/destinations", post(import_destinations))
+        .route("/v1/identity/review", get(get_identity_review))
         .route(
             "/v1/young-people/{id}/subject-access",
             get(get_subject_access),
@@ -255,6 +261,90 @@ async fn get_young_person(
         Some(model) => Ok(Json(model)),
         None => Err(not_found()),
     }
+}
+
+/// Finds people by the caller's own identifier for them (`la_child_id`, `upn`, `uln` or
+/// `nccis_id`), among those it may see.
+async fn find_young_people(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<Value>, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let given: Vec<(Scheme, String)> = Scheme::ALL
+        .iter()
+        .filter_map(|s| q.get(s.name()).map(|v| (*s, v.trim().to_owned())))
+        .collect();
+    let [(scheme, value)] = given.as_slice() else {
+        return Err(bad_request(
+            "",
+            "give exactly one of la_child_id, upn, uln or nccis_id".into(),
+        ));
+    };
+    let (scheme, value) = (*scheme, value.clone());
+    let projector = state.projector.clone();
+    let items = blocking(move || {
+        let found =
+            views::lookup(&projector, scheme, scheme.scope(&agency), &value).map_err(internal)?;
+        let mut items = Vec::new();
+        for yp in found {
+            if views::read_model(&projector, &agency, yp)
+                .map_err(internal)?
+                .is_some()
+            {
+                items.push(json!({ "young_person": yp }));
+            }
+        }
+        Ok(items)
+    })
+    .await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// Import rows the caller sent whose person could not be told apart from others.
+async fn get_identity_review(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let items = crate::imports::review_queue(&state, &agency)?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// A careers service's quarterly destinations, as a `text/csv` body in NCCIS layout.
+async fn import_destinations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let is_careers = state
+        .projector
+        .agreements()
+        .agency(&agency)
+        .is_some_and(|a| a.kind == AgencyKind::CareersService);
+    if !is_careers {
+        return Err(Problem::new(
+            403,
+            "not-a-permitted-source",
+            "Only a careers service imports destinations",
+        )
+        .into());
+    }
+    let bytes = to_bytes(body, state.limits.max_body_bytes)
+        .await
+        .map_err(|_| {
+            HttpProblem::from(
+                Problem::new(413, "too-large", "The file is too large").detail(format!(
+                    "At most {} bytes per request; split the file.",
+                    state.limits.max_body_bytes
+                )),
+            )
+        })?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| bad_request("", "the file must be UTF-8 text".into()))?;
+    let summary = crate::imports::destinations(&state, &agency, text).await?;
+    Ok(Json(json!(summary)))
 }
 
 #[derive(Deserialize)]

@@ -4,6 +4,7 @@ use crate::codec::{self, DecisionRef, RunWriter};
 use crate::store::{self, ProjectionError, Purges};
 use pathway_bus::{Egress, Notice};
 use pathway_core::events::EventData;
+use pathway_core::identity;
 use pathway_core::person::Fact;
 use pathway_core::person::PersonState;
 use pathway_core::policy::{self, decide, Basis, Disclosure, Restored};
@@ -77,6 +78,8 @@ struct Pending<'t> {
     purges: BTreeMap<Vec<u8>, Purges>,
     /// Consent review keys: `Some(grant seq)` to write, `None` to remove.
     reviews: BTreeMap<Vec<u8>, Option<u64>>,
+    /// Identity registry keys to write.
+    identities: Vec<Vec<u8>>,
 }
 
 /// A run being written in this step, and the key it will be stored under.
@@ -107,6 +110,7 @@ impl<'t> Pending<'t> {
             open_disclosures: None,
             purges: BTreeMap::new(),
             reviews: BTreeMap::new(),
+            identities: Vec::new(),
         }
     }
 
@@ -187,6 +191,9 @@ impl<'t> Pending<'t> {
         for (k, purges) in self.purges {
             batch.insert(k, store::encode(&purges));
         }
+        for k in self.identities {
+            batch.insert(k, &[]);
+        }
         for (k, review) in self.reviews {
             match review {
                 Some(seq) => batch.insert(k, &seq.to_be_bytes()),
@@ -227,6 +234,12 @@ impl Projector {
 
     pub fn tree(&self) -> &sled::Tree {
         &self.inner.tree
+    }
+
+    /// Import rows held for identity review (agency 0 identifier → JSON). Operational state,
+    /// not derived from the log: a rebuild clears it, and sending the file again refills it.
+    pub fn identity_review(&self) -> Result<sled::Tree, ProjectionError> {
+        Ok(self.inner.db.open_tree("identity-review")?)
     }
 
     pub fn log(&self) -> &Log {
@@ -356,6 +369,23 @@ impl Projector {
                     .purges_of(&recipient, yp)?
                     .withdrawn
                     .insert(cat, fact.seq);
+            }
+            if fact.event_type.category() == Category::Identity {
+                if let Some(a) = EventData::parse_raw(fact.event_type, fact.data)
+                    .ok()
+                    .and_then(|d| identity::assertions(fact.source, &d))
+                {
+                    for (scheme, scope, value) in &a.identifiers {
+                        let mut k = store::identifier_prefix(*scheme, scope, value);
+                        k.extend_from_slice(yp.as_bytes());
+                        pending.identities.push(k);
+                    }
+                    if let Some((dob, name)) = &a.name_key {
+                        let mut k = store::name_prefix(*dob, name);
+                        k.extend_from_slice(yp.as_bytes());
+                        pending.identities.push(k);
+                    }
+                }
             }
             if fact.event_type == EventType::RetentionPurged {
                 if let Ok(EventData::RetentionPurged(r)) =

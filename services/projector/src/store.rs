@@ -8,6 +8,8 @@
 //! - `w` agency 0 person → [`Purges`]: where withdrawals cut off consent-based data
 //! - `g` agency 0 review-due person grant → grant's seq: grants in force, by the agency that
 //!   recorded them and their review date, so the consent review is one range read
+//! - `x` scheme scope 0 value 0 person → (): the identity registry, an identifier to people
+//! - `n` date-of-birth name 0 person → (): the registry's date of birth and normalised name
 //!
 //! Feeds and the disclosure log are stored as runs (one step's items, at most [`RUN`]) under
 //! the position of their first item, rather than a key per item: sled copies a node on every
@@ -16,6 +18,7 @@
 
 use pathway_core::catalogue::Category;
 use pathway_core::date::Day;
+use pathway_core::identity::Scheme;
 use pathway_core::policy::{Basis, Refusal, Restored};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -152,6 +155,24 @@ pub fn review(agency: &str, due: Day, yp: Uuid, grant: Uuid) -> Vec<u8> {
     rest.extend_from_slice(yp.as_bytes());
     rest.extend_from_slice(grant.as_bytes());
     agency_key(b'g', agency, &rest)
+}
+
+/// Where identifier `value` of `scheme` (within `scope`) is registered: the prefix of its keys.
+pub fn identifier_prefix(scheme: Scheme, scope: &str, value: &str) -> Vec<u8> {
+    let mut k = vec![b'x', scheme.code()];
+    k.extend_from_slice(scope.as_bytes());
+    k.push(0);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn name_prefix(dob: Day, name: &str) -> Vec<u8> {
+    let mut k = vec![b'n'];
+    k.extend_from_slice(dob.to_string().as_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k
 }
 
 pub fn purges(agency: &str, yp: Uuid) -> Vec<u8> {

@@ -6,12 +6,14 @@ use crate::store::{self, Decision, DisclosureRecord, FeedItem, ProjectionError, 
 use crate::Projector;
 use pathway_core::date::Day;
 use pathway_core::history::{self, Happened};
+use pathway_core::identity::Scheme;
 use pathway_core::person::PersonState;
 use pathway_core::policy::{minimise, Basis};
 use pathway_core::readmodel::{add_care_status, fold, Seen};
 use pathway_core::EventType;
 use pathway_log::Entry;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -469,4 +471,32 @@ pub fn registered_by(
             Ok((yp, history::parse(&facts)))
         })
         .collect()
+}
+
+/// The people an identifier (within its scope) is registered to.
+pub fn lookup(
+    p: &Projector,
+    scheme: Scheme,
+    scope: &str,
+    value: &str,
+) -> Result<BTreeSet<Uuid>, ProjectionError> {
+    people_under(p, store::identifier_prefix(scheme, scope, value))
+}
+
+/// The people registered with this date of birth and normalised name.
+pub fn lookup_name(p: &Projector, dob: Day, name: &str) -> Result<BTreeSet<Uuid>, ProjectionError> {
+    people_under(p, store::name_prefix(dob, name))
+}
+
+fn people_under(p: &Projector, prefix: Vec<u8>) -> Result<BTreeSet<Uuid>, ProjectionError> {
+    let mut out = BTreeSet::new();
+    for kv in p.tree().scan_prefix(&prefix) {
+        let (k, _) = kv?;
+        let id = k
+            .get(prefix.len()..)
+            .and_then(|b| Uuid::from_slice(b).ok())
+            .ok_or_else(|| ProjectionError::Corrupt("an identity key without a person".into()))?;
+        out.insert(id);
+    }
+    Ok(out)
 }

@@ -4,7 +4,7 @@
 //! touch the log themselves.
 
 use async_trait::async_trait;
-use pathway_bus::{Accepted, Answer, Handler, Problem, Submission};
+use pathway_bus::{Accepted, Answer, Handler, OwnEvents, Problem, Submission};
 use pathway_core::catalogue::Sources;
 use pathway_core::envelope::{validate, FieldError};
 use pathway_core::Agreements;
@@ -24,9 +24,9 @@ impl Recorder {
         Recorder { log, agreements }
     }
 
-    /// Appends events the exchange originates (retention purges; later deadlines and identity
-    /// links), all or none. They pass the same validation as an agency's, and only the
-    /// exchange's own types are accepted here, so this path cannot forge an agency's event.
+    /// Appends events the exchange originates (retention purges, deadlines, identity links),
+    /// all or none. They pass the same validation as an agency's, and only the exchange's own
+    /// types are accepted here, so this path cannot forge an agency's event.
     pub async fn record_own(&self, envelopes: &[serde_json::Value]) -> Answer {
         let mut events = Vec::with_capacity(envelopes.len());
         let mut invalid = Vec::new();
@@ -178,5 +178,12 @@ fn problem(e: &AppendError, batch: bool) -> Problem {
             Problem::new(503, "log-unavailable", "The log could not record the event")
                 .detail("Nothing was acknowledged; retry later.")
         }
+    }
+}
+
+#[async_trait]
+impl OwnEvents for Recorder {
+    async fn record_own(&self, envelopes: &[serde_json::Value]) -> Answer {
+        Recorder::record_own(self, envelopes).await
     }
 }
