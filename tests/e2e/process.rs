@@ -334,3 +334,28 @@ fn the_import_command_sends_a_destinations_file_and_prints_the_summary() {
         (json!(0), json!(1))
     );
 }
+
+/// `exchange import looked-after` sends the SSDA903 files by name and prints the summary.
+#[test]
+fn the_import_command_sends_a_looked_after_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let samples = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../reference/samples/ssda903"
+    );
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["import", "looked-after", "--url", &server.base])
+        .args(["--token", "demo-la-token", "--year", "2021"])
+        .args(["header.csv", "episodes.csv", "oc3.csv"].map(|f| format!("{samples}/{f}")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["registered"], 99);
+    assert!(!summary["rejected"].as_array().unwrap().is_empty());
+}

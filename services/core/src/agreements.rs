@@ -36,6 +36,10 @@ pub struct Agency {
     pub kind: AgencyKind,
     #[serde(default)]
     pub name: String,
+    /// A local authority's 3-digit DfE code: the `responsible_authority` of the young people
+    /// its imported looked-after lists register.
+    #[serde(default)]
+    pub la_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +140,14 @@ impl Agreements {
                     place.clone(),
                     "id must be lowercase letters, digits and hyphens (and not `exchange`)".into(),
                 );
+            }
+            if let Some(code) = &a.la_code {
+                if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+                    err(
+                        place.clone(),
+                        "la_code must be the 3-digit DfE local authority code".into(),
+                    );
+                }
             }
             if by_id.insert(a.id.clone(), a).is_some() {
                 err(place, "duplicate agency id".into());
@@ -253,6 +265,7 @@ mod tests {
             id: id.into(),
             kind,
             name: String::new(),
+            la_code: None,
         }
     }
 

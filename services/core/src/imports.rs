@@ -12,6 +12,9 @@ use serde::Serialize;
 /// One problem with a file or a row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RowError {
+    /// Which file, when an import has several (`header`, `episodes`, `oc3`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     pub line: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
@@ -69,6 +72,7 @@ impl Row<'_> {
     fn fail(&mut self, column: &str, message: &str) {
         let value = self.cell(column).to_owned();
         self.errors.push(RowError {
+            file: None,
             line: self.record.line,
             column: Some(column.to_owned()),
             value: (!value.is_empty()).then_some(value),
@@ -233,6 +237,7 @@ fn destination(table: &Table, record: &Record) -> Result<DestinationRow, Vec<Row
 /// that cannot be read at all (no header, required columns missing) is one problem on line 1.
 pub fn destinations(text: &str) -> Result<(Vec<DestinationRow>, Vec<RowError>), RowError> {
     let table = Table::parse(text).ok_or_else(|| RowError {
+        file: None,
         line: 1,
         column: None,
         value: None,
@@ -241,6 +246,7 @@ pub fn destinations(text: &str) -> Result<(Vec<DestinationRow>, Vec<RowError>), 
     let missing = table.missing(&REQUIRED);
     if !missing.is_empty() {
         return Err(RowError {
+            file: None,
             line: 1,
             column: Some(missing.join(", ")),
             value: None,

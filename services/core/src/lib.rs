@@ -31,6 +31,7 @@ pub mod policy;
 pub mod readmodel;
 pub mod report;
 pub mod samples;
+pub mod ssda903;
 pub mod table;
 pub mod timeline;
 

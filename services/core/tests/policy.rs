@@ -17,6 +17,7 @@ fn agency(id: &str, kind: AgencyKind) -> Agency {
         id: id.into(),
         kind,
         name: id.into(),
+        la_code: None,
     }
 }
 

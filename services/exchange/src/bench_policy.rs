@@ -54,6 +54,7 @@ fn agreements(s: Scenario) -> Agreements {
         id: "la".into(),
         kind: AgencyKind::LocalAuthority,
         name: String::new(),
+        la_code: None,
     }];
     let mut flows = Vec::new();
     for i in 0..RECIPIENTS {
@@ -61,6 +62,7 @@ fn agreements(s: Scenario) -> Agreements {
             id: recipient(i),
             kind: AgencyKind::College,
             name: String::new(),
+            la_code: None,
         });
         flows.push(Flow {
             id: format!("la-to-{}", recipient(i)),

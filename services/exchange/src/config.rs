@@ -40,6 +40,9 @@ pub struct AgencyEntry {
     /// SHA-256 digests (hex) of the agency's bearer tokens; several allow rotation.
     #[serde(default)]
     pub token_sha256: Vec<String>,
+    /// A local authority's 3-digit DfE code (for registrations from its looked-after lists).
+    #[serde(default)]
+    pub la_code: Option<String>,
 }
 
 pub struct Config {
@@ -80,6 +83,7 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
             id: a.id.clone(),
             kind: a.kind,
             name: a.name.clone(),
+            la_code: a.la_code.clone(),
         })
         .collect();
     let agreements = match Agreements::new(agencies, file.flows) {

@@ -79,6 +79,22 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Import {
+    /// A local authority's looked-after list in SSDA903 layout: the files header.csv,
+    /// episodes.csv and optionally oc3.csv (named so, in any folder). Prints the summary.
+    LookedAfter {
+        /// The exchange's address, e.g. http://127.0.0.1:8080
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// Your agency's bearer token.
+        #[arg(long, value_name = "TOKEN")]
+        token: String,
+        /// The year the collection ends (2021 for 2020-21), for OC3 birthdays [default: the current one]
+        #[arg(long)]
+        year: Option<i32>,
+        /// header.csv, episodes.csv and optionally oc3.csv
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// A careers service's quarterly destinations (CSV in NCCIS layout). Prints the summary:
     /// rows, registered, linked, changed, unchanged, NEET onsets, held for review, rejected.
     Destinations {
@@ -184,6 +200,51 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args),
+        Command::Import(Import::LookedAfter {
+            url,
+            token,
+            year,
+            files,
+        }) => {
+            let mut form = reqwest::multipart::Form::new();
+            for file in &files {
+                let part = file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .filter(|s| matches!(*s, "header" | "episodes" | "oc3"))
+                    .with_context(|| {
+                        format!(
+                            "{}: name the files header.csv, episodes.csv and oc3.csv",
+                            file.display()
+                        )
+                    })?
+                    .to_owned();
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                form = form.text(part, text);
+            }
+            let mut endpoint = format!("{}/v1/imports/looked-after", url.trim_end_matches('/'));
+            if let Some(y) = year {
+                endpoint.push_str(&format!("?year={y}"));
+            }
+            let summary = tokio::runtime::Runtime::new()?.block_on(async {
+                let res = reqwest::Client::new()
+                    .post(&endpoint)
+                    .bearer_auth(&token)
+                    .multipart(form)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {endpoint}"))?;
+                let status = res.status();
+                let text = res.text().await?;
+                if !status.is_success() {
+                    bail!("the exchange answered {status}: {text}");
+                }
+                Ok(text)
+            })?;
+            println!("{summary}");
+            Ok(())
+        }
         Command::Import(Import::Destinations { url, token, file }) => {
             let body =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;

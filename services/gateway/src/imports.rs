@@ -16,6 +16,7 @@ use pathway_core::date::Day;
 use pathway_core::events::EventData;
 use pathway_core::identity::{self, Match, Scheme};
 use pathway_core::imports::{self, DestinationRow, RowError};
+use pathway_core::ssda903;
 use pathway_core::EventType;
 use pathway_projector::{views, Projector};
 use serde::Serialize;
@@ -100,6 +101,42 @@ fn latest_destination(
     Ok(latest)
 }
 
+/// What the registry says of a claim: the match, the people its identifiers found, and those
+/// the agency's own identifier already names (if the match is not among them, the import
+/// records the link).
+fn identify(
+    p: &Projector,
+    agency: &str,
+    own: (Scheme, &str),
+    national: &[(Scheme, Option<&String>)],
+    names: (Option<&str>, Option<&str>),
+    dob: Option<Day>,
+) -> Result<(Match, BTreeSet<Uuid>, BTreeSet<Uuid>), HttpProblem> {
+    let own_known = views::lookup(p, own.0, own.0.scope(agency), own.1).map_err(internal)?;
+    let mut by_id = own_known.clone();
+    for (scheme, value) in national {
+        if let Some(v) = value {
+            by_id.extend(views::lookup(p, *scheme, scheme.scope(agency), v).map_err(internal)?);
+        }
+    }
+    let by_name = match (identity::normalise_name(names.0, names.1), dob) {
+        (Some(name), Some(dob)) => views::lookup_name(p, dob, &name).map_err(internal)?,
+        _ => BTreeSet::new(),
+    };
+    Ok((identity::decide(&by_id, &by_name), by_id, own_known))
+}
+
+/// The `identity.linked` event for a match found other than by the agency's own identifier.
+fn link(agency: &str, yp: Uuid, ids: Value, how: &str, on: Day) -> Value {
+    json!({
+        "id": derived_id(&["identity.linked", agency, &yp.to_string(), &ids.to_string()]),
+        "type": "identity.linked",
+        "young_person": yp,
+        "occurred_at": occurred(on),
+        "data": {"agency": agency, "identifiers": ids, "match": how},
+    })
+}
+
 fn plan(
     p: &Projector,
     agency: &str,
@@ -118,27 +155,18 @@ fn plan(
     let mut latest: HashMap<Who, Option<(String, Day, Day)>> = HashMap::new();
     let mut linked: BTreeSet<(Uuid, String)> = BTreeSet::new();
     for row in rows {
-        let mut by_id = BTreeSet::new();
-        let mut own_id_known = BTreeSet::new();
-        for (scheme, value) in [
-            (Scheme::NccisId, Some(&row.nccis_id)),
-            (Scheme::Uln, row.uln.as_ref()),
-            (Scheme::Upn, row.upn.as_ref()),
-        ] {
-            if let Some(v) = value {
-                let found = views::lookup(p, scheme, scheme.scope(agency), v).map_err(internal)?;
-                if scheme == Scheme::NccisId {
-                    own_id_known.extend(found.iter().copied());
-                }
-                by_id.extend(found);
-            }
-        }
-        let by_name =
-            match identity::normalise_name(row.given_name.as_deref(), row.family_name.as_deref()) {
-                Some(name) => views::lookup_name(p, row.date_of_birth, &name).map_err(internal)?,
-                None => BTreeSet::new(),
-            };
-        let who = match identity::decide(&by_id, &by_name) {
+        let (found, by_id, own_id_known) = identify(
+            p,
+            agency,
+            (Scheme::NccisId, &row.nccis_id),
+            &[
+                (Scheme::Uln, row.uln.as_ref()),
+                (Scheme::Upn, row.upn.as_ref()),
+            ],
+            (row.given_name.as_deref(), row.family_name.as_deref()),
+            Some(row.date_of_birth),
+        )?;
+        let who = match found {
             Match::Exact(yp) | Match::NameAndDateOfBirth(yp) => {
                 let how = if by_id.contains(&yp) {
                     "exact-identifier"
@@ -153,13 +181,8 @@ fn plan(
                     if let Some(u) = &row.upn {
                         ids["upn"] = json!(u);
                     }
-                    plan.links.push(json!({
-                        "id": derived_id(&["identity.linked", agency, &yp.to_string(), &row.nccis_id]),
-                        "type": "identity.linked",
-                        "young_person": yp,
-                        "occurred_at": occurred(row.date_ascertained),
-                        "data": {"agency": agency, "identifiers": ids, "match": how},
-                    }));
+                    plan.links
+                        .push(link(agency, yp, ids, how, row.date_ascertained));
                 }
                 Who::Known(yp)
             }
@@ -176,6 +199,7 @@ fn plan(
                 None => {
                     let Some(la) = &row.lea_code else {
                         summary.rejected.push(RowError {
+                            file: None,
                             line: row.line,
                             column: Some("LEACode".into()),
                             value: None,
@@ -433,6 +457,296 @@ pub async fn destinations(
         changed = plan.summary.changed,
         rejected = plan.summary.rejected.len(),
         "destinations imported"
+    );
+    Ok(plan.summary)
+}
+
+/// What a looked-after list import did.
+#[derive(Debug, Default, Serialize)]
+pub struct ListSummary {
+    pub rows: usize,
+    pub children: usize,
+    pub registered: usize,
+    pub linked: usize,
+    /// Events appended, by type.
+    pub appended: std::collections::BTreeMap<String, usize>,
+    /// Children whose rows added nothing the exchange did not already hold.
+    pub unchanged: usize,
+    pub held_for_review: Vec<HeldChild>,
+    pub rejected: Vec<RowError>,
+}
+
+/// A child whose person could not be told apart from others.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldChild {
+    pub child: String,
+    pub candidates: usize,
+}
+
+struct ListPlan {
+    registrations: Vec<Value>,
+    links: Vec<Value>,
+    events: Vec<(Who, Value)>,
+    summary: ListSummary,
+}
+
+/// The facts (`ssda903::fact_key`) a person's record already holds from this agency.
+fn held_facts(p: &Projector, agency: &str, yp: Uuid) -> Result<BTreeSet<String>, HttpProblem> {
+    Ok(p.log()
+        .read_person(yp)
+        .map_err(internal)?
+        .iter()
+        .filter(|e| e.record.source == agency)
+        .map(|e| ssda903::fact_key(e.record.event_type, &e.record.data_value()))
+        .collect())
+}
+
+fn plan_list(
+    p: &Projector,
+    agency: &str,
+    la_code: Option<&str>,
+    children: Vec<ssda903::Child>,
+    today: Day,
+    year_end: Day,
+    mut summary: ListSummary,
+) -> Result<ListPlan, HttpProblem> {
+    let mut plan = ListPlan {
+        registrations: Vec::new(),
+        links: Vec::new(),
+        events: Vec::new(),
+        summary: ListSummary::default(),
+    };
+    let reject =
+        |summary: &mut ListSummary, file: &str, line: usize, column: &str, message: &str| {
+            summary.rejected.push(RowError {
+                file: Some(file.to_owned()),
+                line,
+                column: Some(column.to_owned()),
+                value: None,
+                message: message.to_owned(),
+            });
+        };
+    for child in children {
+        let events = match ssda903::events(&child, today, year_end) {
+            Ok(e) => e,
+            Err(e) => {
+                summary.rejected.push(e);
+                continue;
+            }
+        };
+        let header = child.header.as_ref();
+        let dob = header.map(|h| h.dob).or(child.oc3.as_ref().map(|o| o.dob));
+        let (found, by_id, own_known) = identify(
+            p,
+            agency,
+            (Scheme::LaChildId, &child.child),
+            &[(Scheme::Upn, header.and_then(|h| h.upn.as_ref()))],
+            (
+                header.and_then(|h| h.given_name.as_deref()),
+                header.and_then(|h| h.family_name.as_deref()),
+            ),
+            dob,
+        )?;
+        let who = match found {
+            Match::Exact(yp) | Match::NameAndDateOfBirth(yp) => {
+                if !own_known.contains(&yp) {
+                    let how = if by_id.contains(&yp) {
+                        "exact-identifier"
+                    } else {
+                        "date-of-birth-and-name"
+                    };
+                    let mut ids = json!({"la_child_id": child.child});
+                    if let Some(u) = header.and_then(|h| h.upn.as_ref()) {
+                        ids["upn"] = json!(u);
+                    }
+                    plan.links.push(link(agency, yp, ids, how, today));
+                }
+                Who::Known(yp)
+            }
+            Match::Ambiguous(candidates) => {
+                summary.held_for_review.push(HeldChild {
+                    child: child.child.clone(),
+                    candidates: candidates.len(),
+                });
+                continue;
+            }
+            Match::NotFound => {
+                let Some(h) = header else {
+                    let (file, line) = match (child.episodes.first(), &child.oc3) {
+                        (Some(e), _) => ("episodes", e.line),
+                        (None, Some(o)) => ("oc3", o.line),
+                        (None, None) => ("header", 1),
+                    };
+                    reject(
+                        &mut summary,
+                        file,
+                        line,
+                        "CHILD",
+                        "is not known to the exchange and has no row in header",
+                    );
+                    continue;
+                };
+                let Some(code) = la_code else {
+                    reject(&mut summary, "header", h.line, "CHILD", "is new to the exchange, and registering needs the authority's la_code in the exchange's configuration");
+                    continue;
+                };
+                let mut ids = json!({"la_child_id": child.child});
+                if let Some(u) = &h.upn {
+                    ids["upn"] = json!(u);
+                }
+                let mut data = json!({
+                    "date_of_birth": h.dob,
+                    "sex": h.sex,
+                    "identifiers": ids,
+                    "responsible_authority": code,
+                });
+                if let Some(g) = &h.given_name {
+                    data["given_name"] = json!(g);
+                }
+                if let Some(f) = &h.family_name {
+                    data["family_name"] = json!(f);
+                }
+                plan.registrations.push(json!({
+                    "id": derived_id(&["young-person.registered", agency, &child.child]),
+                    "type": "young-person.registered",
+                    "occurred_at": occurred(today),
+                    "data": data,
+                }));
+                Who::New(plan.registrations.len() - 1)
+            }
+        };
+        let mut held = match who {
+            Who::Known(yp) => held_facts(p, agency, yp)?,
+            Who::New(_) => BTreeSet::new(),
+        };
+        let mut added = 0;
+        for (ty, on, data) in events {
+            let key = ssda903::fact_key(ty, &data);
+            if !held.insert(key.clone()) {
+                continue;
+            }
+            plan.events.push((
+                who,
+                json!({
+                    "id": derived_id(&[agency, &child.child, &key]),
+                    "type": ty.name(),
+                    "occurred_at": occurred(on),
+                    "data": data,
+                }),
+            ));
+            *summary.appended.entry(ty.name().to_owned()).or_default() += 1;
+            added += 1;
+        }
+        if added == 0 && matches!(who, Who::Known(_)) {
+            summary.unchanged += 1;
+        }
+    }
+    plan.summary = summary;
+    Ok(plan)
+}
+
+/// Imports a looked-after list (SSDA903 `header`, `episodes`, optional `oc3`) for `agency`.
+/// `year` is the collection year's end (2021 for 2020-21), for OC3 birthdays.
+pub async fn looked_after(
+    state: &AppState,
+    agency: &str,
+    header: String,
+    episodes: String,
+    oc3: Option<String>,
+    year: Option<i32>,
+) -> Result<ListSummary, HttpProblem> {
+    let (children, rejected, rows) = ssda903::looked_after(&header, &episodes, oc3.as_deref())
+        .map_err(|e| {
+            HttpProblem::from(
+                Problem::new(422, "unreadable-file", "The files cannot be imported").detail(
+                    format!(
+                        "{} line {}: {}{}",
+                        e.file.unwrap_or_default(),
+                        e.line,
+                        e.column.map(|c| format!("{c}: ")).unwrap_or_default(),
+                        e.message
+                    ),
+                ),
+            )
+        })?;
+    let summary = ListSummary {
+        rows,
+        children: children.len(),
+        rejected,
+        ..ListSummary::default()
+    };
+    let head = state.projector.log().head();
+    let mut applied = state.projector.watch();
+    applied
+        .wait_for(|seq| *seq >= head)
+        .await
+        .map_err(internal)?;
+    let projector = state.projector.clone();
+    let owner = agency.to_owned();
+    let la_code = projector
+        .agreements()
+        .agency(agency)
+        .and_then(|a| a.la_code.clone());
+    let today = Day(projector.log().now().date());
+    let year_end = ssda903::collection_year_end(year, today);
+    let mut plan = tokio::task::spawn_blocking(move || {
+        plan_list(
+            &projector,
+            &owner,
+            la_code.as_deref(),
+            children,
+            today,
+            year_end,
+            summary,
+        )
+    })
+    .await
+    .map_err(internal)??;
+    let mut minted = Vec::new();
+    for chunk in plan.registrations.chunks(1000) {
+        let answers = state
+            .ingress
+            .submit(Submission {
+                agency: agency.to_owned(),
+                envelopes: chunk.to_vec(),
+                batch: true,
+            })
+            .await
+            .map_err(failed)?;
+        plan.summary.registered += answers.iter().filter(|a| !a.duplicate).count();
+        minted.extend(answers.iter().map(|a| a.young_person));
+    }
+    for chunk in plan.links.chunks(1000) {
+        let answers = state.own.record_own(chunk).await.map_err(failed)?;
+        plan.summary.linked += answers.iter().filter(|a| !a.duplicate).count();
+    }
+    let events: Vec<Value> = plan
+        .events
+        .into_iter()
+        .map(|(who, mut e)| {
+            e["young_person"] = json!(match who {
+                Who::Known(yp) => yp,
+                Who::New(i) => minted[i],
+            });
+            e
+        })
+        .collect();
+    for chunk in events.chunks(1000) {
+        state
+            .ingress
+            .submit(Submission {
+                agency: agency.to_owned(),
+                envelopes: chunk.to_vec(),
+                batch: true,
+            })
+            .await
+            .map_err(failed)?;
+    }
+    tracing::info!(
+        rows = plan.summary.rows,
+        registered = plan.summary.registered,
+        rejected = plan.summary.rejected.len(),
+        "looked-after list imported"
     );
     Ok(plan.summary)
 }

@@ -4,7 +4,7 @@
 use crate::auth::Tokens;
 use crate::problem::{bad_request, internal, unauthenticated, HttpProblem, Problem};
 use axum::body::{to_bytes, Body};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/young-people/{id}", get(get_young_person))
         .route("/v1/imports/destinations", post(import_destinations))
         .route("/v1/identity/review", get(get_identity_review))
+        .route("/v1/imports/looked-after", post(import_looked_after))
         .route(
             "/v1/young-people/{id}/subject-access",
             get(get_subject_access),
@@ -309,6 +310,80 @@ async fn get_identity_review(
     let agency = caller(&state, &headers)?.to_owned();
     let items = crate::imports::review_queue(&state, &agency)?;
     Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    year: Option<String>,
+}
+
+/// A local authority's looked-after list: multipart parts `header`, `episodes` and optionally
+/// `oc3`, each an SSDA903-layout CSV; `?year=2021` names the collection year (2020-21).
+async fn import_looked_after(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Json<Value>, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let is_la = state
+        .projector
+        .agreements()
+        .agency(&agency)
+        .is_some_and(|a| a.kind == AgencyKind::LocalAuthority);
+    if !is_la {
+        return Err(Problem::new(
+            403,
+            "not-a-permitted-source",
+            "Only a local authority imports its looked-after list",
+        )
+        .into());
+    }
+    let year = match q.year.as_deref() {
+        None => None,
+        Some(y) => Some(
+            y.parse::<i32>()
+                .ok()
+                .filter(|y| (2000..=2100).contains(y))
+                .ok_or_else(|| {
+                    bad_request(
+                        "year",
+                        "must be the year the collection ends, e.g. 2021".into(),
+                    )
+                })?,
+        ),
+    };
+    let mut multipart =
+        multipart.map_err(|e| bad_request("", format!("expected multipart/form-data: {e}")))?;
+    let mut parts: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| bad_request("", format!("the upload could not be read: {e}")))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        if !matches!(name.as_str(), "header" | "episodes" | "oc3") {
+            return Err(bad_request(
+                &name,
+                "parts must be named header, episodes or oc3".into(),
+            ));
+        }
+        let text = field
+            .text()
+            .await
+            .map_err(|e| bad_request(&name, format!("could not be read as text: {e}")))?;
+        parts.insert(name, text);
+    }
+    let (Some(header), Some(episodes)) = (parts.remove("header"), parts.remove("episodes")) else {
+        return Err(bad_request(
+            "",
+            "the parts header and episodes are required".into(),
+        ));
+    };
+    let summary =
+        crate::imports::looked_after(&state, &agency, header, episodes, parts.remove("oc3"), year)
+            .await?;
+    Ok(Json(json!(summary)))
 }
 
 /// A careers service's quarterly destinations, as a `text/csv` body in NCCIS layout.
