@@ -304,3 +304,64 @@ async fn a_looked_after_list_appends_only_what_changed_since_the_last_one() {
         (StatusCode::UNPROCESSABLE_ENTITY, json!("unreadable-file"))
     );
 }
+
+#[tokio::test]
+async fn exports_give_each_agency_its_own_list_in_csv() {
+    let app = spawn_app(); // 2 November 2026
+    let leaver = app.register("2008-01-01").await;
+    let mut start = sample("looked-after.started", leaver);
+    start["data"]["start_date"] = json!("2022-01-10");
+    app.post(LA, &start).await;
+    let mut ceased = sample("looked-after.ceased", leaver);
+    ceased["data"]["date"] = json!("2025-06-01");
+    app.post(LA, &ceased).await;
+    let young = app.register("2013-06-01").await; // 13, in care: not a care leaver, not 14
+    app.post(LA, &sample("looked-after.started", young)).await;
+    for (code, ascertained) in [("230", "2026-09-20"), ("619", "2026-10-15")] {
+        let mut d = sample("destination.recorded", leaver);
+        d["data"]["activity_code"] = json!(code);
+        d["data"]["start_date"] = json!(ascertained);
+        d["data"]["date_ascertained"] = json!(ascertained);
+        app.post(CAREERS, &d).await;
+    }
+    app.drain();
+
+    let csv = |q: &'static str| {
+        let app = &app;
+        async move {
+            let (s, headers, body) = app
+                .get_text(LA, &format!("/v1/exports/destinations?quarter={q}"))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+            body
+        }
+    };
+    let q3 = csv("2026-Q3").await;
+    let lines: Vec<&str> = q3.lines().collect();
+    assert_eq!(lines.len(), 2, "{q3}");
+    assert!(lines[0].starts_with("young_person,la_child_id,given_name"));
+    assert!(lines[1].starts_with(&format!(
+        "{leaver},C1001,Ada,Example,2008-01-01,former-relevant,230,F2,"
+    )));
+    let q4 = csv("2026-Q4").await;
+    assert!(q4.lines().nth(1).unwrap().contains(",619,G5,"), "{q4}");
+
+    let (s, _, list) = app.get_text(CAREERS, "/v1/exports/looked-after").await;
+    assert_eq!(s, StatusCode::OK);
+    let rows: Vec<&str> = list.lines().collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "only those the careers service may see: {list}"
+    );
+    assert!(rows[1].starts_with(&format!(
+        "{leaver},C1001,A123456789012,Ada,Example,2008-01-01,false,C2,former-relevant"
+    )));
+    assert!(!list.contains(&young.to_string()));
+
+    let (s, _) = app.get(COLLEGE, "/v1/exports/looked-after").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = app.get(CAREERS, "/v1/exports/destinations").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}

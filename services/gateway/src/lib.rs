@@ -5,11 +5,13 @@
 //! # Layout
 //! - [`auth`]: bearer tokens, stored only as SHA-256 digests.
 //! - [`problem`]: the `application/problem+json` response.
+//! - [`exports`]: CSV downloads (an LA's care leavers' destinations, the looked-after list).
 //! - [`imports`]: agencies' own files (NCCIS destinations) in, only the changes out as events.
 //! - [`pages`]: printable HTML pages for people (subject access).
 //! - [`routes`]: the handlers and [`router`].
 
 pub mod auth;
+pub mod exports;
 pub mod imports;
 pub mod pages;
 pub mod problem;

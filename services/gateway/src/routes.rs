@@ -63,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/imports/destinations", post(import_destinations))
         .route("/v1/identity/review", get(get_identity_review))
         .route("/v1/imports/looked-after", post(import_looked_after))
+        .route("/v1/exports/destinations", get(export_destinations))
+        .route("/v1/exports/looked-after", get(export_looked_after))
         .route(
             "/v1/young-people/{id}/subject-access",
             get(get_subject_access),
@@ -310,6 +312,75 @@ async fn get_identity_review(
     let agency = caller(&state, &headers)?.to_owned();
     let items = crate::imports::review_queue(&state, &agency)?;
     Ok(Json(json!({ "items": items })))
+}
+
+fn csv_download(name: String, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn kind_of(state: &AppState, agency: &str) -> Option<AgencyKind> {
+    state.projector.agreements().agency(agency).map(|a| a.kind)
+}
+
+/// A local authority's care leavers with their latest destination by the quarter's end.
+async fn export_destinations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<QuarterlyQuery>,
+) -> Result<Response, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    if kind_of(&state, &agency) != Some(AgencyKind::LocalAuthority) {
+        return Err(Problem::new(
+            403,
+            "not-a-local-authority",
+            "Only a local authority downloads its care leavers' destinations",
+        )
+        .into());
+    }
+    let today = Day(state.projector.log().now().date());
+    let quarter = match q.quarter.as_deref() {
+        None => Quarter::containing(today),
+        Some(s) => Quarter::parse(s)
+            .ok_or_else(|| bad_request("quarter", "must look like 2026-Q4".into()))?,
+    };
+    let projector = state.projector.clone();
+    let who = agency.clone();
+    let body = blocking(move || crate::exports::destinations(&projector, &who, quarter)).await?;
+    Ok(csv_download(
+        format!("destinations-{agency}-{quarter}.csv"),
+        body,
+    ))
+}
+
+/// The looked-after list a careers service may see.
+async fn export_looked_after(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    if kind_of(&state, &agency) != Some(AgencyKind::CareersService) {
+        return Err(Problem::new(
+            403,
+            "not-a-careers-service",
+            "The looked-after list is the careers service's download",
+        )
+        .into());
+    }
+    let projector = state.projector.clone();
+    let who = agency.clone();
+    let body = blocking(move || crate::exports::looked_after(&projector, &who)).await?;
+    Ok(csv_download(format!("looked-after-{agency}.csv"), body))
 }
 
 #[derive(Deserialize)]

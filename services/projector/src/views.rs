@@ -500,3 +500,28 @@ fn people_under(p: &Projector, prefix: Vec<u8>) -> Result<BTreeSet<Uuid>, Projec
     }
     Ok(out)
 }
+
+/// The people an agency has received anything about, from its feed.
+pub fn people_in_feed(p: &Projector, agency: &str) -> Result<BTreeSet<Uuid>, ProjectionError> {
+    let prefix = store::feed_prefix(agency);
+    let mut out = BTreeSet::new();
+    for kv in p.tree().scan_prefix(&prefix) {
+        let (_, v) = kv?;
+        out.extend(codec::decode_feed(&v)?.into_iter().map(|f| f.young_person));
+    }
+    Ok(out)
+}
+
+/// Every destination an agency may see of a person (not only the latest), as it may see it.
+pub fn visible_destinations(
+    p: &Projector,
+    agency: &str,
+    yp: Uuid,
+) -> Result<Vec<Value>, ProjectionError> {
+    let entries = p.log().read_person(yp)?;
+    Ok(visible(p, agency, yp, &entries)?
+        .into_iter()
+        .filter(|s| s.event_type == EventType::DestinationRecorded)
+        .map(|s| s.data)
+        .collect())
+}
