@@ -16,12 +16,14 @@ use std::sync::Arc;
 pub struct Paths {
     pub log: PathBuf,
     pub projections: PathBuf,
+    pub webhooks: PathBuf,
 }
 
 pub fn paths(data: &Path) -> Paths {
     Paths {
         log: data.join("log"),
         projections: data.join("projections"),
+        webhooks: data.join("webhooks"),
     }
 }
 
@@ -63,6 +65,7 @@ pub fn rebuild(agreements: Agreements, data: &Path, cache_bytes: u64) -> anyhow:
 }
 
 pub struct Running {
+    pub webhooks: Arc<pathway_gateway::webhooks::Webhooks>,
     pub state: AppState,
     pub projector: Projector,
     pub log: Log,
@@ -89,8 +92,17 @@ pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::R
         Some(egress),
     )
     .context("cannot open the projections")?;
+    let webhooks = Arc::new(
+        pathway_gateway::webhooks::Webhooks::open(
+            &paths(data).webhooks,
+            projector.clone(),
+            std::time::Duration::from_secs(30),
+        )
+        .context("cannot open the webhook registry")?,
+    );
     let defaults = Limits::default();
     let state = AppState {
+        webhooks: webhooks.clone(),
         ingress: bus,
         own: recorder.clone(),
         projector: projector.clone(),
@@ -105,6 +117,7 @@ pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::R
         ready: Arc::new(AtomicBool::new(true)),
     };
     Ok(Running {
+        webhooks,
         state,
         projector,
         log,

@@ -316,6 +316,7 @@ async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> any
     tokio::spawn(running.projector.clone().run());
     let housekeeper = Housekeeper::new(running.projector.clone(), running.recorder.clone());
     tokio::spawn(housekeeper.run(housekeeping_every));
+    tokio::spawn(running.webhooks.clone().run());
     tracing::info!(address = %listener.local_addr()?, log_head = running.log.head(), "exchange listening");
     axum::serve(
         app::without_nagle(listener),

@@ -8,6 +8,7 @@
 //! - [`exports`]: CSV downloads (an LA's care leavers' destinations, the looked-after list).
 //! - [`imports`]: agencies' own files (NCCIS destinations) in, only the changes out as events.
 //! - [`pages`]: printable HTML pages for people (subject access).
+//! - [`webhooks`]: pushing an agency's feed to its URL, signed, retried, dead-lettered.
 //! - [`routes`]: the handlers and [`router`].
 
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod imports;
 pub mod pages;
 pub mod problem;
 pub mod routes;
+pub mod webhooks;
 
 pub use auth::Tokens;
 pub use routes::{router, AppState, Limits};

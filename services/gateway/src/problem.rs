@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 pub use pathway_bus::Problem;
 use pathway_core::envelope::FieldError;
 
+#[derive(Debug)]
 pub struct HttpProblem(pub Box<Problem>);
 
 impl From<Problem> for HttpProblem {

@@ -46,6 +46,7 @@ pub struct AppState {
     pub ingress: Arc<dyn Ingress>,
     /// The exchange's own appends (identity links found by imports).
     pub own: Arc<dyn OwnEvents>,
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     pub projector: Projector,
     pub tokens: Arc<Tokens>,
     pub limits: Limits,
@@ -63,6 +64,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/imports/destinations", post(import_destinations))
         .route("/v1/identity/review", get(get_identity_review))
         .route("/v1/imports/looked-after", post(import_looked_after))
+        .route("/v1/webhooks", post(post_webhook).get(get_webhooks))
+        .route("/v1/webhooks/dead-letters", get(get_dead_letters))
+        .route("/v1/webhooks/{id}", axum::routing::delete(delete_webhook))
         .route("/v1/exports/destinations", get(export_destinations))
         .route("/v1/exports/looked-after", get(export_looked_after))
         .route(
@@ -312,6 +316,58 @@ async fn get_identity_review(
     let agency = caller(&state, &headers)?.to_owned();
     let items = crate::imports::review_queue(&state, &agency)?;
     Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewWebhook {
+    url: String,
+    /// The feed position to deliver after; by default, from now.
+    after: Option<u64>,
+}
+
+/// Registers a webhook for the caller's feed. The answer carries the signing secret, once.
+async fn post_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let hook: NewWebhook = serde_json::from_slice(&body)
+        .map_err(|e| bad_request("", format!("expected {{\"url\": ...}}: {e}")))?;
+    let answer = state.webhooks.register(&agency, &hook.url, hook.after)?;
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+async fn get_webhooks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpProblem> {
+    let agency = caller(&state, &headers)?;
+    Ok(Json(json!({ "items": state.webhooks.list(agency)? })))
+}
+
+async fn delete_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, HttpProblem> {
+    let agency = caller(&state, &headers)?;
+    let id = Uuid::parse_str(&id).map_err(|_| {
+        HttpProblem::from(Problem::new(404, "not-found", "No such webhook of yours"))
+    })?;
+    state.webhooks.remove(agency, id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_dead_letters(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpProblem> {
+    let agency = caller(&state, &headers)?;
+    Ok(Json(
+        json!({ "items": state.webhooks.dead_letters(agency)? }),
+    ))
 }
 
 fn csv_download(name: String, body: String) -> Response {

@@ -33,6 +33,7 @@ pub struct TestApp {
     /// The housekeeper, kept across passes as the service keeps it (it remembers whom to
     /// look at next).
     pub keeper: Arc<exchange::housekeeping::Housekeeper>,
+    pub webhooks: Arc<pathway_gateway::webhooks::Webhooks>,
 }
 
 pub fn spawn_app() -> TestApp {
@@ -59,6 +60,7 @@ pub fn spawn_app_in(dir: tempfile::TempDir, clock: Arc<Mutex<OffsetDateTime>>) -
         dir,
         clock,
         keeper,
+        webhooks: running.webhooks.clone(),
         recorder: running.recorder,
     }
 }
@@ -75,13 +77,20 @@ impl TestApp {
             clock,
             recorder,
             keeper,
+            webhooks,
         } = self;
+        drop(webhooks);
         drop(keeper);
         drop(recorder);
         drop(router);
         drop(projector);
         drop(log);
         spawn_app_in(dir, clock)
+    }
+
+    /// Moves the service's clock on.
+    pub fn advance(&self, by: time::Duration) {
+        *self.clock.lock().unwrap() += by;
     }
 
     /// Moves the service's clock to noon UTC on `day` (YYYY-MM-DD).
