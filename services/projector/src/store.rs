@@ -8,8 +8,12 @@
 //! - `w` agency 0 person → [`Purges`]: where withdrawals cut off consent-based data
 //! - `g` agency 0 review-due person grant → grant's seq: grants in force, by the agency that
 //!   recorded them and their review date, so the consent review is one range read
-//! - `x` scheme scope 0 value 0 person → (): the identity registry, an identifier to people
-//! - `n` date-of-birth name 0 person → (): the registry's date of birth and normalised name
+//! - `x` SHA-256(scheme, scope, value) person → (): the identity registry, an identifier to
+//!   people
+//! - `n` SHA-256(date of birth, normalised name) person → (): the registry's fallback
+//!
+//! Registry keys are digests, not the identifiers, names and dates themselves: the
+//! projections hold no personal data in the clear (ARCHITECTURE.md, erasure seam).
 //!
 //! Feeds and the disclosure log are stored as runs (one step's items, at most [`RUN`]) under
 //! the position of their first item, rather than a key per item: sled copies a node on every
@@ -157,22 +161,27 @@ pub fn review(agency: &str, due: Day, yp: Uuid, grant: Uuid) -> Vec<u8> {
     agency_key(b'g', agency, &rest)
 }
 
-/// Where identifier `value` of `scheme` (within `scope`) is registered: the prefix of its keys.
-pub fn identifier_prefix(scheme: Scheme, scope: &str, value: &str) -> Vec<u8> {
-    let mut k = vec![b'x', scheme.code()];
-    k.extend_from_slice(scope.as_bytes());
-    k.push(0);
-    k.extend_from_slice(value.as_bytes());
-    k.push(0);
+fn digest_key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u32).to_be_bytes());
+        ctx.update(p);
+    }
+    let mut k = vec![tag];
+    k.extend_from_slice(ctx.finish().as_ref());
     k
 }
 
+/// Where identifier `value` of `scheme` (within `scope`) is registered: the prefix of its keys.
+pub fn identifier_prefix(scheme: Scheme, scope: &str, value: &str) -> Vec<u8> {
+    digest_key(
+        b'x',
+        &[&[scheme.code()], scope.as_bytes(), value.as_bytes()],
+    )
+}
+
 pub fn name_prefix(dob: Day, name: &str) -> Vec<u8> {
-    let mut k = vec![b'n'];
-    k.extend_from_slice(dob.to_string().as_bytes());
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k
+    digest_key(b'n', &[dob.to_string().as_bytes(), name.as_bytes()])
 }
 
 pub fn purges(agency: &str, yp: Uuid) -> Vec<u8> {
