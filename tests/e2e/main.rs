@@ -1,5 +1,6 @@
 //! End-to-end tests across processes: the real `exchange` binary on a random loopback port
 //! with its own temporary data directory.
 
+mod privacy;
 mod process;
 mod support;

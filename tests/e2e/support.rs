@@ -14,26 +14,47 @@ pub struct Server {
 impl Server {
     /// Starts `exchange serve --demo` on a free port and waits for its "listening" line.
     pub fn start(data: &Path) -> Server {
+        Server::start_logging(data, "info", None)
+    }
+
+    /// [`Server::start`], at a chosen log level, keeping everything it logs in `logs`.
+    pub fn start_logging(
+        data: &Path,
+        level: &str,
+        logs: Option<std::sync::Arc<std::sync::Mutex<String>>>,
+    ) -> Server {
         let mut child = Command::new(BIN)
             .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start exchange");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let keep = move |line: &str| {
+            if let Some(l) = &logs {
+                let mut l = l.lock().unwrap();
+                l.push_str(line);
+                l.push('\n');
+            }
+        };
         let addr = loop {
             let line = lines
                 .next()
                 .expect("exchange exited before listening")
                 .unwrap();
+            keep(&line);
             if let Some(rest) = line.split("address=").nth(1) {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
         };
         // Keep draining its output so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                keep(&line);
+            }
+        });
         Server {
             child,
             base: format!("http://{addr}"),
