@@ -211,8 +211,17 @@ fn verify_names_a_tampered_entry_and_exits_non_zero() {
         });
         server.kill();
     }
+    let (ok, out, _) = run(&["checkpoint"], data.path());
+    assert!(
+        ok && out.contains("signed a checkpoint at entry 3"),
+        "{out}"
+    );
     let (ok, out, _) = run(&["verify"], data.path());
     assert!(ok && out.contains("3 entries"), "{out}");
+    assert!(
+        out.contains("1 signed checkpoints (the last at entry 3)"),
+        "{out}"
+    );
     {
         let db = sled::open(data.path().join("log")).unwrap();
         let tree = db.open_tree("log").unwrap();

@@ -27,6 +27,40 @@ pub fn paths(data: &Path) -> Paths {
     }
 }
 
+/// The exchange's own Ed25519 signing key (PKCS#8, `data/keys/exchange-ed25519.pk8`), made
+/// on first use and readable by its owner only. It signs the log's checkpoints.
+pub fn signing_key(data: &Path) -> anyhow::Result<ring::signature::Ed25519KeyPair> {
+    use ring::signature::Ed25519KeyPair;
+    let path = data.join("keys").join("exchange-ed25519.pk8");
+    if !path.exists() {
+        std::fs::create_dir_all(path.parent().expect("a parent"))?;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| anyhow::anyhow!("cannot generate the signing key"))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        std::io::Write::write_all(&mut file, pkcs8.as_ref())?;
+        file.sync_all()?;
+    }
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ed25519KeyPair::from_pkcs8(&bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key", path.display()))
+}
+
+/// The exchange's public key, if it has one yet (for `verify`).
+pub fn public_key(data: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    use ring::signature::KeyPair;
+    if !data.join("keys").join("exchange-ed25519.pk8").exists() {
+        return Ok(None);
+    }
+    Ok(Some(signing_key(data)?.public_key().as_ref().to_vec()))
+}
+
 pub fn open_log(data: &Path) -> anyhow::Result<Log> {
     open_log_with(data, LogOptions::default())
 }

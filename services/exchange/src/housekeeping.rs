@@ -27,6 +27,8 @@ pub struct Housekeeper {
     projector: Projector,
     recorder: Arc<Recorder>,
     timeline: Mutex<Timeline>,
+    /// Signs a checkpoint of the log's head on each pass, when given.
+    signing: Option<ring::signature::Ed25519KeyPair>,
 }
 
 /// Which people the timeline must look at: those with new entries since `cursor`, and those
@@ -140,14 +142,27 @@ impl Housekeeper {
             projector,
             recorder,
             timeline: Mutex::new(Timeline::default()),
+            signing: None,
         }
+    }
+
+    /// Also signs a checkpoint of the log's head on each pass.
+    pub fn signing_with(mut self, key: ring::signature::Ed25519KeyPair) -> Housekeeper {
+        self.signing = Some(key);
+        self
     }
 
     /// One pass: retention, then the timeline. Returns how many events were newly recorded.
     /// Retention goes first because it waits for the projector to catch up with the log,
     /// which the timeline's own appends would otherwise move on.
     pub async fn step(&self) -> anyhow::Result<usize> {
-        Ok(self.retention_step().await? + self.timeline_step().await?)
+        let recorded = self.retention_step().await? + self.timeline_step().await?;
+        if let Some(key) = &self.signing {
+            if let Some(cp) = self.projector.log().checkpoint(key)? {
+                tracing::info!(seq = cp.seq, "signed a checkpoint");
+            }
+        }
+        Ok(recorded)
     }
 
     /// Appends the deadlines that have started, been met or fallen overdue by today, for the

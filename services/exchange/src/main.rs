@@ -55,8 +55,15 @@ enum Command {
         #[arg(long, value_name = "MIB", default_value_t = 2048)]
         cache_mib: u64,
     },
-    /// Recompute the log's hash chain; names the first bad entry and exits non-zero if any.
+    /// Recompute the log's hash chain and check its signed checkpoints; names the first bad
+    /// entry and exits non-zero if any.
     Verify {
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        data: PathBuf,
+    },
+    /// Sign a checkpoint of the log's head with the exchange's key (the service signs one on
+    /// each housekeeping pass and at shutdown; this is for now). The service must be stopped.
+    Checkpoint {
         #[arg(long, value_name = "DIR", default_value = "./data")]
         data: PathBuf,
     },
@@ -181,11 +188,28 @@ fn main() -> anyhow::Result<()> {
             let config = load_config(demo, config.as_ref())?;
             rebuild(config, &data, cache_mib)
         }
+        Command::Checkpoint { data } => {
+            let log = app::open_log(&data)?;
+            match log.checkpoint(&app::signing_key(&data)?)? {
+                Some(cp) => println!("signed a checkpoint at entry {}: {}", cp.seq, cp.hash),
+                None => println!("nothing new to sign (head {})", log.head()),
+            }
+            Ok(())
+        }
         Command::Verify { data } => {
             let log = app::open_log(&data)?;
-            match log.verify() {
+            let trusted = app::public_key(&data)?;
+            match log.verify(trusted.as_deref()) {
                 Ok(r) => {
-                    println!("ok: {} entries, chain head {}", r.entries, r.head_hash);
+                    println!(
+                        "ok: {} entries, chain head {}, {} signed checkpoints{}",
+                        r.entries,
+                        r.head_hash,
+                        r.checkpoints,
+                        r.last_checkpoint
+                            .map(|s| format!(" (the last at entry {s})"))
+                            .unwrap_or_default()
+                    );
                     Ok(())
                 }
                 Err(e) => {
@@ -314,7 +338,8 @@ async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> any
         .catch_up()
         .context("cannot bring projections up to date")?;
     tokio::spawn(running.projector.clone().run());
-    let housekeeper = Housekeeper::new(running.projector.clone(), running.recorder.clone());
+    let housekeeper = Housekeeper::new(running.projector.clone(), running.recorder.clone())
+        .signing_with(app::signing_key(&data)?);
     tokio::spawn(housekeeper.run(housekeeping_every));
     tokio::spawn(running.webhooks.clone().run());
     tracing::info!(address = %listener.local_addr()?, log_head = running.log.head(), "exchange listening");
@@ -328,6 +353,9 @@ async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> any
     .await?;
     running.log.flush()?;
     projector.flush()?;
+    if let Some(cp) = running.log.checkpoint(&app::signing_key(&data)?)? {
+        tracing::info!(seq = cp.seq, "signed a checkpoint at shutdown");
+    }
     Ok(())
 }
 

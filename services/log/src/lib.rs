@@ -13,13 +13,15 @@
 //! one tree atomically: an entry, its idempotency key and its person's stream key are written
 //! together or not at all, which is what "nothing partial" after a crash rests on.
 
+pub mod checkpoint;
 mod error;
 mod keys;
 pub mod record;
 mod runs;
-pub mod verify;
+mod verify;
 mod writer;
 
+pub use checkpoint::Checkpoint;
 pub use error::{AppendError, LogError};
 pub use record::{Entry, Record};
 pub use verify::{VerifyError, VerifyReport};
@@ -237,9 +239,36 @@ impl Log {
         Ok(out)
     }
 
-    /// Recomputes the whole chain; names the first bad entry.
-    pub fn verify(&self) -> Result<VerifyReport, VerifyError> {
-        verify::verify(&self.inner.tree)
+    /// Recomputes the whole chain and checks every signed checkpoint (against `trusted`, the
+    /// exchange's public key, when given); names the first bad entry.
+    pub fn verify(&self, trusted: Option<&[u8]>) -> Result<VerifyReport, VerifyError> {
+        verify::verify(&self.inner.tree, trusted)
+    }
+
+    /// Signs a checkpoint at the durable head, unless the head is already signed (or empty).
+    /// Returns the new checkpoint.
+    pub fn checkpoint(
+        &self,
+        key: &ring::signature::Ed25519KeyPair,
+    ) -> Result<Option<Checkpoint>, LogError> {
+        let head = self.head();
+        if head == 0 || self.inner.tree.contains_key(checkpoint::key(head))? {
+            return Ok(None);
+        }
+        let Some(entry) = self.get(head)? else {
+            return Ok(None);
+        };
+        let signed_at = self
+            .now()
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| LogError::Storage(e.to_string()))?;
+        let cp = checkpoint::sign(key, head, &entry.hash, signed_at);
+        self.inner.tree.insert(
+            checkpoint::key(head),
+            serde_json::to_vec(&cp).expect("checkpoints serialise"),
+        )?;
+        self.inner.db.flush()?;
+        Ok(Some(cp))
     }
 
     /// Flushes sled's buffers (appends already flush; this is for orderly shutdown).

@@ -1,5 +1,6 @@
 //! Recomputes the hash chain over every stored entry and names the first one that breaks it.
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::keys;
 use crate::record::{chain_hash, hex, Record, GENESIS};
 use crate::runs;
@@ -9,6 +10,9 @@ use thiserror::Error;
 pub struct VerifyReport {
     pub entries: u64,
     pub head_hash: String,
+    /// Signed checkpoints checked, and the last position one covers.
+    pub checkpoints: usize,
+    pub last_checkpoint: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -18,7 +22,23 @@ pub struct VerifyError {
     pub reason: String,
 }
 
-pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, VerifyError> {
+/// Checks the chain and every signed checkpoint (with `trusted` as the only acceptable key,
+/// when given).
+pub fn verify(tree: &sled::Tree, trusted: Option<&[u8]>) -> Result<VerifyReport, VerifyError> {
+    let mut checkpoints = std::collections::BTreeMap::new();
+    for kv in tree.scan_prefix(checkpoint::PREFIX) {
+        let (k, v) = kv.map_err(|e| VerifyError {
+            seq: 0,
+            reason: format!("a checkpoint is unreadable: {e}"),
+        })?;
+        let seq = keys::u64_of(&k[1..]);
+        let cp: Checkpoint = serde_json::from_slice(&v).map_err(|e| VerifyError {
+            seq,
+            reason: format!("its checkpoint is not readable: {e}"),
+        })?;
+        checkpoints.insert(seq, cp);
+    }
+    let mut checked = 0;
     let mut prev = GENESIS;
     let mut expected = 1u64;
     for kv in tree.scan_prefix(keys::ENTRY_PREFIX) {
@@ -52,11 +72,27 @@ pub fn verify(tree: &sled::Tree) -> Result<VerifyReport, VerifyError> {
                 return Err(bad(seq, format!("stored as {seq} but says {}", record.seq)));
             }
             prev.copy_from_slice(&v[32..64]);
+            if let Some(cp) = checkpoints.get(&seq) {
+                checkpoint::check(cp, &prev, trusted)
+                    .map_err(|reason| bad(seq, format!("its signed checkpoint fails: {reason}")))?;
+                checked += 1;
+            }
             expected += 1;
         }
     }
+    let entries = expected - 1;
+    if let Some((seq, _)) = checkpoints.range(entries + 1..).next() {
+        return Err(VerifyError {
+            seq: *seq,
+            reason: format!(
+                "a signed checkpoint covers it, but the log ends at {entries}: entries were removed"
+            ),
+        });
+    }
     Ok(VerifyReport {
-        entries: expected - 1,
+        entries,
         head_hash: hex(&prev),
+        checkpoints: checked,
+        last_checkpoint: checkpoints.keys().next_back().copied(),
     })
 }

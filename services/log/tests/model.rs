@@ -189,7 +189,7 @@ fn run(ops: Vec<Op>) {
         assert_eq!(stored, model.entries);
         assert_eq!(log.head(), model.entries.len() as u64);
     }
-    let report = log.verify().unwrap();
+    let report = log.verify(None).unwrap();
     assert_eq!(report.entries, model.entries.len() as u64);
     for n in 0..6 {
         let mine: Vec<u64> = log
@@ -249,7 +249,7 @@ fn concurrent_appends_share_flushes_and_stay_gapless() {
         seqs.sort();
         assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
     });
-    assert_eq!(log.verify().unwrap().entries, 200);
+    assert_eq!(log.verify(None).unwrap().entries, 200);
 }
 
 #[test]
@@ -285,7 +285,7 @@ fn verify_names_the_first_altered_entry() {
         db.flush().unwrap();
     }
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
-    let err = log.verify().unwrap_err();
+    let err = log.verify(None).unwrap_err();
     assert_eq!(err.seq, 3);
     assert!(err.reason.contains("do not match its hash"), "{err}");
 }
@@ -341,5 +341,74 @@ fn reads_start_mid_run_and_cross_run_boundaries() {
     drop(log);
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(log.head(), 601, "the head is recovered from the last run");
-    assert_eq!(log.verify().unwrap().entries, 601);
+    assert_eq!(log.verify(None).unwrap().entries, 601);
+}
+
+/// Signed checkpoints: they verify with the exchange's key, fail with another, and reveal a
+/// log cut short after signing (which the chain alone cannot).
+#[test]
+fn signed_checkpoints_catch_a_foreign_key_and_a_truncated_log() {
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    let key =
+        Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+    let other =
+        Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let append = |n: usize| {
+        for _ in 0..n {
+            let e = json!({"id": Uuid::new_v4(), "type": "young-person.registered",
+                "occurred_at": "2026-11-02T10:00:00Z",
+                "data": pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered)});
+            let ev = NewEvent {
+                submitted: validate(&e).unwrap(),
+                source: "la".into(),
+            };
+            rt.block_on(log.append(vec![ev])).unwrap();
+        }
+    };
+    append(3);
+    let cp = log.checkpoint(&key).unwrap().expect("a new head is signed");
+    assert_eq!(cp.seq, 3);
+    assert!(
+        log.checkpoint(&key).unwrap().is_none(),
+        "the same head is signed once"
+    );
+    append(2);
+    let public = key.public_key().as_ref().to_vec();
+    let report = log.verify(Some(&public)).unwrap();
+    assert_eq!(
+        (report.entries, report.checkpoints, report.last_checkpoint),
+        (5, 1, Some(3))
+    );
+    let err = log.verify(Some(other.public_key().as_ref())).unwrap_err();
+    assert_eq!(err.seq, 3);
+    assert!(err.reason.contains("not the exchange's"), "{err}");
+    // Sign the head (5), then cut the log back to 3 entries: the chain of 1..3 is intact, but
+    // the signed checkpoint says there were 5.
+    log.checkpoint(&key).unwrap().unwrap();
+    drop(log);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("log").unwrap();
+        let mut cut = 0;
+        for kv in tree.scan_prefix(b"e") {
+            let (k, _) = kv.unwrap();
+            let first = u64::from_be_bytes(k[1..9].try_into().unwrap());
+            if first > 3 {
+                tree.remove(k).unwrap();
+                cut += 1;
+            }
+        }
+        assert!(cut > 0);
+        db.flush().unwrap();
+    }
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let err = log.verify(Some(&public)).unwrap_err();
+    assert_eq!(err.seq, 5);
+    assert!(err.reason.contains("entries were removed"), "{err}");
 }
