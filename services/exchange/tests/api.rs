@@ -304,3 +304,34 @@ async fn feeds_and_read_models_span_many_storage_blocks() {
         "the source sees its own events"
     );
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let app = spawn_app();
+    for (path, token) in [
+        ("/healthz", None),
+        ("/v1/feed", Some(LA)),
+        ("/v1/feed", None),
+        ("/nowhere", Some(LA)),
+    ] {
+        let req = axum::http::Request::builder().uri(path);
+        let req = match token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
+        };
+        let res = tower::ServiceExt::oneshot(
+            app.router.clone(),
+            req.body(axum::body::Body::empty()).unwrap(),
+        )
+        .await
+        .unwrap();
+        let h = res.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["cache-control"], "no-store", "{path}");
+        assert!(h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'"));
+    }
+}

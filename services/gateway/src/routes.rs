@@ -81,7 +81,31 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             HttpProblem::from(Problem::new(404, "not-found", "No such endpoint"))
         })
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Headers every answer carries: nothing here is for a browser to sniff, frame, cache or
+/// refer onwards. Pages set their own content security policy (they need inline styles).
+async fn security_headers(mut res: Response) -> Response {
+    use header::HeaderValue;
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
+    res
 }
 
 fn caller<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a str, HttpProblem> {
