@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use pathway_core::agreements::{Agency, AgencyKind, Agreements, Flow};
+use pathway_gateway::auth::{Principal, Role};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -17,6 +18,20 @@ pub struct ConfigFile {
     pub agencies: Vec<AgencyEntry>,
     #[serde(default, rename = "flow")]
     pub flows: Vec<Flow>,
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserEntry>,
+}
+
+/// A person (or system) with a role: within an agency, or the exchange's own `admin`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub id: String,
+    /// The agency the user belongs to; absent only for the exchange's `admin`.
+    pub agency: Option<String>,
+    pub role: Role,
+    #[serde(default)]
+    pub token_sha256: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,8 +63,8 @@ pub struct AgencyEntry {
 pub struct Config {
     pub service: ServiceSettings,
     pub agreements: Agreements,
-    /// (agency, token digest)
-    pub tokens: Vec<(String, String)>,
+    /// (principal, token digest)
+    pub tokens: Vec<(Principal, String)>,
 }
 
 impl std::fmt::Debug for Config {
@@ -68,12 +83,52 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
         toml::from_str(text).with_context(|| format!("{origin} is not a valid configuration"))?;
     let mut problems = Vec::new();
     let mut tokens = Vec::new();
+    let digest_ok = |d: &str| d.len() == 64 && d.chars().all(|c| c.is_ascii_hexdigit());
     for a in &file.agencies {
         for d in &a.token_sha256 {
-            if d.len() != 64 || !d.chars().all(|c| c.is_ascii_hexdigit()) {
+            if !digest_ok(d) {
                 problems.push(format!("agency `{}`: token_sha256 entries must be 64 hex digits (use `exchange hash-token`)", a.id));
             }
-            tokens.push((a.id.clone(), d.to_ascii_lowercase()));
+            // Agency-level tokens are the agency's own systems.
+            let service = Principal {
+                user: a.id.clone(),
+                agency: Some(a.id.clone()),
+                role: Role::Service,
+            };
+            tokens.push((service, d.to_ascii_lowercase()));
+        }
+    }
+    let mut user_ids = std::collections::BTreeSet::new();
+    for (i, u) in file.users.iter().enumerate() {
+        let place = format!("user[{i}] `{}`", u.id);
+        if !user_ids.insert(u.id.clone()) {
+            problems.push(format!("{place}: duplicate user id"));
+        }
+        match (&u.agency, u.role) {
+            (Some(_), Role::Admin) => problems.push(format!(
+                "{place}: the exchange's admin belongs to no agency; remove `agency`"
+            )),
+            (None, r) if r != Role::Admin => {
+                problems.push(format!("{place}: a {r} needs the `agency` it belongs to"))
+            }
+            (Some(a), _) if !file.agencies.iter().any(|x| &x.id == a) => {
+                problems.push(format!("{place}: `agency` names unknown agency `{a}`"))
+            }
+            _ => {}
+        }
+        if u.token_sha256.is_empty() {
+            problems.push(format!("{place}: needs at least one token_sha256"));
+        }
+        for d in &u.token_sha256 {
+            if !digest_ok(d) {
+                problems.push(format!("{place}: token_sha256 entries must be 64 hex digits (use `exchange hash-token`)"));
+            }
+            let p = Principal {
+                user: u.id.clone(),
+                agency: u.agency.clone(),
+                role: u.role,
+            };
+            tokens.push((p, d.to_ascii_lowercase()));
         }
     }
     let agencies = file
@@ -121,7 +176,7 @@ mod tests {
     fn the_demo_configuration_is_valid() {
         let c = parse(DEMO, "demo").unwrap();
         assert_eq!(c.agreements.agencies().count(), 3);
-        assert_eq!(c.tokens.len(), 3);
+        assert_eq!(c.tokens.len(), 8);
         assert_eq!(c.agreements.flows().len(), 9);
     }
 

@@ -3,7 +3,8 @@
 //! feeds, live streams and read models from the projections.
 //!
 //! # Layout
-//! - [`auth`]: bearer tokens, stored only as SHA-256 digests.
+//! - [`auth`]: bearer tokens (stored only as SHA-256 digests) naming a principal and role.
+//! - [`permissions`]: the one table of which roles may call which endpoint.
 //! - [`problem`]: the `application/problem+json` response.
 //! - [`exports`]: CSV downloads (an LA's care leavers' destinations, the looked-after list).
 //! - [`imports`]: agencies' own files (NCCIS destinations) in, only the changes out as events.
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod exports;
 pub mod imports;
 pub mod pages;
+pub mod permissions;
 pub mod problem;
 pub mod routes;
 pub mod webhooks;

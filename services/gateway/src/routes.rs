@@ -2,6 +2,7 @@
 //! and the binary serves it on a socket.
 
 use crate::auth::Tokens;
+use crate::permissions;
 use crate::problem::{bad_request, internal, unauthenticated, HttpProblem, Problem};
 use axum::body::{to_bytes, Body};
 use axum::extract::{Multipart, Path, Query, State};
@@ -81,8 +82,49 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             HttpProblem::from(Problem::new(404, "not-found", "No such endpoint"))
         })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Checks the caller against the permission table before any handler runs: no valid token
+/// is 401, a role the table does not list for this route is 403. Routes are matched first,
+/// so unknown paths still answer 404.
+async fn authorize(
+    State(state): State<AppState>,
+    matched: Option<axum::extract::MatchedPath>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(path) = matched.map(|m| m.as_str().to_owned()) else {
+        return next.run(req).await;
+    };
+    let method = req.method().as_str().to_owned();
+    if permissions::is_public(&method, &path) {
+        return next.run(req).await;
+    }
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(principal) = state.tokens.principal(auth) else {
+        return unauthenticated().into_response();
+    };
+    if !permissions::permitted(&method, &path, principal.role) {
+        return HttpProblem::from(
+            Problem::new(403, "forbidden-role", "Your role may not use this endpoint").detail(
+                format!(
+                    "{method} {path} is not open to the {} role.",
+                    principal.role
+                ),
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Headers every answer carries: nothing here is for a browser to sniff, frame, cache or
