@@ -368,3 +368,91 @@ fn the_import_command_sends_a_looked_after_list() {
     assert_eq!(summary["registered"], 99);
     assert!(!summary["rejected"].as_array().unwrap().is_empty());
 }
+
+/// `exchange token issue` adds a user with only the token's digest and prints the token once;
+/// `exchange token revoke` removes the user, and after a restart the token no longer works.
+#[tokio::test]
+async fn tokens_are_issued_and_revoked_with_the_admin_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("exchange.toml");
+    std::fs::write(
+        &config,
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/demo.toml"
+        )),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(crate::support::BIN)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let path = config.to_str().unwrap();
+    let out = cli(&[
+        "token",
+        "issue",
+        "--config",
+        path,
+        "--user",
+        "la-mi-2",
+        "--role",
+        "mi-officer",
+        "--agency",
+        "demo-la",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let written = std::fs::read_to_string(&config).unwrap();
+    assert!(!written.contains(&token), "only the digest is stored");
+    assert!(written.contains("id = \"la-mi-2\""));
+    let bad = cli(&[
+        "token",
+        "issue",
+        "--config",
+        path,
+        "--user",
+        "x",
+        "--role",
+        "mi-officer",
+        "--agency",
+        "nowhere",
+    ]);
+    assert!(!bad.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        written,
+        "a refused issue writes nothing"
+    );
+
+    let feed = |base: String, token: String| async move {
+        reqwest::Client::new()
+            .get(format!("{base}/v1/feed"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let server = Server::start_with_config(&dir.path().join("data"), &config);
+    assert_eq!(feed(server.base.clone(), token.clone()).await, 200);
+    server.kill();
+    let out = cli(&["token", "revoke", "--config", path, "--user", "la-mi-2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = Server::start_with_config(&dir.path().join("data"), &config);
+    assert_eq!(feed(server.base.clone(), token).await, 401);
+    assert_eq!(
+        feed(server.base.clone(), "demo-la-mi-token".into()).await,
+        200,
+        "others keep theirs"
+    );
+}

@@ -17,14 +17,30 @@ impl Server {
         Server::start_logging(data, "info", None)
     }
 
+    /// Starts `exchange serve --config FILE`.
+    pub fn start_with_config(data: &Path, config: &Path) -> Server {
+        Server::spawn(&["--config", config.to_str().unwrap()], data, "info", None)
+    }
+
     /// [`Server::start`], at a chosen log level, keeping everything it logs in `logs`.
     pub fn start_logging(
         data: &Path,
         level: &str,
         logs: Option<std::sync::Arc<std::sync::Mutex<String>>>,
     ) -> Server {
+        Server::spawn(&["--demo"], data, level, logs)
+    }
+
+    fn spawn(
+        config: &[&str],
+        data: &Path,
+        level: &str,
+        logs: Option<std::sync::Arc<std::sync::Mutex<String>>>,
+    ) -> Server {
         let mut child = Command::new(BIN)
-            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data"])
+            .arg("serve")
+            .args(config)
+            .args(["--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .env("RUST_LOG", level)
             .stdout(Stdio::null())

@@ -162,6 +162,42 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
     })
 }
 
+/// The configuration text without the `[[user]]` table whose id is `user` (everything else,
+/// comments included, kept as written), or `None` if there is no such user.
+pub fn without_user(text: &str, user: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    let mut block: Vec<&str> = Vec::new();
+    let mut in_user = false;
+    let mut found = false;
+    let id_line = format!("id = {user:?}");
+    fn flush<'t>(block: &mut Vec<&'t str>, out: &mut Vec<&'t str>, found: &mut bool, id: &str) {
+        if block.iter().any(|l| l.trim() == id) {
+            *found = true;
+        } else {
+            out.append(block);
+        }
+        block.clear();
+    }
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            if in_user {
+                flush(&mut block, &mut out, &mut found, &id_line);
+            }
+            in_user = t == "[[user]]";
+        }
+        if in_user {
+            block.push(line);
+        } else {
+            out.push(line);
+        }
+    }
+    if in_user {
+        flush(&mut block, &mut out, &mut found, &id_line);
+    }
+    found.then(|| out.join("\n") + "\n")
+}
+
 pub fn load(path: &Path) -> anyhow::Result<Config> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

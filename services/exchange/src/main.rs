@@ -74,6 +74,9 @@ enum Command {
     },
     /// Print the SHA-256 digest of a token, for `token_sha256` in the configuration.
     HashToken { token: String },
+    /// Issue or revoke users' tokens in a configuration file (restart the service after).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Measure ingest, fan-out latency and rebuild speed on this machine (see BENCHMARKS.md).
     Bench(bench::Args),
     /// Reports from a running exchange, fetched over its API with your agency's token.
@@ -82,6 +85,32 @@ enum Command {
     /// Send your own files to a running exchange over its API; only the changes are recorded.
     #[command(subcommand)]
     Import(Import),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new random token for a user and add the user, with its digest only, to the
+    /// configuration. The token is printed once and stored nowhere.
+    Issue {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The user's id, e.g. devon-la-mi-jsmith
+        #[arg(long)]
+        user: String,
+        /// mi-officer, personal-adviser, designated-staff, agency-admin, service or admin
+        #[arg(long)]
+        role: String,
+        /// The agency the user belongs to (not for admin).
+        #[arg(long)]
+        agency: Option<String>,
+    },
+    /// Remove a user (and so every token it has) from the configuration.
+    Revoke {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,6 +248,47 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Export { data } => export(&data),
+        Command::Token(TokenCommand::Issue {
+            config,
+            user,
+            role,
+            agency,
+        }) => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read {}", config.display()))?;
+            let mut bytes = [0u8; 24];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                .map_err(|_| anyhow::anyhow!("no randomness"))?;
+            let token: String = format!(
+                "px_{}",
+                bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            );
+            let mut entry = format!("\n[[user]]\nid = {user:?}\n");
+            if let Some(a) = &agency {
+                entry.push_str(&format!("agency = {a:?}\n"));
+            }
+            entry.push_str(&format!(
+                "role = {role:?}\ntoken_sha256 = [{:?}]\n",
+                pathway_gateway::auth::digest_hex(&token)
+            ));
+            let updated = format!("{}{entry}", text.trim_end_matches('\n').to_owned() + "\n");
+            // The whole file must still be a valid configuration before it is written.
+            config::parse(&updated, &config.display().to_string())?;
+            std::fs::write(&config, updated)?;
+            println!("{token}");
+            eprintln!("issued a {role} token for {user}; it is shown once, keep it safe");
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { config, user }) => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read {}", config.display()))?;
+            let updated = config::without_user(&text, &user)
+                .with_context(|| format!("{} has no user {user:?}", config.display()))?;
+            config::parse(&updated, &config.display().to_string())?;
+            std::fs::write(&config, updated)?;
+            eprintln!("revoked every token of {user}; restart the service for it to take effect");
+            Ok(())
+        }
         Command::HashToken { token } => {
             println!("{}", pathway_gateway::auth::digest_hex(&token));
             Ok(())
