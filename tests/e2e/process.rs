@@ -456,3 +456,50 @@ async fn tokens_are_issued_and_revoked_with_the_admin_cli() {
         "others keep theirs"
     );
 }
+
+/// `exchange erase` on a stopped service's data: the person's key is destroyed, the chain
+/// still verifies, and when the service starts again nobody can read them.
+#[tokio::test]
+async fn the_erase_command_forgets_a_person_and_the_chain_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let server = Server::start(dir.path());
+    let res = post_event(
+        &client,
+        &server.base,
+        "demo-la-token",
+        &registration(Uuid::new_v4()),
+    )
+    .await
+    .unwrap();
+    let yp = res.json::<Value>().await.unwrap()["young_person"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.kill();
+
+    let (ok, out, err) = run(
+        &[
+            "erase",
+            "--young-person",
+            &yp,
+            "--authorised-by",
+            "demo-admin",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("erased"), "{out}");
+    let (ok, out, err) = run(&["verify"], dir.path());
+    assert!(ok && out.contains("2 entries"), "{out}{err}");
+
+    let server = Server::start(dir.path());
+    let status = client
+        .get(format!("{}/v1/young-people/{yp}", server.base))
+        .bearer_auth("demo-la-token")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+}

@@ -61,6 +61,18 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "./data")]
         data: PathBuf,
     },
+    /// Erase a young person: append `young-person.erased` and destroy their key, so nothing
+    /// about them can be read again (the chain still verifies). The service must be stopped;
+    /// its projections drop the person when it next starts.
+    Erase {
+        #[arg(long, value_name = "DIR", default_value = "./data")]
+        data: PathBuf,
+        #[arg(long, value_name = "ID")]
+        young_person: uuid::Uuid,
+        /// Who authorised it (lowercase letters, digits and hyphens).
+        #[arg(long, default_value = "exchange-admin")]
+        authorised_by: String,
+    },
     /// Sign a checkpoint of the log's head with the exchange's key (the service signs one on
     /// each housekeeping pass and at shutdown; this is for now). The service must be stopped.
     Checkpoint {
@@ -216,6 +228,32 @@ fn main() -> anyhow::Result<()> {
         } => {
             let config = load_config(demo, config.as_ref())?;
             rebuild(config, &data, cache_mib)
+        }
+        Command::Erase {
+            data,
+            young_person,
+            authorised_by,
+        } => {
+            let log = app::open_log(&data)?;
+            let today = time::OffsetDateTime::now_utc().date();
+            let notice = serde_json::json!({
+                "id": uuid::Uuid::new_v4(),
+                "type": "young-person.erased",
+                "young_person": young_person,
+                "occurred_at": format!("{today}T00:00:00Z"),
+                "data": {"erased_on": today.to_string(), "authorised_by": authorised_by},
+            });
+            let recorder = pathway_recorder::Recorder::new(
+                log.clone(),
+                std::sync::Arc::new(pathway_core::Agreements::default()),
+            );
+            let answer = tokio::runtime::Runtime::new()?
+                .block_on(recorder.record_own(&[notice]))
+                .map_err(|p| anyhow::anyhow!("{}: {:?}", p.title, p.errors))?;
+            log.shred(young_person)?;
+            log.flush()?;
+            println!("erased {young_person} (notice at entry {})", answer[0].seq);
+            Ok(())
         }
         Command::Checkpoint { data } => {
             let log = app::open_log(&data)?;

@@ -48,6 +48,7 @@ pub const TABLE: &[Rule] = &[
     rule("GET", "/v1/webhooks", &[SV, DS, AA]),
     rule("DELETE", "/v1/webhooks/{id}", &[SV, DS, AA]),
     rule("GET", "/v1/webhooks/dead-letters", &[SV, DS, AA]),
+    rule("POST", "/v1/young-people/{id}/erase", &[Role::Admin]),
 ];
 
 pub fn is_public(method: &str, path: &str) -> bool {

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/young-people/{id}/subject-access",
             get(get_subject_access),
         )
+        .route("/v1/young-people/{id}/erase", post(erase_young_person))
         .route("/v1/disclosures", get(get_disclosures))
         .route("/v1/consent/review", get(get_consent_review))
         .route("/v1/reports/quarterly", get(get_quarterly))
@@ -613,6 +614,56 @@ async fn import_destinations(
         .map_err(|_| bad_request("", "the file must be UTF-8 text".into()))?;
     let summary = crate::imports::destinations(&state, &agency, text).await?;
     Ok(Json(json!(summary)))
+}
+
+/// The exchange's admin erases a young person: `young-person.erased` is appended (readable:
+/// it holds nothing personal), then their key is destroyed, so every event about them, in
+/// the log and everything derived from it, is unreadable for good. The chain still verifies.
+async fn erase_young_person(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HttpProblem> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = state
+        .tokens
+        .principal(auth)
+        .ok_or_else(unauthenticated)?
+        .clone();
+    let yp = Uuid::parse_str(&id).map_err(|_| not_visible())?;
+    let today = Day(state.projector.log().now().date());
+    let by = if principal.user.len() <= 63
+        && principal
+            .user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        principal.user.clone()
+    } else {
+        "exchange-admin".to_owned()
+    };
+    let notice = json!({
+        "id": Uuid::new_v4(),
+        "type": "young-person.erased",
+        "young_person": yp,
+        "occurred_at": format!("{today}T00:00:00Z"),
+        "data": {"erased_on": today, "authorised_by": by},
+    });
+    let answer = state.own.record_own(&[notice]).await.map_err(|p| {
+        if p.code == "unknown-young-person" {
+            not_visible()
+        } else {
+            HttpProblem::from(p)
+        }
+    })?;
+    let projector = state.projector.clone();
+    blocking(move || projector.log().shred(yp).map_err(internal)).await?;
+    tracing::info!(seq = answer[0].seq, "young person erased");
+    Ok(Json(
+        json!({ "young_person": yp, "erased": true, "seq": answer[0].seq }),
+    ))
 }
 
 #[derive(Deserialize)]

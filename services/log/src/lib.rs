@@ -18,6 +18,7 @@ mod error;
 mod keys;
 pub mod record;
 mod runs;
+pub mod vault;
 mod verify;
 mod writer;
 
@@ -94,6 +95,7 @@ struct Inner {
     thread: Option<std::thread::JoinHandle<()>>,
     durable: watch::Receiver<u64>,
     clock: Clock,
+    vault: Arc<vault::Vault>,
 }
 
 impl Drop for Inner {
@@ -122,7 +124,16 @@ impl Log {
         let (durable_tx, durable) = watch::channel(head.seq);
         let (jobs, rx) = mpsc::sync_channel(4096);
         let clock = options.clock;
-        let w = writer::Writer::new(db.clone(), tree.clone(), head, clock.clone(), durable_tx);
+        let vault = Arc::new(vault::Vault::open(dir, tree.clone())?);
+        vault.recover(&db)?;
+        let w = writer::Writer::new(
+            db.clone(),
+            tree.clone(),
+            head,
+            clock.clone(),
+            durable_tx,
+            vault.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || w.run(rx))
@@ -135,6 +146,7 @@ impl Log {
                 thread: Some(thread),
                 durable,
                 clock,
+                vault,
             }),
         })
     }
@@ -147,6 +159,37 @@ impl Log {
         jobs.send(writer::Job { events, reply })
             .map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Opens an entry's sealed data with its person's key; with the key destroyed, the data
+    /// reads as `null` and the entry says it is erased.
+    fn open_entry(&self, mut e: Entry) -> Result<Entry, LogError> {
+        let Some(sealed) = vault::Vault::sealed(&e.record.data) else {
+            return Ok(e);
+        };
+        let seq = e.record.seq;
+        match self.inner.vault.key(e.record.young_person)? {
+            Some(key) => {
+                e.record.data =
+                    vault::Vault::unseal(&key, seq, sealed).ok_or_else(|| LogError::Corrupt {
+                        seq,
+                        reason: "its sealed data does not open with its person's key".into(),
+                    })?;
+            }
+            None => {
+                e.record.data =
+                    serde_json::value::RawValue::from_string("null".into()).expect("JSON null");
+                e.erased = true;
+            }
+        }
+        Ok(e)
+    }
+
+    /// Destroys a young person's key (see [`vault`]): every event about them becomes
+    /// unreadable, for good. The caller appends `young-person.erased` first. Returns whether
+    /// they had a key.
+    pub fn shred(&self, young_person: Uuid) -> Result<bool, LogError> {
+        self.inner.vault.shred(young_person, &self.inner.db)
     }
 
     /// The log's clock: what stamps `recorded_at`, so that anything else asking "what day is
@@ -188,7 +231,7 @@ impl Log {
                 if seq > head || out.len() >= limit {
                     return Ok(out);
                 }
-                out.push(decode_at(seq, bytes)?);
+                out.push(self.open_entry(decode_at(seq, bytes)?)?);
             }
         }
         Ok(out)
@@ -204,7 +247,7 @@ impl Log {
         let index = (seq - runs::first_seq(&k)) as usize;
         let entry = runs::split(&v)
             .nth(index)
-            .map(|bytes| decode_at(seq, bytes));
+            .map(|bytes| decode_at(seq, bytes).and_then(|e| self.open_entry(e)));
         entry.transpose()
     }
 

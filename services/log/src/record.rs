@@ -44,6 +44,8 @@ pub struct Entry {
     pub record: Record,
     pub prev_hash: [u8; 32],
     pub hash: [u8; 32],
+    /// The person's key was destroyed: `record.data` is `null`, and nothing of it is left.
+    pub erased: bool,
 }
 
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -85,6 +87,7 @@ impl Entry {
         prev_hash.copy_from_slice(&bytes[..32]);
         hash.copy_from_slice(&bytes[32..64]);
         Ok(Entry {
+            erased: false,
             record,
             prev_hash,
             hash,

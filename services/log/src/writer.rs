@@ -9,6 +9,7 @@ use crate::error::{AppendError, LogError};
 use crate::keys::{self, IdRecord};
 use crate::record::{Entry, Record, GENESIS};
 use crate::runs;
+use crate::vault::{self, Vault};
 use pathway_core::catalogue::EventType;
 use pathway_core::envelope::Submitted;
 use std::collections::HashMap;
@@ -85,6 +86,7 @@ pub(crate) struct Writer {
     durable: watch::Sender<u64>,
     /// Known versions; a cache of each person's last `s` key.
     versions: HashMap<Uuid, u64>,
+    vault: Arc<Vault>,
 }
 
 /// What one group has staged but not yet written.
@@ -92,6 +94,8 @@ pub(crate) struct Writer {
 struct Stage {
     /// Stored bytes of the new entries, in sequence order from the group's start.
     entries: Vec<Vec<u8>>,
+    /// Person keys made for this stage's people (their wrapped forms are in `kv`).
+    keys: HashMap<Uuid, [u8; 32]>,
     kv: Vec<(Vec<u8>, Vec<u8>)>,
     ids: HashMap<Uuid, IdRecord>,
     versions: HashMap<Uuid, u64>,
@@ -106,6 +110,7 @@ impl Writer {
         head: Head,
         clock: Clock,
         durable: watch::Sender<u64>,
+        vault: Arc<Vault>,
     ) -> Writer {
         Writer {
             db,
@@ -114,6 +119,7 @@ impl Writer {
             clock,
             durable,
             versions: HashMap::new(),
+            vault,
         }
     }
 
@@ -165,6 +171,7 @@ impl Writer {
                     group.entries.append(&mut stage.entries);
                     group.ids.extend(stage.ids);
                     group.versions.extend(stage.versions);
+                    group.keys.extend(stage.keys);
                     answers.push((job.reply, Ok(receipts)));
                 }
                 Err(e) => {
@@ -197,6 +204,7 @@ impl Writer {
                 hash: group.hash,
             };
             self.versions.extend(group.versions);
+            self.vault.remember(group.keys);
             self.durable.send_replace(group.seq);
         }
         for (reply, answer) in answers {
@@ -238,6 +246,38 @@ impl Writer {
         let v = last.map_or(0, |(k, _)| keys::u64_of(&k[17..]));
         self.versions.insert(yp, v);
         Ok(v)
+    }
+
+    /// The person's key: made in this group, stored, or (for a registration) new, staged with
+    /// the entry. A known person without a key was erased: nothing more is recorded of them.
+    fn person_key(
+        &self,
+        yp: Uuid,
+        registering: bool,
+        index: usize,
+        group: &Stage,
+        stage: &mut Stage,
+    ) -> Result<[u8; 32], AppendError> {
+        if let Some(k) = stage.keys.get(&yp).or_else(|| group.keys.get(&yp)) {
+            return Ok(*k);
+        }
+        let storage = |e: LogError| AppendError::Storage(e.to_string());
+        if let Some(k) = self.vault.key(yp).map_err(storage)? {
+            return Ok(k);
+        }
+        if !registering {
+            return Err(AppendError::Conflict {
+                index,
+                field: "young_person",
+                message:
+                    "this young person's record was erased; nothing more can be recorded about them"
+                        .into(),
+            });
+        }
+        let (k, wrapped) = self.vault.new_key(yp).map_err(storage)?;
+        stage.kv.push((vault::key(yp).to_vec(), wrapped));
+        stage.keys.insert(yp, k);
+        Ok(k)
     }
 
     /// Checks one all-or-nothing batch and stages its writes, or explains the first problem.
@@ -296,6 +336,15 @@ impl Writer {
             }
             let seq = stage.seq + 1;
             let version = current + 1;
+            let plain =
+                serde_json::value::to_raw_value(&s.data).expect("validated data serialises");
+            // The erasure notice stays readable; everything else is sealed with the person's key.
+            let data = if s.event_type == EventType::YoungPersonErased {
+                plain
+            } else {
+                let key = self.person_key(yp, registering, index, group, stage)?;
+                Vault::seal(&key, seq, &plain)
+            };
             let record = Record {
                 seq,
                 id: s.id,
@@ -307,7 +356,7 @@ impl Writer {
                 occurred_at: s.occurred_at.clone(),
                 recorded_at: now.to_owned(),
                 expected_version: s.expected_version,
-                data: serde_json::value::to_raw_value(&s.data).expect("validated data serialises"),
+                data,
             };
             let (bytes, hash) = Entry::encode(&record, &stage.hash);
             let id_record = IdRecord {

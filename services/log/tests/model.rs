@@ -273,7 +273,7 @@ fn verify_names_the_first_altered_entry() {
     }
     // Alter entry 3 behind the log's back.
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
         let tree = db.open_tree("log").unwrap();
         let mut key = vec![b'e'];
         key.extend_from_slice(&3u64.to_be_bytes());
@@ -393,7 +393,7 @@ fn signed_checkpoints_catch_a_foreign_key_and_a_truncated_log() {
     log.checkpoint(&key).unwrap().unwrap();
     drop(log);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
         let tree = db.open_tree("log").unwrap();
         let mut cut = 0;
         for kv in tree.scan_prefix(b"e") {

@@ -78,8 +78,11 @@ struct Pending<'t> {
     purges: BTreeMap<Vec<u8>, Purges>,
     /// Consent review keys: `Some(grant seq)` to write, `None` to remove.
     reviews: BTreeMap<Vec<u8>, Option<u64>>,
-    /// Identity registry keys to write.
-    identities: Vec<Vec<u8>>,
+    /// Identity registry keys to write, by person (each person's are also listed under
+    /// `r` + person, so that erasure can remove them).
+    identities: BTreeMap<Uuid, Vec<Vec<u8>>>,
+    /// People erased in this step: their registry keys go.
+    erased: Vec<Uuid>,
 }
 
 /// A run being written in this step, and the key it will be stored under.
@@ -110,7 +113,8 @@ impl<'t> Pending<'t> {
             open_disclosures: None,
             purges: BTreeMap::new(),
             reviews: BTreeMap::new(),
-            identities: Vec::new(),
+            identities: BTreeMap::new(),
+            erased: Vec::new(),
         }
     }
 
@@ -178,8 +182,34 @@ impl<'t> Pending<'t> {
         Ok(self.purges.get_mut(&key).expect("loaded"))
     }
 
-    fn batch(self) -> sled::Batch {
+    fn batch(self) -> Result<sled::Batch, ProjectionError> {
         let mut batch = sled::Batch::default();
+        for (yp, keys) in &self.identities {
+            if self.erased.contains(yp) {
+                continue;
+            }
+            let list = store::registry_list(*yp);
+            let mut stored = self
+                .tree
+                .get(&list)?
+                .map(|v| v.to_vec())
+                .unwrap_or_default();
+            for k in keys {
+                batch.insert(k.as_slice(), &[]);
+                stored.extend_from_slice(&(k.len() as u16).to_be_bytes());
+                stored.extend_from_slice(k);
+            }
+            batch.insert(list, stored);
+        }
+        for yp in &self.erased {
+            let list = store::registry_list(*yp);
+            if let Some(stored) = self.tree.get(&list)? {
+                for k in store::split_list(&stored) {
+                    batch.remove(k);
+                }
+            }
+            batch.remove(list);
+        }
         let runs = self
             .full
             .into_iter()
@@ -191,16 +221,13 @@ impl<'t> Pending<'t> {
         for (k, purges) in self.purges {
             batch.insert(k, store::encode(&purges));
         }
-        for k in self.identities {
-            batch.insert(k, &[]);
-        }
         for (k, review) in self.reviews {
             match review {
                 Some(seq) => batch.insert(k, &seq.to_be_bytes()),
                 None => batch.remove(k),
             }
         }
-        batch
+        Ok(batch)
     }
 }
 
@@ -378,14 +405,17 @@ impl Projector {
                     for (scheme, scope, value) in &a.identifiers {
                         let mut k = store::identifier_prefix(*scheme, scope, value);
                         k.extend_from_slice(yp.as_bytes());
-                        pending.identities.push(k);
+                        pending.identities.entry(yp).or_default().push(k);
                     }
                     if let Some((dob, name)) = &a.name_key {
                         let mut k = store::name_prefix(*dob, name);
                         k.extend_from_slice(yp.as_bytes());
-                        pending.identities.push(k);
+                        pending.identities.entry(yp).or_default().push(k);
                     }
                 }
+            }
+            if fact.event_type == EventType::YoungPersonErased {
+                pending.erased.push(yp);
             }
             if fact.event_type == EventType::RetentionPurged {
                 if let Ok(EventData::RetentionPurged(r)) =
@@ -402,7 +432,7 @@ impl Projector {
                 }
             }
         }
-        let mut batch = pending.batch();
+        let mut batch = pending.batch()?;
         batch.insert(store::CHECKPOINT, &last.to_be_bytes());
         inner.tree.apply_batch(batch)?;
         state.checkpoint = last;

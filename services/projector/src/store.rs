@@ -12,6 +12,8 @@
 //!   people
 //! - `n` SHA-256(date of birth, normalised name) person → (): the registry's fallback
 //!
+//! - `r` person → the registry keys written for them (so erasure removes them)
+//!
 //! Registry keys are digests, not the identifiers, names and dates themselves: the
 //! projections hold no personal data in the clear (ARCHITECTURE.md, erasure seam).
 //!
@@ -182,6 +184,26 @@ pub fn identifier_prefix(scheme: Scheme, scope: &str, value: &str) -> Vec<u8> {
 
 pub fn name_prefix(dob: Day, name: &str) -> Vec<u8> {
     digest_key(b'n', &[dob.to_string().as_bytes(), name.as_bytes()])
+}
+
+/// `r` + person: the registry keys written for them, each length-prefixed.
+pub fn registry_list(yp: Uuid) -> Vec<u8> {
+    let mut k = vec![b'r'];
+    k.extend_from_slice(yp.as_bytes());
+    k
+}
+
+pub fn split_list(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while bytes.len() >= 2 {
+        let n = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
+        if bytes.len() < 2 + n {
+            break;
+        }
+        out.push(bytes[2..2 + n].to_vec());
+        bytes = &bytes[2 + n..];
+    }
+    out
 }
 
 pub fn purges(agency: &str, yp: Uuid) -> Vec<u8> {

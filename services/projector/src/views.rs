@@ -79,7 +79,11 @@ pub fn feed(
             .filter(|f| f.seq > after)
             .take(limit - out.len())
         {
-            out.push(item(p, &entry(p, f.seq)?, f)?);
+            let e = entry(p, f.seq)?;
+            // An erased person's events are gone from every feed.
+            if !e.erased {
+                out.push(item(p, &e, f)?);
+            }
         }
     }
     Ok(out)
@@ -143,12 +147,22 @@ pub fn read_model(p: &Projector, agency: &str, yp: Uuid) -> Result<Option<Value>
 }
 
 /// What of a person's entries the agency may see now, as it may see them.
+/// Whether the person was erased: nothing about them is shown anywhere.
+pub fn erased(entries: &[Entry]) -> bool {
+    entries
+        .iter()
+        .any(|e| e.erased || e.record.event_type == EventType::YoungPersonErased)
+}
+
 fn visible(
     p: &Projector,
     agency: &str,
     yp: Uuid,
     entries: &[Entry],
 ) -> Result<Vec<Seen>, ProjectionError> {
+    if erased(entries) {
+        return Ok(Vec::new());
+    }
     let purges = purges_of(p, agency, yp)?;
     let items = feed_items(p, agency, entries)?;
     // Restorations come after the events they restore: collect them first.
@@ -366,7 +380,7 @@ pub fn subject_access(
     today: Day,
 ) -> Result<Option<Value>, ProjectionError> {
     let entries = p.log().read_person(yp)?;
-    if entries.is_empty() {
+    if entries.is_empty() || erased(&entries) {
         return Ok(None);
     }
     let mut person = PersonState::default();
@@ -463,14 +477,16 @@ pub fn registered_by(
                 .map(|e| e.record.young_person),
         );
     }
-    people
-        .into_iter()
-        .map(|yp| {
-            let entries = p.log().read_person(yp)?;
-            let facts: Vec<_> = entries.iter().map(|e| e.fact()).collect();
-            Ok((yp, history::parse(&facts)))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(people.len());
+    for yp in people {
+        let entries = p.log().read_person(yp)?;
+        if erased(&entries) {
+            continue;
+        }
+        let facts: Vec<_> = entries.iter().map(|e| e.fact()).collect();
+        out.push((yp, history::parse(&facts)));
+    }
+    Ok(out)
 }
 
 /// The people an identifier (within its scope) is registered to.

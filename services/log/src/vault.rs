@@ -1,0 +1,365 @@
+//! Per-person keys, so that one person's data can be made unreadable everywhere by destroying
+//! one key (crypto-shredding), while the hash chain, which covers the stored ciphertext, still
+//! verifies.
+//!
+//! Every event's `data` is sealed with its person's key (AES-256-GCM; the nonce is the entry's
+//! sequence number, unique for the life of the log, and the sequence number is also the
+//! associated data, so a sealed value cannot be moved to another position). The erasure
+//! notice itself (`young-person.erased`) is not sealed: it holds nothing personal and must
+//! stay readable.
+//!
+//! Person keys live in the log tree under `p` + person, wrapped (AES-256-GCM) under a master
+//! key kept in a file beside the tree (`master-<epoch>.key`). Deleting a sled key does not
+//! wipe its old bytes from sled's files, so erasure also rotates the master: every remaining
+//! person key is re-wrapped under a new master, and the old master file is overwritten and
+//! removed. The erased person's wrapped key may linger in sled's files, but nothing that can
+//! unwrap it does.
+
+use crate::error::LogError;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use uuid::Uuid;
+
+pub const PREFIX: u8 = b'p';
+const SEALED: &str = "$sealed";
+
+pub fn key(yp: Uuid) -> [u8; 17] {
+    let mut k = [PREFIX; 17];
+    k[1..].copy_from_slice(yp.as_bytes());
+    k
+}
+
+fn storage(e: impl std::fmt::Display) -> LogError {
+    LogError::Storage(e.to_string())
+}
+
+fn aead(key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte key"))
+}
+
+fn nonce(n: u64) -> Nonce {
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&n.to_be_bytes());
+    Nonce::assume_unique_for_key(b)
+}
+
+fn random32(rng: &SystemRandom) -> Result<[u8; 32], LogError> {
+    let mut k = [0u8; 32];
+    rng.fill(&mut k).map_err(|_| storage("no randomness"))?;
+    Ok(k)
+}
+
+struct State {
+    masters: BTreeMap<u32, [u8; 32]>,
+    current: u32,
+    /// Unwrapped person keys, by person.
+    cache: HashMap<Uuid, [u8; 32]>,
+}
+
+pub struct Vault {
+    dir: PathBuf,
+    tree: sled::Tree,
+    rng: SystemRandom,
+    state: Mutex<State>,
+}
+
+fn master_path(dir: &Path, epoch: u32) -> PathBuf {
+    dir.join(format!("master-{epoch}.key"))
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(path).map_err(storage)?;
+    f.write_all(bytes).map_err(storage)?;
+    f.sync_all().map_err(storage)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// Overwrites a key file with zeros, syncs, and removes it.
+fn destroy(path: &Path) -> Result<(), LogError> {
+    let len = std::fs::metadata(path).map_err(storage)?.len() as usize;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(storage)?;
+    f.write_all(&vec![0u8; len]).map_err(storage)?;
+    f.sync_all().map_err(storage)?;
+    std::fs::remove_file(path).map_err(storage)
+}
+
+impl Vault {
+    pub fn open(dir: &Path, tree: sled::Tree) -> Result<Vault, LogError> {
+        let rng = SystemRandom::new();
+        let mut masters = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(storage)? {
+            let path = entry.map_err(storage)?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(epoch) = name
+                .strip_prefix("master-")
+                .and_then(|n| n.strip_suffix(".key"))
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                let bytes = std::fs::read(&path).map_err(storage)?;
+                let key: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| storage(format!("{} is not a 32-byte key", path.display())))?;
+                masters.insert(epoch, key);
+            }
+        }
+        if masters.is_empty() {
+            let key = random32(&rng)?;
+            write_secret(&master_path(dir, 1), &key)?;
+            masters.insert(1, key);
+        }
+        let current = *masters.keys().next_back().expect("a master");
+        Ok(Vault {
+            dir: dir.to_owned(),
+            tree,
+            rng,
+            state: Mutex::new(State {
+                masters,
+                current,
+                cache: HashMap::new(),
+            }),
+        })
+    }
+
+    /// `epoch (4) | nonce (12) | sealed key (32 + 16)`; the person is the associated data.
+    fn unwrap(state: &State, yp: Uuid, wrapped: &[u8]) -> Option<[u8; 32]> {
+        if wrapped.len() != 4 + 12 + 32 + 16 {
+            return None;
+        }
+        let epoch = u32::from_be_bytes(wrapped[..4].try_into().ok()?);
+        let master = state.masters.get(&epoch)?;
+        let n = Nonce::try_assume_unique_for_key(&wrapped[4..16]).ok()?;
+        let mut buf = wrapped[16..].to_vec();
+        let plain = aead(master)
+            .open_in_place(n, Aad::from(yp.as_bytes()), &mut buf)
+            .ok()?;
+        plain.try_into().ok()
+    }
+
+    /// Wraps under the current master with a fresh random nonce (never reused under one key).
+    fn wrap(
+        rng: &SystemRandom,
+        state: &State,
+        yp: Uuid,
+        key: &[u8; 32],
+    ) -> Result<Vec<u8>, LogError> {
+        let master = &state.masters[&state.current];
+        let mut n = [0u8; 12];
+        rng.fill(&mut n).map_err(|_| storage("no randomness"))?;
+        let mut buf = key.to_vec();
+        aead(master)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(n),
+                Aad::from(yp.as_bytes()),
+                &mut buf,
+            )
+            .expect("sealing cannot fail");
+        let mut out = state.current.to_be_bytes().to_vec();
+        out.extend_from_slice(&n);
+        out.extend_from_slice(&buf);
+        Ok(out)
+    }
+
+    /// The person's key, if they have one (not yet, or no longer after erasure: `None`).
+    pub fn key(&self, yp: Uuid) -> Result<Option<[u8; 32]>, LogError> {
+        let mut state = self.state.lock().expect("vault lock");
+        if let Some(k) = state.cache.get(&yp) {
+            return Ok(Some(*k));
+        }
+        let Some(wrapped) = self.tree.get(key(yp))? else {
+            return Ok(None);
+        };
+        let k = Vault::unwrap(&state, yp, &wrapped)
+            .ok_or_else(|| storage("a person key cannot be unwrapped: is a master key missing?"))?;
+        state.cache.insert(yp, k);
+        Ok(Some(k))
+    }
+
+    /// A new key for a person, and the wrapped form to store with the entries that use it.
+    pub fn new_key(&self, yp: Uuid) -> Result<([u8; 32], Vec<u8>), LogError> {
+        let k = random32(&self.rng)?;
+        let state = self.state.lock().expect("vault lock");
+        Ok((k, Vault::wrap(&self.rng, &state, yp, &k)?))
+    }
+
+    /// Called once keys written with a group of entries are durable.
+    pub fn remember(&self, keys: impl IntoIterator<Item = (Uuid, [u8; 32])>) {
+        self.state.lock().expect("vault lock").cache.extend(keys);
+    }
+
+    /// Seals event data for position `seq`, as the JSON stored in the record.
+    pub fn seal(key: &[u8; 32], seq: u64, data: &RawValue) -> Box<RawValue> {
+        let mut buf = data.get().as_bytes().to_vec();
+        aead(key)
+            .seal_in_place_append_tag(nonce(seq), Aad::from(seq.to_be_bytes()), &mut buf)
+            .expect("sealing cannot fail");
+        let text = serde_json::json!({ SEALED: encode(&buf) }).to_string();
+        RawValue::from_string(text).expect("JSON")
+    }
+
+    /// The sealed ciphertext of stored data, if it is sealed.
+    pub fn sealed(data: &RawValue) -> Option<Vec<u8>> {
+        #[derive(serde::Deserialize)]
+        struct Sealed {
+            #[serde(rename = "$sealed")]
+            sealed: String,
+        }
+        let s: Sealed = serde_json::from_str(data.get()).ok()?;
+        decode(&s.sealed)
+    }
+
+    /// Opens sealed data for position `seq` with the person's key.
+    pub fn unseal(key: &[u8; 32], seq: u64, mut sealed: Vec<u8>) -> Option<Box<RawValue>> {
+        let plain = aead(key)
+            .open_in_place(nonce(seq), Aad::from(seq.to_be_bytes()), &mut sealed)
+            .ok()?;
+        RawValue::from_string(String::from_utf8(plain.to_vec()).ok()?).ok()
+    }
+
+    /// Destroys a person's key: their sealed data becomes unreadable for good. Every other
+    /// key is re-wrapped under a fresh master, and the old master is destroyed, so the old
+    /// wrapped bytes sled may still hold are useless. Returns whether there was a key.
+    pub fn shred(&self, yp: Uuid, db: &sled::Db) -> Result<bool, LogError> {
+        let mut state = self.state.lock().expect("vault lock");
+        let existed = self.tree.remove(key(yp))?.is_some();
+        db.flush()?;
+        state.cache.remove(&yp);
+        let next = state.current + 1;
+        let fresh = random32(&self.rng)?;
+        write_secret(&master_path(&self.dir, next), &fresh)?;
+        state.masters.insert(next, fresh);
+        state.current = next;
+        self.settle(&mut state, db)?;
+        Ok(existed)
+    }
+
+    /// Re-wraps every person key under the current master and destroys the older masters.
+    /// Also run at open, to finish a rotation a crash interrupted.
+    fn settle(&self, state: &mut State, db: &sled::Db) -> Result<(), LogError> {
+        let old: Vec<u32> = state
+            .masters
+            .keys()
+            .copied()
+            .filter(|e| *e != state.current)
+            .collect();
+        if old.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for kv in self.tree.scan_prefix([PREFIX]) {
+            let (k, v) = kv?;
+            let person = Uuid::from_slice(&k[1..]).map_err(storage)?;
+            let key = Vault::unwrap(state, person, &v)
+                .ok_or_else(|| storage("a person key cannot be unwrapped during rotation"))?;
+            batch.insert(k, Vault::wrap(&self.rng, state, person, &key)?);
+        }
+        self.tree.apply_batch(batch)?;
+        db.flush()?;
+        for epoch in old {
+            state.masters.remove(&epoch);
+            destroy(&master_path(&self.dir, epoch))?;
+        }
+        Ok(())
+    }
+
+    /// Finishes any rotation a crash interrupted.
+    pub fn recover(&self, db: &sled::Db) -> Result<(), LogError> {
+        let mut state = self.state.lock().expect("vault lock");
+        self.settle(&mut state, db)
+    }
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Base64 (standard, padded): the sealed data is a JSON string.
+fn encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.as_bytes();
+    if !s.len().is_multiple_of(4) {
+        return None;
+    }
+    let value = |c: u8| ALPHABET.iter().position(|a| *a == c).map(|p| p as u32);
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for chunk in s.chunks(4) {
+        let pad = chunk.iter().rev().take_while(|c| **c == b'=').count();
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            let v = if i >= 4 - pad { 0 } else { value(*c)? };
+            n |= v << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for n in 0..40 {
+            let bytes: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(decode(&encode(&bytes)).unwrap(), bytes, "{n}");
+        }
+        assert_eq!(encode(b"Man"), "TWFu");
+        assert_eq!(encode(b"Ma"), "TWE=");
+    }
+
+    #[test]
+    fn sealed_data_opens_only_with_its_key_at_its_position() {
+        let k = [7u8; 32];
+        let data = RawValue::from_string(r#"{"given_name":"Ada"}"#.into()).unwrap();
+        let sealed = Vault::seal(&k, 42, &data);
+        assert!(!sealed.get().contains("Ada"));
+        let bytes = Vault::sealed(&sealed).unwrap();
+        assert_eq!(
+            Vault::unseal(&k, 42, bytes.clone()).unwrap().get(),
+            data.get()
+        );
+        assert!(
+            Vault::unseal(&k, 43, bytes.clone()).is_none(),
+            "moved to another position"
+        );
+        assert!(
+            Vault::unseal(&[8u8; 32], 42, bytes).is_none(),
+            "another key"
+        );
+    }
+}
