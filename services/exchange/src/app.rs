@@ -136,6 +136,10 @@ pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::R
     );
     let defaults = Limits::default();
     let state = AppState {
+        rate: Arc::new(pathway_gateway::ratelimit::RateLimiter::new(
+            config.service.rate_per_second.unwrap_or(2000.0),
+            config.service.rate_burst.unwrap_or(5000.0),
+        )),
         webhooks: webhooks.clone(),
         ingress: bus,
         own: recorder.clone(),
@@ -147,6 +151,10 @@ pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::R
                 .max_body_bytes
                 .unwrap_or(defaults.max_body_bytes),
             max_batch: config.service.max_batch.unwrap_or(defaults.max_batch),
+            request_timeout: config
+                .service
+                .request_timeout_seconds
+                .map_or(defaults.request_timeout, std::time::Duration::from_secs),
         },
         ready: Arc::new(AtomicBool::new(true)),
     };

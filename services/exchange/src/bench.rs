@@ -52,7 +52,11 @@ async fn start(root: &std::path::Path) -> anyhow::Result<Server> {
     // Kept until `run` has stopped the runtime (and with it this server): deleting a live
     // server's directory would only make its sled threads complain.
     let dir = tempfile::tempdir_in(root)?.keep();
-    let running = app::build(config::parse(config::DEMO, "demo")?, &dir)?;
+    let mut config = config::parse(config::DEMO, "demo")?;
+    // The bench is one agency sending as fast as it can: no rate limit.
+    config.service.rate_per_second = Some(f64::MAX);
+    config.service.rate_burst = Some(f64::MAX);
+    let running = app::build(config, &dir)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(running.projector.clone().run());

@@ -43,6 +43,11 @@ pub struct ServiceSettings {
     pub max_batch: Option<usize>,
     /// Minutes between housekeeping passes (retention purges); one also runs at start.
     pub housekeeping_minutes: Option<u64>,
+    /// Requests per second each agency may make, on average, and in a burst.
+    pub rate_per_second: Option<f64>,
+    pub rate_burst: Option<f64>,
+    /// Seconds a request may take to start answering.
+    pub request_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -335,3 +335,50 @@ async fn every_answer_carries_the_security_headers() {
             .contains("default-src 'none'"));
     }
 }
+
+#[tokio::test]
+async fn each_agency_has_a_rate_limit_and_hears_when_to_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = exchange::config::parse(exchange::config::DEMO, "demo").unwrap();
+    config.service.rate_per_second = Some(0.001);
+    config.service.rate_burst = Some(3.0);
+    let running = exchange::app::build(config, dir.path()).unwrap();
+    let router = pathway_gateway::router(running.state);
+    let get = |token: &'static str| {
+        let router = router.clone();
+        async move {
+            let req = axum::http::Request::builder()
+                .uri("/v1/feed")
+                .header("authorization", format!("Bearer {token}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            tower::ServiceExt::oneshot(router, req).await.unwrap()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(get(CAREERS).await.status(), StatusCode::OK);
+    }
+    let refused = get(CAREERS).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        get(COLLEGE).await.status(),
+        StatusCode::OK,
+        "another agency is not held up"
+    );
+    // The MI officer and the LA's own systems share the local authority's bucket.
+    for _ in 0..3 {
+        assert_eq!(get(LA).await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        get("demo-la-mi-token").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`auth`]: bearer tokens (stored only as SHA-256 digests) naming a principal and role.
 //! - [`permissions`]: the one table of which roles may call which endpoint.
+//! - [`ratelimit`]: a token bucket per agency (429 with Retry-After).
 //! - [`problem`]: the `application/problem+json` response.
 //! - [`exports`]: CSV downloads (an LA's care leavers' destinations, the looked-after list).
 //! - [`imports`]: agencies' own files (NCCIS destinations) in, only the changes out as events.
@@ -18,6 +19,7 @@ pub mod imports;
 pub mod pages;
 pub mod permissions;
 pub mod problem;
+pub mod ratelimit;
 pub mod routes;
 pub mod webhooks;
 

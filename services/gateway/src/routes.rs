@@ -31,6 +31,8 @@ use uuid::Uuid;
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch: usize,
+    /// How long a handler may take to start answering (a live feed answers at once).
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -38,6 +40,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 8 << 20,
             max_batch: 5000,
+            request_timeout: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -48,6 +51,7 @@ pub struct AppState {
     /// The exchange's own appends (identity links found by imports).
     pub own: Arc<dyn OwnEvents>,
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    pub rate: Arc<crate::ratelimit::RateLimiter>,
     pub projector: Projector,
     pub tokens: Arc<Tokens>,
     pub limits: Limits,
@@ -125,7 +129,26 @@ async fn authorize(
         )
         .into_response();
     }
-    next.run(req).await
+    let who = principal.agency.as_deref().unwrap_or(&principal.user);
+    if let Err(wait) = state.rate.take(who) {
+        let mut res = HttpProblem::from(
+            Problem::new(429, "rate-limited", "Too many requests from your agency")
+                .detail(format!("Try again in {wait} s.")),
+        )
+        .into_response();
+        if let Ok(v) = header::HeaderValue::from_str(&wait.to_string()) {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return res;
+    }
+    match tokio::time::timeout(state.limits.request_timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => HttpProblem::from(
+            Problem::new(503, "timeout", "The request took too long")
+                .detail("Send it again: what was recorded is recognised and not recorded twice."),
+        )
+        .into_response(),
+    }
 }
 
 /// Headers every answer carries: nothing here is for a browser to sniff, frame, cache or

@@ -22,11 +22,11 @@ use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use uuid::Uuid;
 
 pub const PREFIX: u8 = b'p';
-const SEALED: &str = "$sealed";
+const SEALED_PREFIX: &str = "{\"$sealed\":\"";
 
 pub fn key(yp: Uuid) -> [u8; 17] {
     let mut k = [PREFIX; 17];
@@ -57,8 +57,6 @@ fn random32(rng: &SystemRandom) -> Result<[u8; 32], LogError> {
 struct State {
     masters: BTreeMap<u32, [u8; 32]>,
     current: u32,
-    /// Unwrapped person keys, by person.
-    cache: HashMap<Uuid, [u8; 32]>,
 }
 
 pub struct Vault {
@@ -66,6 +64,8 @@ pub struct Vault {
     tree: sled::Tree,
     rng: SystemRandom,
     state: Mutex<State>,
+    /// Unwrapped person keys, by person.
+    cache: RwLock<HashMap<Uuid, [u8; 32]>>,
 }
 
 fn master_path(dir: &Path, epoch: u32) -> PathBuf {
@@ -129,11 +129,8 @@ impl Vault {
             dir: dir.to_owned(),
             tree,
             rng,
-            state: Mutex::new(State {
-                masters,
-                current,
-                cache: HashMap::new(),
-            }),
+            state: Mutex::new(State { masters, current }),
+            cache: RwLock::new(HashMap::new()),
         })
     }
 
@@ -177,17 +174,18 @@ impl Vault {
     }
 
     /// The person's key, if they have one (not yet, or no longer after erasure: `None`).
+    /// Every read of the log asks this: the cache is read under a shared lock.
     pub fn key(&self, yp: Uuid) -> Result<Option<[u8; 32]>, LogError> {
-        let mut state = self.state.lock().expect("vault lock");
-        if let Some(k) = state.cache.get(&yp) {
+        if let Some(k) = self.cache.read().expect("vault cache").get(&yp) {
             return Ok(Some(*k));
         }
+        let state = self.state.lock().expect("vault lock");
         let Some(wrapped) = self.tree.get(key(yp))? else {
             return Ok(None);
         };
         let k = Vault::unwrap(&state, yp, &wrapped)
             .ok_or_else(|| storage("a person key cannot be unwrapped: is a master key missing?"))?;
-        state.cache.insert(yp, k);
+        self.cache.write().expect("vault cache").insert(yp, k);
         Ok(Some(k))
     }
 
@@ -200,7 +198,7 @@ impl Vault {
 
     /// Called once keys written with a group of entries are durable.
     pub fn remember(&self, keys: impl IntoIterator<Item = (Uuid, [u8; 32])>) {
-        self.state.lock().expect("vault lock").cache.extend(keys);
+        self.cache.write().expect("vault cache").extend(keys);
     }
 
     /// Seals event data for position `seq`, as the JSON stored in the record.
@@ -209,19 +207,18 @@ impl Vault {
         aead(key)
             .seal_in_place_append_tag(nonce(seq), Aad::from(seq.to_be_bytes()), &mut buf)
             .expect("sealing cannot fail");
-        let text = serde_json::json!({ SEALED: encode(&buf) }).to_string();
-        RawValue::from_string(text).expect("JSON")
+        RawValue::from_string(format!("{SEALED_PREFIX}{}\"}}", encode(&buf))).expect("JSON")
     }
 
-    /// The sealed ciphertext of stored data, if it is sealed.
+    /// The sealed ciphertext of stored data, if it is sealed. The stored form is exactly what
+    /// [`Vault::seal`] writes, so it is read by its prefix, without a JSON parse: every read
+    /// of the log passes here.
     pub fn sealed(data: &RawValue) -> Option<Vec<u8>> {
-        #[derive(serde::Deserialize)]
-        struct Sealed {
-            #[serde(rename = "$sealed")]
-            sealed: String,
-        }
-        let s: Sealed = serde_json::from_str(data.get()).ok()?;
-        decode(&s.sealed)
+        let inner = data
+            .get()
+            .strip_prefix(SEALED_PREFIX)?
+            .strip_suffix("\"}")?;
+        decode(inner)
     }
 
     /// Opens sealed data for position `seq` with the person's key.
@@ -239,7 +236,7 @@ impl Vault {
         let mut state = self.state.lock().expect("vault lock");
         let existed = self.tree.remove(key(yp))?.is_some();
         db.flush()?;
-        state.cache.remove(&yp);
+        self.cache.write().expect("vault cache").remove(&yp);
         let next = state.current + 1;
         let fresh = random32(&self.rng)?;
         write_secret(&master_path(&self.dir, next), &fresh)?;
@@ -308,12 +305,26 @@ fn encode(bytes: &[u8]) -> String {
     out
 }
 
+/// Each byte's value in [`ALPHABET`], or 255.
+const VALUES: [u8; 256] = {
+    let mut t = [255u8; 256];
+    let mut i = 0;
+    while i < 64 {
+        t[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
 fn decode(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
     if !s.len().is_multiple_of(4) {
         return None;
     }
-    let value = |c: u8| ALPHABET.iter().position(|a| *a == c).map(|p| p as u32);
+    let value = |c: u8| match VALUES[c as usize] {
+        255 => None,
+        v => Some(u32::from(v)),
+    };
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
     for chunk in s.chunks(4) {
         let pad = chunk.iter().rev().take_while(|c| **c == b'=').count();
