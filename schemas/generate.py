@@ -246,6 +246,16 @@ def main():
             "young_person": {"type": "string", "format": "uuid"},
             "occurred_at": {"type": "string", "format": "date-time"},
             "expected_version": {"type": "integer", "minimum": 0},
+            "signature": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["key", "value"],
+                "description": "Ed25519 over the canonical JSON of the envelope without this field",
+                "properties": {
+                    "key": {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "the public key, hex"},
+                    "value": {"type": "string", "pattern": "^[0-9a-f]{128}$", "description": "the signature, hex"},
+                },
+            },
             "data": {"type": "object"},
         },
     }

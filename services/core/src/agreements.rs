@@ -40,6 +40,10 @@ pub struct Agency {
     /// its imported looked-after lists register.
     #[serde(default)]
     pub la_code: Option<String>,
+    /// Ed25519 public keys (hex) the agency signs its submissions with. When there are any,
+    /// every envelope it sends must carry a signature by one of them.
+    #[serde(default)]
+    pub signing_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +150,18 @@ impl Agreements {
                     err(
                         place.clone(),
                         "la_code must be the 3-digit DfE local authority code".into(),
+                    );
+                }
+            }
+            for k in &a.signing_keys {
+                if k.len() != 64
+                    || !k
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                {
+                    err(
+                        place.clone(),
+                        "signing_keys must be Ed25519 public keys, 64 lowercase hex digits".into(),
                     );
                 }
             }
@@ -266,6 +282,7 @@ mod tests {
             kind,
             name: String::new(),
             la_code: None,
+            signing_keys: Vec::new(),
         }
     }
 

@@ -50,6 +50,18 @@ pub struct Submitted {
     pub data: Value,
     /// Canonical bytes of the envelope as sent: idempotency compares their digest.
     pub canonical: Vec<u8>,
+    /// The sender's Ed25519 signature, if it signed, and what it signed: the canonical
+    /// bytes of the envelope without `signature`.
+    pub signature: Option<Signature>,
+    pub signed: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Signature {
+    /// Hex public key.
+    pub key: String,
+    /// Hex signature.
+    pub value: String,
 }
 
 struct Validators {
@@ -161,6 +173,14 @@ pub fn validate(envelope: &Value) -> Result<Submitted, Vec<FieldError>> {
         expected_version: field("expected_version").and_then(Value::as_u64),
         data: data.cloned().unwrap_or(Value::Null),
         canonical: canonical_bytes(envelope),
+        signature: field("signature").and_then(|s| serde_json::from_value(s.clone()).ok()),
+        signed: {
+            let mut unsigned = envelope.clone();
+            if let Value::Object(m) = &mut unsigned {
+                m.remove("signature");
+            }
+            canonical_bytes(&unsigned)
+        },
     })
 }
 

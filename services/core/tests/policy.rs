@@ -18,6 +18,7 @@ fn agency(id: &str, kind: AgencyKind) -> Agency {
         kind,
         name: id.into(),
         la_code: None,
+        signing_keys: Vec::new(),
     }
 }
 

@@ -55,6 +55,7 @@ fn agreements(s: Scenario) -> Agreements {
         kind: AgencyKind::LocalAuthority,
         name: String::new(),
         la_code: None,
+        signing_keys: Vec::new(),
     }];
     let mut flows = Vec::new();
     for i in 0..RECIPIENTS {
@@ -63,6 +64,7 @@ fn agreements(s: Scenario) -> Agreements {
             kind: AgencyKind::College,
             name: String::new(),
             la_code: None,
+            signing_keys: Vec::new(),
         });
         flows.push(Flow {
             id: format!("la-to-{}", recipient(i)),

@@ -63,6 +63,9 @@ pub struct AgencyEntry {
     /// A local authority's 3-digit DfE code (for registrations from its looked-after lists).
     #[serde(default)]
     pub la_code: Option<String>,
+    /// Ed25519 public keys (hex); with any, the agency's submissions must be signed.
+    #[serde(default)]
+    pub signing_keys: Vec<String>,
 }
 
 pub struct Config {
@@ -144,6 +147,7 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
             kind: a.kind,
             name: a.name.clone(),
             la_code: a.la_code.clone(),
+            signing_keys: a.signing_keys.clone(),
         })
         .collect();
     let agreements = match Agreements::new(agencies, file.flows) {

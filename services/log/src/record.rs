@@ -30,6 +30,10 @@ pub struct Record {
     /// Kept as the JSON text it was stored as: most readers (the projector above all) never
     /// look inside, and building a value tree for every entry was most of a rebuild's cost.
     pub data: Box<RawValue>,
+    /// The sender's Ed25519 signature over its envelope, kept so that who said what can be
+    /// proven later (with the envelope rebuilt from this record and the key).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub signature: Option<pathway_core::envelope::Signature>,
 }
 
 impl Record {

@@ -357,6 +357,7 @@ impl Writer {
                 recorded_at: now.to_owned(),
                 expected_version: s.expected_version,
                 data,
+                signature: s.signature.clone(),
             };
             let (bytes, hash) = Entry::encode(&record, &stage.hash);
             let id_record = IdRecord {

@@ -278,7 +278,8 @@ fn verify_names_the_first_altered_entry() {
         let mut key = vec![b'e'];
         key.extend_from_slice(&3u64.to_be_bytes());
         let mut v = tree.get(&key).unwrap().unwrap().to_vec();
-        let text = String::from_utf8_lossy(&v[64..]).replace("Ada", "Eve");
+        // The data is sealed; the envelope fields around it are not, and the hash covers both.
+        let text = String::from_utf8_lossy(&v[64..]).replace("2026-10-01", "2026-10-02");
         v.truncate(64);
         v.extend_from_slice(text.as_bytes());
         tree.insert(key, v).unwrap();

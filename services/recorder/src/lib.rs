@@ -95,6 +95,7 @@ impl Handler for Recorder {
         let mut events = Vec::with_capacity(s.envelopes.len());
         let mut invalid = Vec::new();
         let mut forbidden = Vec::new();
+        let mut unsigned = Vec::new();
         for (i, env) in s.envelopes.iter().enumerate() {
             let prefix = pointer(s.batch, i, "");
             match validate(env) {
@@ -105,11 +106,25 @@ impl Handler for Recorder {
                         format!("a {} may not send {}", agency.kind, sub.event_type),
                     ))
                 }
-                Ok(sub) => events.push(NewEvent {
-                    submitted: sub,
-                    source: agency.id.clone(),
-                }),
+                Ok(sub) => match check_signature(agency, &sub) {
+                    Ok(()) => events.push(NewEvent {
+                        submitted: sub,
+                        source: agency.id.clone(),
+                    }),
+                    Err(message) => {
+                        unsigned.push(FieldError::new(pointer(s.batch, i, "/signature"), message))
+                    }
+                },
             }
+        }
+        if !unsigned.is_empty() {
+            return Err(Problem::new(
+                401,
+                "bad-signature",
+                "The submission's signature is missing or does not verify",
+            )
+            .detail("Nothing was appended.")
+            .errors(unsigned));
         }
         if !invalid.is_empty() {
             return Err(Problem::new(
@@ -134,6 +149,36 @@ impl Handler for Recorder {
             Err(e) => Err(problem(&e, s.batch)),
         }
     }
+}
+
+/// Signed submissions: an agency with registered keys must sign every envelope; a signature
+/// must be by one of its keys and verify over the envelope without `signature`.
+fn check_signature(
+    agency: &pathway_core::Agency,
+    sub: &pathway_core::Submitted,
+) -> Result<(), &'static str> {
+    let Some(sig) = &sub.signature else {
+        return if agency.signing_keys.is_empty() {
+            Ok(())
+        } else {
+            Err("required: this agency signs its submissions")
+        };
+    };
+    if !agency.signing_keys.contains(&sig.key) {
+        return Err("not by a key registered for this agency");
+    }
+    let unhex = |s: &str| -> Option<Vec<u8>> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+            .collect()
+    };
+    let (Some(key), Some(value)) = (unhex(&sig.key), unhex(&sig.value)) else {
+        return Err("is not hex");
+    };
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key)
+        .verify(&sub.signed, &value)
+        .map_err(|_| "does not verify over this envelope")
 }
 
 fn problem(e: &AppendError, batch: bool) -> Problem {
