@@ -136,6 +136,7 @@ pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::R
     );
     let defaults = Limits::default();
     let state = AppState {
+        body_limits: Arc::new(config.body_limits),
         rate: Arc::new(pathway_gateway::ratelimit::RateLimiter::new(
             config.service.rate_per_second.unwrap_or(2000.0),
             config.service.rate_burst.unwrap_or(5000.0),

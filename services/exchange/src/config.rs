@@ -66,10 +66,14 @@ pub struct AgencyEntry {
     /// Ed25519 public keys (hex); with any, the agency's submissions must be signed.
     #[serde(default)]
     pub signing_keys: Vec<String>,
+    /// The largest request body this agency may send, if not the service's.
+    pub max_body_bytes: Option<usize>,
 }
 
 pub struct Config {
     pub service: ServiceSettings,
+    /// Agencies with their own body limit.
+    pub body_limits: std::collections::HashMap<String, usize>,
     pub agreements: Agreements,
     /// (principal, token digest)
     pub tokens: Vec<(Principal, String)>,
@@ -165,6 +169,11 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
         );
     }
     Ok(Config {
+        body_limits: file
+            .agencies
+            .iter()
+            .filter_map(|a| a.max_body_bytes.map(|m| (a.id.clone(), m)))
+            .collect(),
         service: file.service,
         agreements: agreements.expect("no problems"),
         tokens,

@@ -382,3 +382,40 @@ async fn each_agency_has_a_rate_limit_and_hears_when_to_retry() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+#[tokio::test]
+async fn an_agency_can_have_its_own_size_limit() {
+    let text = exchange::config::DEMO.replace(
+        "id = \"demo-college\"\n",
+        "id = \"demo-college\"\nmax_body_bytes = 200\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let running =
+        exchange::app::build(exchange::config::parse(&text, "test").unwrap(), dir.path()).unwrap();
+    let router = pathway_gateway::router(running.state);
+    let body = registration("2008-01-01").to_string();
+    assert!(body.len() > 200);
+    let post = |token: &'static str| {
+        let router = router.clone();
+        let body = body.clone();
+        async move {
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri("/v1/events")
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            tower::ServiceExt::oneshot(router, req)
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(post(COLLEGE).await, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_ne!(
+        post(LA).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "others keep the service's limit"
+    );
+}

@@ -52,11 +52,23 @@ pub struct AppState {
     pub own: Arc<dyn OwnEvents>,
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     pub rate: Arc<crate::ratelimit::RateLimiter>,
+    /// Agencies whose body limit differs from `limits.max_body_bytes`.
+    pub body_limits: Arc<std::collections::HashMap<String, usize>>,
     pub projector: Projector,
     pub tokens: Arc<Tokens>,
     pub limits: Limits,
     /// False until every dependency the configuration asks for is up.
     pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// The largest body this agency may send.
+    pub fn body_limit(&self, agency: &str) -> usize {
+        self.body_limits
+            .get(agency)
+            .copied()
+            .unwrap_or(self.limits.max_body_bytes)
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -187,13 +199,13 @@ async fn post_events(
     body: Body,
 ) -> Result<Response, HttpProblem> {
     let agency = caller(&state, &headers)?.to_owned();
-    let bytes = to_bytes(body, state.limits.max_body_bytes)
+    let bytes = to_bytes(body, state.body_limit(&agency))
         .await
         .map_err(|_| {
             HttpProblem::from(
                 Problem::new(413, "too-large", "The body is too large").detail(format!(
                     "At most {} bytes per request; split the batch.",
-                    state.limits.max_body_bytes
+                    state.body_limit(&agency)
                 )),
             )
         })?;
@@ -623,13 +635,13 @@ async fn import_destinations(
         )
         .into());
     }
-    let bytes = to_bytes(body, state.limits.max_body_bytes)
+    let bytes = to_bytes(body, state.body_limit(&agency))
         .await
         .map_err(|_| {
             HttpProblem::from(
                 Problem::new(413, "too-large", "The file is too large").detail(format!(
                     "At most {} bytes per request; split the file.",
-                    state.limits.max_body_bytes
+                    state.body_limit(&agency)
                 )),
             )
         })?;
