@@ -235,6 +235,18 @@ mod tests {
     }
 
     #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let c = parse(DEMO, "demo").unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("8 hidden"), "{shown}");
+        for (_, digest) in &c.tokens {
+            assert!(!shown.contains(digest.as_str()));
+        }
+        let tokens = pathway_gateway::Tokens::new(c.tokens.clone());
+        assert_eq!(format!("{tokens:?}"), "Tokens([8 hidden])");
+    }
+
+    #[test]
     fn mistakes_are_reported_with_their_place() {
         let text = r#"
             [[agency]]
