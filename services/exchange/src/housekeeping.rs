@@ -13,6 +13,7 @@ use pathway_core::calendar;
 use pathway_core::date::Day;
 use pathway_core::history;
 use pathway_core::timeline::{self, Action};
+use pathway_gateway::imports::derived_id;
 use pathway_projector::retention::{self, Due};
 use pathway_projector::Projector;
 use pathway_recorder::Recorder;
@@ -38,14 +39,6 @@ pub struct Housekeeper {
 struct Timeline {
     cursor: u64,
     wake: BTreeMap<Day, BTreeSet<Uuid>>,
-}
-
-/// An id derived from what an event says (SHA-256 of its parts, as a v4-shaped UUID).
-fn derived_id(parts: &[&str]) -> Uuid {
-    let digest = ring::digest::digest(&ring::digest::SHA256, parts.join("\0").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest.as_ref()[..16]);
-    uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
 fn deadline_envelope(yp: Uuid, action: &Action, today: Day) -> Value {

@@ -180,6 +180,23 @@ enum Report {
     },
 }
 
+/// Sends a request to a running exchange and returns the body of a successful answer; any
+/// other answer is an error quoting it (the exchange's problem details name the field).
+fn call_api(request: reqwest::RequestBuilder, endpoint: &str) -> anyhow::Result<String> {
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let res = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {endpoint}"))?;
+        let status = res.status();
+        let text = res.text().await?;
+        if !status.is_success() {
+            bail!("the exchange answered {status}: {text}");
+        }
+        Ok(text)
+    })
+}
+
 fn load_config(demo: bool, path: Option<&PathBuf>) -> anyhow::Result<config::Config> {
     match (demo, path) {
         (_, Some(p)) => config::load(p),
@@ -359,21 +376,13 @@ fn main() -> anyhow::Result<()> {
             if let Some(y) = year {
                 endpoint.push_str(&format!("?year={y}"));
             }
-            let summary = tokio::runtime::Runtime::new()?.block_on(async {
-                let res = reqwest::Client::new()
+            let summary = call_api(
+                reqwest::Client::new()
                     .post(&endpoint)
                     .bearer_auth(&token)
-                    .multipart(form)
-                    .send()
-                    .await
-                    .with_context(|| format!("cannot reach {endpoint}"))?;
-                let status = res.status();
-                let text = res.text().await?;
-                if !status.is_success() {
-                    bail!("the exchange answered {status}: {text}");
-                }
-                Ok(text)
-            })?;
+                    .multipart(form),
+                &endpoint,
+            )?;
             println!("{summary}");
             Ok(())
         }
@@ -381,22 +390,14 @@ fn main() -> anyhow::Result<()> {
             let body =
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let endpoint = format!("{}/v1/imports/destinations", url.trim_end_matches('/'));
-            let summary = tokio::runtime::Runtime::new()?.block_on(async {
-                let res = reqwest::Client::new()
+            let summary = call_api(
+                reqwest::Client::new()
                     .post(&endpoint)
                     .bearer_auth(&token)
                     .header("content-type", "text/csv")
-                    .body(body)
-                    .send()
-                    .await
-                    .with_context(|| format!("cannot reach {endpoint}"))?;
-                let status = res.status();
-                let text = res.text().await?;
-                if !status.is_success() {
-                    bail!("the exchange answered {status}: {text}");
-                }
-                Ok(text)
-            })?;
+                    .body(body),
+                &endpoint,
+            )?;
             println!("{summary}");
             Ok(())
         }
@@ -412,21 +413,13 @@ fn main() -> anyhow::Result<()> {
                 query.push(("quarter", q));
             }
             let endpoint = format!("{}/v1/reports/quarterly", url.trim_end_matches('/'));
-            let body = tokio::runtime::Runtime::new()?.block_on(async {
-                let res = reqwest::Client::new()
+            let body = call_api(
+                reqwest::Client::new()
                     .get(&endpoint)
                     .bearer_auth(&token)
-                    .query(&query)
-                    .send()
-                    .await
-                    .with_context(|| format!("cannot reach {endpoint}"))?;
-                let status = res.status();
-                let text = res.text().await?;
-                if !status.is_success() {
-                    bail!("the exchange answered {status}: {text}");
-                }
-                Ok(text)
-            })?;
+                    .query(&query),
+                &endpoint,
+            )?;
             print!("{body}");
             Ok(())
         }

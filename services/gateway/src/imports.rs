@@ -45,8 +45,10 @@ pub struct Held {
     pub candidates: usize,
 }
 
-/// An id derived from what an event says (SHA-256, v4-shaped): a re-import appends nothing.
-fn derived_id(parts: &[&str]) -> Uuid {
+/// An id derived from what an event says (SHA-256 of its parts, v4-shaped), so that saying it
+/// again is recognised by the log's idempotency: a re-import, or a repeated housekeeping
+/// pass, appends nothing.
+pub fn derived_id(parts: &[&str]) -> Uuid {
     let digest = ring::digest::digest(&ring::digest::SHA256, parts.join("\0").as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest.as_ref()[..16]);
@@ -320,6 +322,62 @@ fn plan(
     Ok(plan)
 }
 
+/// Appends what an import planned, in order: registrations (as the agency; the exchange mints
+/// their ids), then identity links (the exchange's own), then the agency's events, which
+/// learn the minted ids. Returns how many registrations and links were new.
+async fn append(
+    state: &AppState,
+    agency: &str,
+    registrations: &[Value],
+    links: &[Value],
+    events: Vec<(Who, Value)>,
+) -> Result<(usize, usize), HttpProblem> {
+    let submit = |envelopes: &[Value]| {
+        state.ingress.submit(Submission {
+            agency: agency.to_owned(),
+            envelopes: envelopes.to_vec(),
+            batch: true,
+        })
+    };
+    let (mut registered, mut linked) = (0, 0);
+    let mut minted = Vec::new();
+    for chunk in registrations.chunks(1000) {
+        let answers = submit(chunk).await.map_err(failed)?;
+        registered += answers.iter().filter(|a| !a.duplicate).count();
+        minted.extend(answers.iter().map(|a| a.young_person));
+    }
+    for chunk in links.chunks(1000) {
+        let answers = state.own.record_own(chunk).await.map_err(failed)?;
+        linked += answers.iter().filter(|a| !a.duplicate).count();
+    }
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|(who, mut e)| {
+            e["young_person"] = json!(match who {
+                Who::Known(yp) => yp,
+                Who::New(i) => minted[i],
+            });
+            e
+        })
+        .collect();
+    for chunk in events.chunks(1000) {
+        submit(chunk).await.map_err(failed)?;
+    }
+    Ok((registered, linked))
+}
+
+/// Waits until the projections include everything appended so far: imports match rows
+/// against the identity registry, which the projector keeps.
+async fn caught_up(state: &AppState) -> Result<(), HttpProblem> {
+    let head = state.projector.log().head();
+    let mut applied = state.projector.watch();
+    applied
+        .wait_for(|seq| *seq >= head)
+        .await
+        .map_err(internal)?;
+    Ok(())
+}
+
 fn failed(mut p: Problem) -> HttpProblem {
     p.detail = format!(
         "{} The import stopped here; correct the problem and send the file again: rows already applied are recognised and not applied twice.",
@@ -398,58 +456,16 @@ pub async fn destinations(
         rejected,
         ..Summary::default()
     };
-    // The registry must include everything appended so far before rows are matched.
-    let head = state.projector.log().head();
-    let mut applied = state.projector.watch();
-    applied
-        .wait_for(|seq| *seq >= head)
-        .await
-        .map_err(internal)?;
+    caught_up(state).await?;
     let projector = state.projector.clone();
     let owner = agency.to_owned();
     let mut plan = tokio::task::spawn_blocking(move || plan(&projector, &owner, rows, summary))
         .await
         .map_err(internal)??;
-    let mut minted = Vec::new();
-    for chunk in plan.registrations.chunks(1000) {
-        let answers = state
-            .ingress
-            .submit(Submission {
-                agency: agency.to_owned(),
-                envelopes: chunk.to_vec(),
-                batch: true,
-            })
-            .await
-            .map_err(failed)?;
-        plan.summary.registered += answers.iter().filter(|a| !a.duplicate).count();
-        minted.extend(answers.iter().map(|a| a.young_person));
-    }
-    for chunk in plan.links.chunks(1000) {
-        let answers = state.own.record_own(chunk).await.map_err(failed)?;
-        plan.summary.linked += answers.iter().filter(|a| !a.duplicate).count();
-    }
-    let events: Vec<Value> = plan
-        .events
-        .into_iter()
-        .map(|(who, mut e)| {
-            e["young_person"] = json!(match who {
-                Who::Known(yp) => yp,
-                Who::New(i) => minted[i],
-            });
-            e
-        })
-        .collect();
-    for chunk in events.chunks(1000) {
-        state
-            .ingress
-            .submit(Submission {
-                agency: agency.to_owned(),
-                envelopes: chunk.to_vec(),
-                batch: true,
-            })
-            .await
-            .map_err(failed)?;
-    }
+    let (registered, linked) =
+        append(state, agency, &plan.registrations, &plan.links, plan.events).await?;
+    plan.summary.registered = registered;
+    plan.summary.linked = linked;
     record_review(state, agency, &plan.summary.held_for_review, &plan.resolved)?;
     tracing::info!(
         rows = plan.summary.rows,
@@ -675,12 +691,7 @@ pub async fn looked_after(
         rejected,
         ..ListSummary::default()
     };
-    let head = state.projector.log().head();
-    let mut applied = state.projector.watch();
-    applied
-        .wait_for(|seq| *seq >= head)
-        .await
-        .map_err(internal)?;
+    caught_up(state).await?;
     let projector = state.projector.clone();
     let owner = agency.to_owned();
     let la_code = projector
@@ -702,46 +713,10 @@ pub async fn looked_after(
     })
     .await
     .map_err(internal)??;
-    let mut minted = Vec::new();
-    for chunk in plan.registrations.chunks(1000) {
-        let answers = state
-            .ingress
-            .submit(Submission {
-                agency: agency.to_owned(),
-                envelopes: chunk.to_vec(),
-                batch: true,
-            })
-            .await
-            .map_err(failed)?;
-        plan.summary.registered += answers.iter().filter(|a| !a.duplicate).count();
-        minted.extend(answers.iter().map(|a| a.young_person));
-    }
-    for chunk in plan.links.chunks(1000) {
-        let answers = state.own.record_own(chunk).await.map_err(failed)?;
-        plan.summary.linked += answers.iter().filter(|a| !a.duplicate).count();
-    }
-    let events: Vec<Value> = plan
-        .events
-        .into_iter()
-        .map(|(who, mut e)| {
-            e["young_person"] = json!(match who {
-                Who::Known(yp) => yp,
-                Who::New(i) => minted[i],
-            });
-            e
-        })
-        .collect();
-    for chunk in events.chunks(1000) {
-        state
-            .ingress
-            .submit(Submission {
-                agency: agency.to_owned(),
-                envelopes: chunk.to_vec(),
-                batch: true,
-            })
-            .await
-            .map_err(failed)?;
-    }
+    let (registered, linked) =
+        append(state, agency, &plan.registrations, &plan.links, plan.events).await?;
+    plan.summary.registered = registered;
+    plan.summary.linked = linked;
     tracing::info!(
         rows = plan.summary.rows,
         registered = plan.summary.registered,

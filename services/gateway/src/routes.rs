@@ -555,12 +555,7 @@ async fn import_looked_after(
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<Value>, HttpProblem> {
     let agency = caller(&state, &headers)?.to_owned();
-    let is_la = state
-        .projector
-        .agreements()
-        .agency(&agency)
-        .is_some_and(|a| a.kind == AgencyKind::LocalAuthority);
-    if !is_la {
+    if kind_of(&state, &agency) != Some(AgencyKind::LocalAuthority) {
         return Err(Problem::new(
             403,
             "not-a-permitted-source",
@@ -622,12 +617,7 @@ async fn import_destinations(
     body: Body,
 ) -> Result<Json<Value>, HttpProblem> {
     let agency = caller(&state, &headers)?.to_owned();
-    let is_careers = state
-        .projector
-        .agreements()
-        .agency(&agency)
-        .is_some_and(|a| a.kind == AgencyKind::CareersService);
-    if !is_careers {
+    if kind_of(&state, &agency) != Some(AgencyKind::CareersService) {
         return Err(Problem::new(
             403,
             "not-a-permitted-source",
@@ -857,12 +847,7 @@ async fn get_quarterly(
     Query(q): Query<QuarterlyQuery>,
 ) -> Result<Response, HttpProblem> {
     let agency = caller(&state, &headers)?.to_owned();
-    let is_la = state
-        .projector
-        .agreements()
-        .agency(&agency)
-        .is_some_and(|a| a.kind == AgencyKind::LocalAuthority);
-    if !is_la {
+    if kind_of(&state, &agency) != Some(AgencyKind::LocalAuthority) {
         return Err(Problem::new(
             403,
             "not-a-local-authority",
