@@ -100,37 +100,8 @@ async fn sigkill_during_steady_ingest_loses_no_acknowledged_event() {
     assert_eq!(body["seq"].as_u64().unwrap(), entries.len() as u64 + 1);
 }
 
-/// Reads SSE frames until `want` of them have arrived.
 async fn frames(res: reqwest::Response, want: usize) -> Vec<(u64, Value)> {
-    use futures::StreamExt;
-    let mut stream = res.bytes_stream();
-    let mut buf = String::new();
-    let mut out = Vec::new();
-    while out.len() < want {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), stream.next())
-            .await
-            .expect("the stream went quiet")
-            .expect("the stream ended")
-            .unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            let mut id = None;
-            let mut data = None;
-            for line in frame.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().ok();
-                }
-                if let Some(v) = line.strip_prefix("data:") {
-                    data = serde_json::from_str(v.trim()).ok();
-                }
-            }
-            if let (Some(id), Some(data)) = (id, data) {
-                out.push((id, data));
-            }
-        }
-    }
-    out
+    crate::support::Sse::new(res).next(want).await
 }
 
 #[tokio::test]

@@ -22,6 +22,31 @@ impl Server {
         Server::spawn(&["--config", config.to_str().unwrap()], data, "info", None)
     }
 
+    /// `exchange serve --demo` with more arguments (`--nats URL`).
+    pub fn start_with(data: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--demo"];
+        args.extend_from_slice(extra);
+        Server::spawn(&args, data, "info", None)
+    }
+
+    /// Waits until `/readyz` says `ready` (true or false), and returns its body.
+    pub async fn wait_ready(&self, ready: bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let body: serde_json::Value = reqwest::get(format!("{}/readyz", self.base))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if body["ready"] == ready {
+                return body;
+            }
+            assert!(std::time::Instant::now() < deadline, "readyz stayed {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// [`Server::start`], at a chosen log level, keeping everything it logs in `logs`.
     pub fn start_logging(
         data: &Path,
@@ -31,7 +56,7 @@ impl Server {
         Server::spawn(&["--demo"], data, level, logs)
     }
 
-    fn spawn(
+    pub fn spawn(
         config: &[&str],
         data: &Path,
         level: &str,
@@ -91,6 +116,16 @@ impl Drop for Server {
     }
 }
 
+/// Runs the binary with these arguments only.
+pub fn run_plain(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn run(args: &[&str], data: &Path) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
@@ -118,4 +153,54 @@ pub async fn post_event(
         .json(body)
         .send()
         .await
+}
+
+/// Reads Server-Sent Events frames (`id:` and `data:`) from a live feed.
+pub struct Sse {
+    stream: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+}
+
+impl Sse {
+    pub fn new(res: reqwest::Response) -> Sse {
+        Sse {
+            stream: Box::pin(res.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next `want` frames, as (id, data).
+    pub async fn next(&mut self, want: usize) -> Vec<(u64, serde_json::Value)> {
+        use futures::StreamExt;
+        let mut out = Vec::new();
+        while out.len() < want {
+            while let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let mut id = None;
+                let mut data = None;
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    }
+                    if let Some(v) = line.strip_prefix("data:") {
+                        data = serde_json::from_str(v.trim()).ok();
+                    }
+                }
+                if let (Some(id), Some(data)) = (id, data) {
+                    out.push((id, data));
+                    if out.len() == want {
+                        return out;
+                    }
+                }
+            }
+            let chunk =
+                tokio::time::timeout(std::time::Duration::from_secs(20), self.stream.next())
+                    .await
+                    .expect("the stream went quiet")
+                    .expect("the stream ended")
+                    .unwrap();
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        out
+    }
 }

@@ -76,6 +76,69 @@ impl Problem {
 
 pub type Answer = Result<Vec<Accepted>, Problem>;
 
+/// Reads a submission's body, as every transport receives it: one envelope, or
+/// `{"events": [...]}` for an all-or-nothing batch of at most `max_batch`. Returns the
+/// envelopes and whether the batch form was used.
+#[allow(clippy::result_large_err)] // the same Problem every Answer carries; errors are rare
+pub fn read_body(
+    bytes: &[u8],
+    max_batch: usize,
+) -> Result<(Vec<serde_json::Value>, bool), Problem> {
+    use serde_json::Value;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        Problem::new(400, "malformed-request", "The request could not be read").errors(vec![
+            FieldError::new(
+                "",
+                format!("malformed JSON at line {}, column {}", e.line(), e.column()),
+            ),
+        ])
+    })?;
+    let invalid = |title: &str, errors: Vec<FieldError>| {
+        Problem::new(422, "invalid-event", title).errors(errors)
+    };
+    let (envelopes, batch) = match value {
+        Value::Object(mut m) if m.contains_key("events") => {
+            let extra: Vec<FieldError> = m
+                .keys()
+                .filter(|k| *k != "events")
+                .map(|k| FieldError::new(format!("/{k}"), "unknown field"))
+                .collect();
+            match m.remove("events") {
+                Some(Value::Array(_)) if !extra.is_empty() => {
+                    return Err(invalid("The batch has unknown fields", extra))
+                }
+                Some(Value::Array(items)) => (items, true),
+                _ => {
+                    return Err(invalid(
+                        "`events` must be a list of envelopes",
+                        vec![FieldError::new("/events", "must be an array")],
+                    ))
+                }
+            }
+        }
+        v @ Value::Object(_) => (vec![v], false),
+        _ => {
+            return Err(invalid(
+                "The body must be an envelope or {\"events\": [...]}",
+                vec![FieldError::new("", "must be a JSON object")],
+            ))
+        }
+    };
+    if envelopes.len() > max_batch {
+        return Err(
+            Problem::new(413, "too-large", "The batch has too many events")
+                .detail(format!("At most {max_batch} events per batch.")),
+        );
+    }
+    Ok((envelopes, batch))
+}
+
+/// Whether a transport the service depends on is usable; `/readyz` reports each one.
+pub trait Health: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn ready(&self) -> bool;
+}
+
 /// The recorder's side of ingress.
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {

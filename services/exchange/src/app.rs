@@ -10,7 +10,6 @@ use pathway_log::{Log, LogOptions};
 use pathway_projector::Projector;
 use pathway_recorder::Recorder;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub struct Paths {
@@ -157,7 +156,7 @@ pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::R
                 .request_timeout_seconds
                 .map_or(defaults.request_timeout, std::time::Duration::from_secs),
         },
-        ready: Arc::new(AtomicBool::new(true)),
+        health: Vec::new(),
     };
     Ok(Running {
         webhooks,
@@ -166,6 +165,15 @@ pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::R
         log,
         recorder,
     })
+}
+
+/// The HTTP limits, for NATS messages: the same body and batch sizes whichever way in.
+pub fn nats_limits(state: &AppState) -> pathway_nats::answer::Limits {
+    pathway_nats::answer::Limits {
+        max_bytes: state.limits.max_body_bytes,
+        per_agency: (*state.body_limits).clone(),
+        max_batch: state.limits.max_batch,
+    }
 }
 
 /// Accepted connections with Nagle's algorithm off. A live feed writes small frames, and

@@ -20,6 +20,62 @@ pub struct ConfigFile {
     pub flows: Vec<Flow>,
     #[serde(default, rename = "user")]
     pub users: Vec<UserEntry>,
+    #[serde(default)]
+    pub nats: NatsSection,
+}
+
+/// The NATS transport, off unless `servers` (or `serve --nats URL`) names a broker.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSection {
+    /// `nats://host:port` of each node.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// The exchange's user on the broker (`exchange` in deploy/nats).
+    pub user: Option<String>,
+    /// Its password, written here (the demo only) or, better, read from this variable.
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    /// Replicas of each stream the exchange creates: 3 on a three-node cluster.
+    pub replicas: Option<usize>,
+}
+
+impl std::fmt::Debug for NatsSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSection")
+            .field("servers", &self.servers)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "hidden"))
+            .field("password_env", &self.password_env)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+impl NatsSection {
+    /// The transport's settings, or `None` when no broker is named.
+    pub fn settings(
+        &self,
+        limits: pathway_nats::answer::Limits,
+    ) -> anyhow::Result<Option<pathway_nats::Settings>> {
+        if self.servers.is_empty() {
+            return Ok(None);
+        }
+        let password =
+            match (&self.password, &self.password_env) {
+                (_, Some(var)) => Some(std::env::var(var).with_context(|| {
+                    format!("nats.password_env names `{var}`, which is not set")
+                })?),
+                (p, None) => p.clone(),
+            };
+        Ok(Some(pathway_nats::Settings {
+            servers: self.servers.clone(),
+            user: self.user.clone(),
+            password,
+            replicas: self.replicas.unwrap_or(1),
+            limits,
+        }))
+    }
 }
 
 /// A person (or system) with a role: within an agency, or the exchange's own `admin`.
@@ -72,6 +128,7 @@ pub struct AgencyEntry {
 
 pub struct Config {
     pub service: ServiceSettings,
+    pub nats: NatsSection,
     /// Agencies with their own body limit.
     pub body_limits: std::collections::HashMap<String, usize>,
     pub agreements: Agreements,
@@ -84,6 +141,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("service", &self.service)
+            .field("nats", &self.nats)
             .field("agreements", &self.agreements)
             .field("tokens", &format_args!("[{} hidden]", self.tokens.len()))
             .finish()
@@ -161,6 +219,16 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
             None
         }
     };
+    if !(1..=5).contains(&file.nats.replicas.unwrap_or(1)) {
+        problems.push("nats.replicas must be between 1 and 5".to_owned());
+    }
+    for s in &file.nats.servers {
+        if s.parse::<async_nats::ServerAddr>().is_err() {
+            problems.push(format!(
+                "nats.servers: `{s}` is not a NATS address (nats://host:port)"
+            ));
+        }
+    }
     if !problems.is_empty() {
         bail!(
             "{origin} has {} problem(s):\n  - {}",
@@ -175,6 +243,7 @@ pub fn parse(text: &str, origin: &str) -> anyhow::Result<Config> {
             .filter_map(|a| a.max_body_bytes.map(|m| (a.id.clone(), m)))
             .collect(),
         service: file.service,
+        nats: file.nats,
         agreements: agreements.expect("no problems"),
         tokens,
     })

@@ -40,6 +40,10 @@ enum Command {
         /// Address to listen on. [default: 127.0.0.1:8080, or the config's `service.listen`]
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Also run on a NATS broker, e.g. nats://127.0.0.1:4222 (comma-separate a
+        /// cluster's nodes). [default: the config's `nats.servers`; none: embedded only]
+        #[arg(long, value_name = "URL")]
+        nats: Option<String>,
     },
     /// Recreate read models, feeds and the disclosure log from the log. The service must be stopped.
     Rebuild {
@@ -83,6 +87,15 @@ enum Command {
     Export {
         #[arg(long, value_name = "DIR", default_value = "./data")]
         data: PathBuf,
+    },
+    /// Print the nats-server `authorization` block for the configuration's agencies: one
+    /// user each, confined to its own subjects (see deploy/nats/). Passwords are read from
+    /// the broker's environment (NATS_PASSWORD_<AGENCY>); with --demo, the demo's own.
+    NatsConfig {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long, conflicts_with = "config")]
+        demo: bool,
     },
     /// Print the SHA-256 digest of a token, for `token_sha256` in the configuration.
     HashToken { token: String },
@@ -223,8 +236,12 @@ fn main() -> anyhow::Result<()> {
             config,
             data,
             listen,
+            nats,
         } => {
-            let config = load_config(demo, config.as_ref())?;
+            let mut config = load_config(demo, config.as_ref())?;
+            if let Some(urls) = nats {
+                config.nats.servers = urls.split(',').map(|s| s.trim().to_owned()).collect();
+            }
             let data = data
                 .or_else(|| config.service.data.as_ref().map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("./data"));
@@ -344,6 +361,13 @@ fn main() -> anyhow::Result<()> {
             eprintln!("revoked every token of {user}; restart the service for it to take effect");
             Ok(())
         }
+        Command::NatsConfig { config, demo } => {
+            let loaded = load_config(demo, config.as_ref())?;
+            let agencies: Vec<String> =
+                loaded.agreements.agencies().map(|a| a.id.clone()).collect();
+            print!("{}", nats_authorization(&agencies, demo));
+            Ok(())
+        }
         Command::HashToken { token } => {
             println!("{}", pathway_gateway::auth::digest_hex(&token));
             Ok(())
@@ -430,7 +454,22 @@ async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> any
     let housekeeping_every = std::time::Duration::from_secs(
         60 * config.service.housekeeping_minutes.unwrap_or(60).max(1),
     );
-    let running = app::build(config, &data)?;
+    let nats = config
+        .nats
+        .settings(pathway_nats::answer::Limits::default())?;
+    let agencies: Vec<String> = config.agreements.agencies().map(|a| a.id.clone()).collect();
+    let mut running = app::build(config, &data)?;
+    if let Some(mut settings) = nats {
+        settings.limits = app::nats_limits(&running.state);
+        let transport = pathway_nats::Nats::start(
+            settings,
+            running.recorder.clone(),
+            running.projector.clone(),
+            agencies,
+        )
+        .await?;
+        running.state.health.push(transport);
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -458,6 +497,17 @@ async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> any
         tracing::info!(seq = cp.seq, "signed a checkpoint at shutdown");
     }
     Ok(())
+}
+
+/// The broker's users for these agencies; the demo's passwords are `<user>-nats`.
+pub fn nats_authorization(agencies: &[String], demo: bool) -> String {
+    pathway_nats::broker::authorization(agencies, |user| {
+        if demo {
+            format!("\"{user}-nats\"")
+        } else {
+            format!("$NATS_PASSWORD_{}", user.to_uppercase().replace('-', "_"))
+        }
+    })
 }
 
 fn rebuild(config: config::Config, data: &std::path::Path, cache_mib: u64) -> anyhow::Result<()> {

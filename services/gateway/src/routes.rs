@@ -14,7 +14,6 @@ use axum::{Json, Router};
 use futures::stream::{self, Stream};
 use pathway_bus::{Ingress, OwnEvents, Submission};
 use pathway_core::date::Day;
-use pathway_core::envelope::FieldError;
 use pathway_core::identity::Scheme;
 use pathway_core::report::{self, Quarter};
 use pathway_core::AgencyKind;
@@ -23,7 +22,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -57,8 +55,9 @@ pub struct AppState {
     pub projector: Projector,
     pub tokens: Arc<Tokens>,
     pub limits: Limits,
-    /// False until every dependency the configuration asks for is up.
-    pub ready: Arc<AtomicBool>,
+    /// The transports the configuration asks for (NATS); `/readyz` is not ready while any
+    /// of them is down, though HTTP ingest goes on.
+    pub health: Vec<Arc<dyn pathway_bus::Health>>,
 }
 
 impl AppState {
@@ -209,23 +208,7 @@ async fn post_events(
                 )),
             )
         })?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        bad_request(
-            "",
-            format!("malformed JSON at line {}, column {}", e.line(), e.column()),
-        )
-    })?;
-    let (envelopes, batch) = envelopes_of(value)?;
-    if envelopes.len() > state.limits.max_batch {
-        return Err(
-            Problem::new(413, "too-large", "The batch has too many events")
-                .detail(format!(
-                    "At most {} events per batch.",
-                    state.limits.max_batch
-                ))
-                .into(),
-        );
-    }
+    let (envelopes, batch) = pathway_bus::read_body(&bytes, state.limits.max_batch)?;
     let accepted = state
         .ingress
         .submit(Submission {
@@ -249,36 +232,6 @@ async fn post_events(
 }
 
 /// The two body shapes: one envelope, or `{"events": [...]}` (nothing else beside `events`).
-fn envelopes_of(value: Value) -> Result<(Vec<Value>, bool), HttpProblem> {
-    let invalid = |title: &str, errors: Vec<FieldError>| {
-        HttpProblem::from(Problem::new(422, "invalid-event", title).errors(errors))
-    };
-    match value {
-        Value::Object(mut m) if m.contains_key("events") => {
-            let extra: Vec<FieldError> = m
-                .keys()
-                .filter(|k| *k != "events")
-                .map(|k| FieldError::new(format!("/{k}"), "unknown field"))
-                .collect();
-            match m.remove("events") {
-                Some(Value::Array(_)) if !extra.is_empty() => {
-                    Err(invalid("The batch has unknown fields", extra))
-                }
-                Some(Value::Array(items)) => Ok((items, true)),
-                _ => Err(invalid(
-                    "`events` must be a list of envelopes",
-                    vec![FieldError::new("/events", "must be an array")],
-                )),
-            }
-        }
-        v @ Value::Object(_) => Ok((vec![v], false)),
-        _ => Err(invalid(
-            "The body must be an envelope or {\"events\": [...]}",
-            vec![FieldError::new("", "must be a JSON object")],
-        )),
-    }
-}
-
 #[derive(Deserialize)]
 struct FeedQuery {
     after: Option<String>,
@@ -920,12 +873,17 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let ready = state.ready.load(Ordering::Relaxed);
-    let body = json!({
-        "ready": ready,
+    let mut body = json!({
         "log_head": state.projector.log().head(),
         "projected": state.projector.checkpoint(),
     });
+    let mut ready = true;
+    for h in &state.health {
+        let up = h.ready();
+        ready &= up;
+        body[h.name()] = json!(if up { "ready" } else { "not ready" });
+    }
+    body["ready"] = json!(ready);
     let status = if ready {
         StatusCode::OK
     } else {
