@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which measurements: batched, single, sse, rebuild, policy (comma-separated), or all.
+    /// Which measurements: batched, single, sse, rebuild, policy, nats (comma-separated), or
+    /// all (nats only where a nats-server is found).
     #[arg(long, default_value = "all")]
     only: String,
     /// Events for the batched-ingest run (in batches of 1,000).
@@ -39,6 +40,16 @@ pub struct Args {
     /// Log size for the rebuild run.
     #[arg(long, default_value_t = 1_000_000)]
     rebuild_events: usize,
+    /// The nats-server for the NATS run [default: $NATS_SERVER, or nats-server on PATH;
+    /// scripts/install-nats prints one].
+    #[arg(long, value_name = "PATH")]
+    nats_server: Option<std::path::PathBuf>,
+    /// Events for each NATS ingress run.
+    #[arg(long, default_value_t = 20_000)]
+    nats_events: usize,
+    /// Concurrent request/reply publishers in the NATS run.
+    #[arg(long, default_value_t = 64)]
+    nats_publishers: usize,
     /// Where to put the data (default: a temporary directory on the same disk as /tmp).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -70,7 +81,7 @@ async fn start(root: &std::path::Path) -> anyhow::Result<Server> {
     Ok(Server { base })
 }
 
-fn env(ty: EventType, yp: Option<Uuid>) -> Value {
+pub(crate) fn env(ty: EventType, yp: Option<Uuid>) -> Value {
     let mut e = json!({"id": Uuid::new_v4(), "type": ty.name(), "occurred_at": "2026-11-02T10:00:00Z", "data": samples::data(ty)});
     if let Some(yp) = yp {
         e["young_person"] = json!(yp);
@@ -115,7 +126,7 @@ async fn post(
         .error_for_status()?)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
@@ -379,6 +390,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if wants("policy") {
             crate::bench_policy::run(&root).await?;
+        }
+        let nats_server = args
+            .nats_server
+            .clone()
+            .or_else(|| std::env::var_os("NATS_SERVER").map(Into::into))
+            .unwrap_or_else(|| "nats-server".into());
+        let found = std::process::Command::new(&nats_server)
+            .arg("--version")
+            .output()
+            .is_ok();
+        if args.only.split(',').any(|w| w == "nats") || (args.only == "all" && found) {
+            crate::bench_nats::run(
+                &root,
+                crate::bench_nats::Options {
+                    nats_server,
+                    events: args.nats_events,
+                    publishers: args.nats_publishers,
+                    rate: args.sse_rate,
+                    latency_events: args.sse_events,
+                },
+            )
+            .await?;
+        } else if args.only == "all" {
+            println!("nats: skipped, no nats-server found (scripts/install-nats)");
         }
         Ok(())
     });

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_nats;
 pub mod bench_policy;
 pub mod config;
 pub mod housekeeping;

@@ -6,6 +6,10 @@
 //! Roles decide which endpoints; agreements and consent still decide which people and which
 //! fields, and some handlers also require an agency kind (only a local authority runs the
 //! quarterly review).
+//!
+//! NATS has one principal per agency, its own system (the `service` role here): the broker's
+//! user for the agency may use only that agency's subjects (`pathway_nats::broker`, tested
+//! against a real nats-server in `tests/e2e/nats.rs`).
 
 use crate::auth::Role;
 use Role::{

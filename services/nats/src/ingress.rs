@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, Semaphore};
 const MAX_IN_FLIGHT: usize = 1024;
 /// Stream messages are decided in this many lanes, each in order, chosen by young person:
 /// one person's events keep their order, different people's share the log's flushes.
-const LANES: usize = 64;
+const LANES: usize = 256;
 /// Unacknowledged stream messages the broker may hand the recorder.
 const MAX_ACK_PENDING: i64 = 4096;
 
@@ -119,12 +119,15 @@ async fn publish(client: &Client, subject: Subject, headers: HeaderMap, body: by
     }
 }
 
-pub(crate) fn in_stream_config(replicas: usize) -> stream::Config {
+/// The ingress stream as the exchange creates it (the benchmark publishes into the same).
+pub fn in_stream_config(replicas: usize) -> stream::Config {
     stream::Config {
         name: subjects::STREAM_IN.to_owned(),
         subjects: vec![subjects::STREAM_IN_SUBJECTS.to_owned()],
-        // A queue: a message leaves once the recorder acknowledged it (it is then in our log).
-        retention: stream::RetentionPolicy::WorkQueue,
+        // Kept until purged: the recorder purges, in bulk, everything below its consumer's
+        // ack floor (all of it in our log). A work queue would delete each message as it is
+        // acknowledged, one more fsync'd write per event (measured: BENCHMARKS.md).
+        retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         num_replicas: replicas,
         duplicate_window: Duration::from_secs(120),
@@ -158,10 +161,17 @@ pub async fn consume_stored(
         )
         .await
         .map_err(Error::nats)?;
-    let mut messages = consumer.messages().await.map_err(Error::nats)?;
+    let purger = tokio::spawn(purge_recorded(stream.clone(), consumer.clone()));
+    let _stop_purger = AbortOnDrop(purger);
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(1024)
+        .messages()
+        .await
+        .map_err(Error::nats)?;
     let lanes: Vec<mpsc::Sender<jetstream::Message>> = (0..LANES)
         .map(|_| {
-            let (tx, mut rx) = mpsc::channel::<jetstream::Message>(64);
+            let (tx, mut rx) = mpsc::channel::<jetstream::Message>(16);
             let (client, handler, limits) = (client.clone(), handler.clone(), limits.clone());
             tokio::spawn(async move {
                 while let Some(msg) = rx.recv().await {
@@ -179,6 +189,36 @@ pub async fn consume_stored(
         }
     }
     Ok(())
+}
+
+/// How often recorded messages are purged from the ingress stream: personal data stays on
+/// the broker at most about this long after our log has it.
+const PURGE_EVERY: Duration = Duration::from_millis(250);
+
+/// Purges the ingress stream below the recorder's ack floor, until the connection fails.
+async fn purge_recorded(stream: stream::Stream, mut consumer: consumer::PullConsumer) {
+    let mut purged = 0;
+    loop {
+        tokio::time::sleep(PURGE_EVERY).await;
+        let floor = match consumer.info().await {
+            Ok(info) => info.ack_floor.stream_sequence,
+            Err(_) => continue,
+        };
+        if floor > purged {
+            match stream.purge().sequence(floor + 1).await {
+                Ok(_) => purged = floor,
+                Err(e) => tracing::debug!(error = %e, "could not purge the ingress stream"),
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Decides a stream message and acknowledges it unless the failure was ours (5xx): a bad
