@@ -301,14 +301,26 @@ fn the_import_command_sends_a_destinations_file_and_prints_the_summary() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            stderr,
+        )
     };
-    let first = import();
+    let (first, shown) = import();
     assert_eq!(
         (first["registered"].clone(), first["changed"].clone()),
         (json!(1), json!(1))
     );
-    let second = import();
+    assert!(
+        shown.contains("[########################] 100%"),
+        "a finished progress bar: {shown}"
+    );
+    assert!(
+        shown.contains("1 rows, 1 registered, 0 linked, 1 changed, 0 unchanged"),
+        "a summary for people: {shown}"
+    );
+    let (second, _) = import();
     assert_eq!(
         (second["registered"].clone(), second["unchanged"].clone()),
         (json!(0), json!(1))

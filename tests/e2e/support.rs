@@ -173,7 +173,14 @@ impl Sse {
     pub async fn next(&mut self, want: usize) -> Vec<(u64, serde_json::Value)> {
         use futures::StreamExt;
         let mut out = Vec::new();
+        // Keep-alive comments arrive every 15 s, so each read alone would never time out.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while out.len() < want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {want} frames arrived: {out:?}",
+                out.len()
+            );
             while let Some(end) = self.buf.find("\n\n") {
                 let frame: String = self.buf.drain(..end + 2).collect();
                 let mut id = None;

@@ -6,22 +6,9 @@
 
 use crate::codes;
 use crate::date::Day;
-use crate::table::{Record, Table};
-use serde::Serialize;
+use crate::table::{Cells, Columns, Dates, Reader, Record};
 
-/// One problem with a file or a row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RowError {
-    /// Which file, when an import has several (`header`, `episodes`, `oc3`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    pub line: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    pub message: String,
-}
+pub use crate::table::RowError;
 
 /// One valid NCCIS destinations row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,70 +45,8 @@ fn all(s: &str, n: std::ops::RangeInclusive<usize>, ok: impl Fn(u8) -> bool) -> 
     n.contains(&s.len()) && s.bytes().all(ok)
 }
 
-struct Row<'a> {
-    table: &'a Table,
-    record: &'a Record,
-    errors: Vec<RowError>,
-}
-
-impl Row<'_> {
-    fn cell(&self, column: &str) -> &str {
-        self.record.get(self.table.column(column))
-    }
-
-    fn fail(&mut self, column: &str, message: &str) {
-        let value = self.cell(column).to_owned();
-        self.errors.push(RowError {
-            file: None,
-            line: self.record.line,
-            column: Some(column.to_owned()),
-            value: (!value.is_empty()).then_some(value),
-            message: message.to_owned(),
-        });
-    }
-
-    fn text(&mut self, column: &str, required: bool) -> Option<String> {
-        let v = self.cell(column);
-        if v.is_empty() {
-            if required {
-                self.fail(column, "is required");
-            }
-            return None;
-        }
-        Some(v.to_owned())
-    }
-
-    fn date(&mut self, column: &str, required: bool) -> Option<Day> {
-        let v = self.text(column, required)?;
-        let d = Day::parse(&v);
-        if d.is_none() {
-            self.fail(column, "is not a real date in the form YYYY-MM-DD");
-        }
-        d
-    }
-
-    fn matching(
-        &mut self,
-        column: &str,
-        ok: impl Fn(&str) -> bool,
-        message: &str,
-    ) -> Option<String> {
-        let v = self.text(column, false)?;
-        if ok(&v) {
-            Some(v)
-        } else {
-            self.fail(column, message);
-            None
-        }
-    }
-}
-
-fn destination(table: &Table, record: &Record) -> Result<DestinationRow, Vec<RowError>> {
-    let mut r = Row {
-        table,
-        record,
-        errors: Vec::new(),
-    };
+fn destination(columns: &Columns, record: &Record) -> Result<DestinationRow, Vec<RowError>> {
+    let mut r = Cells::new(None, columns, record, Dates::Iso);
     let nccis_id = r.text("YoungPersonsID", true);
     if nccis_id
         .as_deref()
@@ -200,7 +125,7 @@ fn destination(table: &Table, record: &Record) -> Result<DestinationRow, Vec<Row
         "must be an 8-digit UKPRN starting with 1",
     );
     let neet_start = r.date("NEETStartDate", false);
-    let name = |r: &mut Row, c: &str| {
+    let name = |r: &mut Cells, c: &str| {
         r.matching(
             c,
             |v| v.chars().count() <= 100,
@@ -233,35 +158,101 @@ fn destination(table: &Table, record: &Record) -> Result<DestinationRow, Vec<Row
     })
 }
 
-/// Reads a destinations file: its valid rows, and a problem for every invalid one. A file
-/// that cannot be read at all (no header, required columns missing) is one problem on line 1.
-pub fn destinations(text: &str) -> Result<(Vec<DestinationRow>, Vec<RowError>), RowError> {
-    let table = Table::parse(text).ok_or_else(|| RowError {
+/// Reads a destinations file as it arrives: the header first, then rows as each piece
+/// completes them, so an upload of any length is read in bounded memory.
+#[derive(Default)]
+pub struct DestinationReader {
+    reader: Reader,
+    columns: Option<Columns>,
+    records: Vec<Record>,
+}
+
+/// What a piece of a file yielded.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub valid: Vec<DestinationRow>,
+    pub rejected: Vec<RowError>,
+    /// Rows read, valid or not.
+    pub read: usize,
+}
+
+impl DestinationReader {
+    /// Reads a piece of the file. An error means the file cannot be read at all (no header,
+    /// required columns missing, not UTF-8): it is one problem, on its line.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Rows, RowError> {
+        self.reader
+            .feed_bytes(bytes, &mut self.records)
+            .map_err(not_text)?;
+        self.rows()
+    }
+
+    /// Reads what is left once the whole file has arrived.
+    pub fn finish(&mut self) -> Result<Rows, RowError> {
+        self.reader.finish(&mut self.records).map_err(not_text)?;
+        let rows = self.rows()?;
+        if self.columns.is_none() {
+            return Err(RowError {
+                file: None,
+                line: 1,
+                column: None,
+                value: None,
+                message: "the file is empty: expected a header line with NCCIS column names".into(),
+            });
+        }
+        Ok(rows)
+    }
+
+    fn rows(&mut self) -> Result<Rows, RowError> {
+        let mut records = std::mem::take(&mut self.records).into_iter();
+        if self.columns.is_none() {
+            let Some(header) = records.next() else {
+                return Ok(Rows::default());
+            };
+            let columns = Columns::new(&header.cells);
+            let missing = columns.missing(&REQUIRED);
+            if !missing.is_empty() {
+                return Err(RowError {
+                    file: None,
+                    line: header.line,
+                    column: Some(missing.join(", ")),
+                    value: None,
+                    message: "required columns are missing from the header".into(),
+                });
+            }
+            self.columns = Some(columns);
+        }
+        let columns = self.columns.as_ref().expect("read above");
+        let mut rows = Rows::default();
+        for record in records {
+            rows.read += 1;
+            match destination(columns, &record) {
+                Ok(row) => rows.valid.push(row),
+                Err(e) => rows.rejected.extend(e),
+            }
+        }
+        Ok(rows)
+    }
+}
+
+fn not_text(line: usize) -> RowError {
+    RowError {
         file: None,
-        line: 1,
+        line,
         column: None,
         value: None,
-        message: "the file is empty: expected a header line with NCCIS column names".into(),
-    })?;
-    let missing = table.missing(&REQUIRED);
-    if !missing.is_empty() {
-        return Err(RowError {
-            file: None,
-            line: 1,
-            column: Some(missing.join(", ")),
-            value: None,
-            message: "required columns are missing from the header".into(),
-        });
+        message: "is not UTF-8 text".into(),
     }
-    let mut rows = Vec::new();
-    let mut errors = Vec::new();
-    for record in &table.records {
-        match destination(&table, record) {
-            Ok(row) => rows.push(row),
-            Err(e) => errors.extend(e),
-        }
-    }
-    Ok((rows, errors))
+}
+
+/// Reads a whole destinations file: its valid rows, and a problem for every invalid one. A
+/// file that cannot be read at all (no header, required columns missing) is one problem.
+pub fn destinations(text: &str) -> Result<(Vec<DestinationRow>, Vec<RowError>), RowError> {
+    let mut reader = DestinationReader::default();
+    let mut rows = reader.feed(text.as_bytes())?;
+    let rest = reader.finish()?;
+    rows.valid.extend(rest.valid);
+    rows.rejected.extend(rest.rejected);
+    Ok((rows.valid, rows.rejected))
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use crate::calendar::birthday;
 use crate::catalogue::EventType;
 use crate::codes;
 use crate::date::Day;
-use crate::imports::RowError;
-use crate::table::{Record, Table};
+pub use crate::table::uk_date;
+use crate::table::{Cells, Dates, RowError, Table};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -56,75 +56,6 @@ pub struct Child {
     pub header: Option<HeaderRow>,
     pub episodes: Vec<EpisodeRow>,
     pub oc3: Option<Oc3Row>,
-}
-
-/// Reads `dd/mm/yyyy`.
-pub fn uk_date(s: &str) -> Option<Day> {
-    let mut parts = s.split('/');
-    let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || d.len() != 2 || m.len() != 2 || y.len() != 4 {
-        return None;
-    }
-    Day::parse(&format!("{y}-{m}-{d}"))
-}
-
-struct Cells<'a> {
-    file: &'static str,
-    table: &'a Table,
-    record: &'a Record,
-    errors: Vec<RowError>,
-}
-
-impl Cells<'_> {
-    fn cell(&self, column: &str) -> &str {
-        self.record.get(self.table.column(column))
-    }
-
-    fn fail(&mut self, column: &str, message: &str) {
-        let value = self.cell(column).to_owned();
-        self.errors.push(RowError {
-            file: Some(self.file.to_owned()),
-            line: self.record.line,
-            column: Some(column.to_owned()),
-            value: (!value.is_empty()).then_some(value),
-            message: message.to_owned(),
-        });
-    }
-
-    fn text(&mut self, column: &str, required: bool) -> Option<String> {
-        let v = self.cell(column);
-        if v.is_empty() {
-            if required {
-                self.fail(column, "is required");
-            }
-            return None;
-        }
-        Some(v.to_owned())
-    }
-
-    fn date(&mut self, column: &str, required: bool) -> Option<Day> {
-        let v = self.text(column, required)?;
-        let d = uk_date(&v);
-        if d.is_none() {
-            self.fail(column, "is not a real date in the form dd/mm/yyyy");
-        }
-        d
-    }
-
-    fn coded(
-        &mut self,
-        column: &str,
-        list: &crate::codes::CodeList,
-        required: bool,
-    ) -> Option<String> {
-        let v = self.text(column, required)?;
-        if list.contains(&v) {
-            Some(v)
-        } else {
-            self.fail(column, &format!("is not on the {} code list", list.name));
-            None
-        }
-    }
 }
 
 const HEADER: [&str; 3] = ["CHILD", "SEX", "DOB"];
@@ -189,7 +120,7 @@ fn header_row(c: &mut Cells) -> Option<HeaderRow> {
     let given_name = name("GIVEN_NAME");
     let family_name = name("FAMILY_NAME");
     Some(HeaderRow {
-        line: c.record.line,
+        line: c.line(),
         sex: sex?,
         dob: dob?,
         upn,
@@ -228,7 +159,7 @@ fn episode_row(c: &mut Cells) -> Option<EpisodeRow> {
         return None;
     }
     Some(EpisodeRow {
-        line: c.record.line,
+        line: c.line(),
         decom: decom?,
         rne: rne?,
         ls: ls?,
@@ -273,7 +204,7 @@ fn oc3_row(c: &mut Cells) -> Option<Oc3Row> {
         return None;
     }
     Some(Oc3Row {
-        line: c.record.line,
+        line: c.line(),
         dob: dob?,
         in_touch: in_touch?,
         activity,
@@ -301,12 +232,7 @@ pub fn looked_after(
         let Some(t) = t else { continue };
         for record in &t.records {
             rows += 1;
-            let mut c = Cells {
-                file,
-                table: t,
-                record,
-                errors: Vec::new(),
-            };
+            let mut c = Cells::new(Some(file), t.columns(), record, Dates::DayMonthYear);
             let Some(id) = c.text("CHILD", true) else {
                 errors.extend(c.errors);
                 continue;

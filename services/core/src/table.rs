@@ -3,7 +3,24 @@
 //! values, extra columns and any column order. Strictness about values is the importers' job;
 //! this only finds the cells and says which line each record started on.
 
+use crate::date::Day;
+use serde::Serialize;
 use std::collections::HashMap;
+
+/// A problem with one value of one row: where it is (file, line, column), what it was, and
+/// why it cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RowError {
+    /// Which file, when an import has several (`header`, `episodes`, `oc3`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    pub line: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub message: String,
+}
 
 /// One record: the line it starts on (1-based, the header is line 1) and its cells, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,60 +29,182 @@ pub struct Record {
     pub cells: Vec<String>,
 }
 
+/// Column name (as written, trimmed) → position, matched case-insensitively.
+#[derive(Debug, Clone)]
+pub struct Columns(HashMap<String, usize>);
+
+impl Columns {
+    pub fn new(header: &[String]) -> Columns {
+        Columns(
+            header
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h.to_ascii_lowercase(), i))
+                .collect(),
+        )
+    }
+
+    /// The position of a column, by name, ignoring case.
+    pub fn get(&self, name: &str) -> Option<usize> {
+        self.0.get(&name.to_ascii_lowercase()).copied()
+    }
+
+    /// Which of `names` the header lacks.
+    pub fn missing<'a>(&self, names: &[&'a str]) -> Vec<&'a str> {
+        names
+            .iter()
+            .copied()
+            .filter(|n| self.get(n).is_none())
+            .collect()
+    }
+}
+
 /// A CSV file's header and records.
 #[derive(Debug, Clone)]
 pub struct Table {
-    /// Column name (as written, trimmed) → position, matched case-insensitively.
-    columns: HashMap<String, usize>,
+    columns: Columns,
     pub header: Vec<String>,
     pub records: Vec<Record>,
 }
 
-fn records(text: &str) -> Vec<Record> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut out = Vec::new();
-    let (mut row, mut field) = (Vec::new(), String::new());
-    let (mut quoted, mut line, mut start) = (false, 1usize, 1usize);
-    let mut chars = text.chars().peekable();
-    let mut finish = |row: &mut Vec<String>, field: &mut String, start: usize| {
-        row.push(std::mem::take(field));
-        let cells: Vec<String> = std::mem::take(row)
+/// Reads records as the text arrives, in pieces of any size (a streamed upload), holding
+/// only the record in progress. Feeding a whole file at once is the same as feeding it in
+/// pieces.
+#[derive(Debug)]
+pub struct Reader {
+    row: Vec<String>,
+    field: String,
+    quoted: bool,
+    /// A quote inside a quoted field, not yet known to be the end or the first of `""`.
+    quote: bool,
+    line: usize,
+    start: usize,
+    begun: bool,
+    /// The bytes of a UTF-8 character split between two pieces.
+    partial: Vec<u8>,
+}
+
+impl Default for Reader {
+    fn default() -> Reader {
+        Reader {
+            row: Vec::new(),
+            field: String::new(),
+            quoted: false,
+            quote: false,
+            line: 1,
+            start: 1,
+            begun: false,
+            partial: Vec::new(),
+        }
+    }
+}
+
+impl Reader {
+    /// Reads a piece of bytes; `Err(line)` where they are not UTF-8.
+    pub fn feed_bytes(&mut self, bytes: &[u8], out: &mut Vec<Record>) -> Result<(), usize> {
+        let joined;
+        let bytes = if self.partial.is_empty() {
+            bytes
+        } else {
+            let mut b = std::mem::take(&mut self.partial);
+            b.extend_from_slice(bytes);
+            joined = b;
+            &joined[..]
+        };
+        let (text, rest) = match std::str::from_utf8(bytes) {
+            Ok(t) => (t, &[][..]),
+            Err(e) if e.error_len().is_none() => {
+                let (ok, rest) = bytes.split_at(e.valid_up_to());
+                (std::str::from_utf8(ok).expect("checked"), rest)
+            }
+            Err(e) => {
+                let ok = std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("checked");
+                return Err(self.line + ok.matches('\n').count());
+            }
+        };
+        self.feed(text, out);
+        self.partial = rest.to_vec();
+        Ok(())
+    }
+
+    /// Reads a piece of text, appending the records it completes to `out`.
+    pub fn feed(&mut self, text: &str, out: &mut Vec<Record>) {
+        let text = if self.begun {
+            text
+        } else if text.is_empty() {
+            return;
+        } else {
+            self.begun = true;
+            text.strip_prefix('\u{feff}').unwrap_or(text)
+        };
+        for c in text.chars() {
+            if self.quote {
+                self.quote = false;
+                if c == '"' {
+                    self.field.push('"');
+                    continue;
+                }
+                self.quoted = false;
+            }
+            match (self.quoted, c) {
+                (true, '"') => self.quote = true,
+                (true, '\n') => {
+                    self.line += 1;
+                    self.field.push('\n');
+                }
+                (true, c) => self.field.push(c),
+                (false, '"') if self.field.trim().is_empty() => {
+                    self.field.clear();
+                    self.quoted = true;
+                }
+                (false, ',') => self.row.push(std::mem::take(&mut self.field)),
+                (false, '\r') => {}
+                (false, '\n') => {
+                    self.complete(out);
+                    self.line += 1;
+                    self.start = self.line;
+                }
+                (false, c) => self.field.push(c),
+            }
+        }
+    }
+
+    /// The last record, if the text did not end with a line break. `Err(line)` if a
+    /// character was cut off at the end.
+    pub fn finish(&mut self, out: &mut Vec<Record>) -> Result<(), usize> {
+        if !self.partial.is_empty() {
+            return Err(self.line);
+        }
+        if self.quote {
+            self.quote = false;
+            self.quoted = false;
+        }
+        if !self.field.is_empty() || !self.row.is_empty() {
+            self.complete(out);
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, out: &mut Vec<Record>) {
+        self.row.push(std::mem::take(&mut self.field));
+        let cells: Vec<String> = std::mem::take(&mut self.row)
             .into_iter()
             .map(|c| c.trim().to_owned())
             .collect();
         if cells.iter().any(|c| !c.is_empty()) {
-            out.push(Record { line: start, cells });
-        }
-    };
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, '\n') => {
-                line += 1;
-                field.push('\n');
-            }
-            (true, c) => field.push(c),
-            (false, '"') if field.trim().is_empty() => {
-                field.clear();
-                quoted = true;
-            }
-            (false, ',') => row.push(std::mem::take(&mut field)),
-            (false, '\r') => {}
-            (false, '\n') => {
-                finish(&mut row, &mut field, start);
-                line += 1;
-                start = line;
-            }
-            (false, c) => field.push(c),
+            out.push(Record {
+                line: self.start,
+                cells,
+            });
         }
     }
-    if !field.is_empty() || !row.is_empty() {
-        finish(&mut row, &mut field, start);
-    }
+}
+
+fn records(text: &str) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut reader = Reader::default();
+    reader.feed(text, &mut out);
+    reader.finish(&mut out).expect("text is whole characters");
     out
 }
 
@@ -74,30 +213,25 @@ impl Table {
     pub fn parse(text: &str) -> Option<Table> {
         let mut all = records(text).into_iter();
         let header = all.next()?.cells;
-        let columns = header
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (h.to_ascii_lowercase(), i))
-            .collect();
         Some(Table {
-            columns,
+            columns: Columns::new(&header),
             header,
             records: all.collect(),
         })
     }
 
+    pub fn columns(&self) -> &Columns {
+        &self.columns
+    }
+
     /// The position of a column, by name, ignoring case.
     pub fn column(&self, name: &str) -> Option<usize> {
-        self.columns.get(&name.to_ascii_lowercase()).copied()
+        self.columns.get(name)
     }
 
     /// Which of `names` the header lacks.
     pub fn missing<'a>(&self, names: &[&'a str]) -> Vec<&'a str> {
-        names
-            .iter()
-            .copied()
-            .filter(|n| self.column(n).is_none())
-            .collect()
+        self.columns.missing(names)
     }
 }
 
@@ -107,6 +241,125 @@ impl Record {
         column
             .and_then(|i| self.cells.get(i))
             .map_or("", String::as_str)
+    }
+}
+
+/// How a file writes its dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dates {
+    /// `YYYY-MM-DD` (NCCIS).
+    Iso,
+    /// `dd/mm/yyyy` (SSDA903).
+    DayMonthYear,
+}
+
+/// Reads `dd/mm/yyyy`.
+pub fn uk_date(s: &str) -> Option<Day> {
+    let mut parts = s.split('/');
+    let (d, m, y) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || d.len() != 2 || m.len() != 2 || y.len() != 4 {
+        return None;
+    }
+    Day::parse(&format!("{y}-{m}-{d}"))
+}
+
+/// One record's cells read by column name, collecting every problem with where it is, so
+/// that a row is reported whole rather than stopping at its first bad value.
+pub struct Cells<'a> {
+    file: Option<&'static str>,
+    columns: &'a Columns,
+    record: &'a Record,
+    dates: Dates,
+    pub errors: Vec<RowError>,
+}
+
+impl<'a> Cells<'a> {
+    pub fn new(
+        file: Option<&'static str>,
+        columns: &'a Columns,
+        record: &'a Record,
+        dates: Dates,
+    ) -> Cells<'a> {
+        Cells {
+            file,
+            columns,
+            record,
+            dates,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn cell(&self, column: &str) -> &str {
+        self.record.get(self.columns.get(column))
+    }
+
+    /// The line the record starts on.
+    pub fn line(&self) -> usize {
+        self.record.line
+    }
+
+    pub fn fail(&mut self, column: &str, message: &str) {
+        let value = self.cell(column).to_owned();
+        self.errors.push(RowError {
+            file: self.file.map(str::to_owned),
+            line: self.record.line,
+            column: Some(column.to_owned()),
+            value: (!value.is_empty()).then_some(value),
+            message: message.to_owned(),
+        });
+    }
+
+    pub fn text(&mut self, column: &str, required: bool) -> Option<String> {
+        let v = self.cell(column);
+        if v.is_empty() {
+            if required {
+                self.fail(column, "is required");
+            }
+            return None;
+        }
+        Some(v.to_owned())
+    }
+
+    pub fn date(&mut self, column: &str, required: bool) -> Option<Day> {
+        let v = self.text(column, required)?;
+        let (d, form) = match self.dates {
+            Dates::Iso => (Day::parse(&v), "YYYY-MM-DD"),
+            Dates::DayMonthYear => (uk_date(&v), "dd/mm/yyyy"),
+        };
+        if d.is_none() {
+            self.fail(column, &format!("is not a real date in the form {form}"));
+        }
+        d
+    }
+
+    pub fn matching(
+        &mut self,
+        column: &str,
+        ok: impl Fn(&str) -> bool,
+        message: &str,
+    ) -> Option<String> {
+        let v = self.text(column, false)?;
+        if ok(&v) {
+            Some(v)
+        } else {
+            self.fail(column, message);
+            None
+        }
+    }
+
+    pub fn coded(
+        &mut self,
+        column: &str,
+        list: &crate::codes::CodeList,
+        required: bool,
+    ) -> Option<String> {
+        let v = self.text(column, required)?;
+        if list.contains(&v) {
+            Some(v)
+        } else {
+            self.fail(column, &format!("is not on the {} code list", list.name));
+            None
+        }
     }
 }
 
@@ -131,5 +384,29 @@ mod tests {
             "short records read as empty"
         );
         assert_eq!(t.missing(&["name", "ULN"]), vec!["ULN"]);
+    }
+
+    #[test]
+    fn pieces_of_any_size_read_as_the_whole() {
+        let text = "\u{feff}Name , DOB\r\n\"Sm\"\"ith, Jo\",2008-01-01\r\n\"Zoë\nAnn\",\"\"\"\"\r\nlast,row";
+        let whole = records(text);
+        for size in 1..text.len() {
+            let mut out = Vec::new();
+            let mut reader = Reader::default();
+            for piece in text.as_bytes().chunks(size) {
+                reader.feed_bytes(piece, &mut out).unwrap();
+            }
+            reader.finish(&mut out).unwrap();
+            assert_eq!(out, whole, "pieces of {size} bytes");
+        }
+        assert_eq!(whole[1].cells, vec!["Sm\"ith, Jo", "2008-01-01"]);
+        assert_eq!(whole[2].cells, vec!["Zoë\nAnn", "\""]);
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_refused_with_their_line() {
+        let mut reader = Reader::default();
+        let mut out = Vec::new();
+        assert_eq!(reader.feed_bytes(b"a,b\nc,\xff\n", &mut out), Err(2));
     }
 }

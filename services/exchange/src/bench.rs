@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which measurements: batched, single, sse, rebuild, policy, nats (comma-separated), or
+    /// Which measurements: batched, single, sse, rebuild, policy, import, nats (comma-separated), or
     /// all (nats only where a nats-server is found).
     #[arg(long, default_value = "all")]
     only: String,
@@ -44,6 +44,12 @@ pub struct Args {
     /// scripts/install-nats prints one].
     #[arg(long, value_name = "PATH")]
     nats_server: Option<std::path::PathBuf>,
+    /// Rows of the generated destinations file for the import run.
+    #[arg(long, default_value_t = 1_000_000)]
+    import_rows: usize,
+    /// Children in the generated looked-after list for the import run.
+    #[arg(long, default_value_t = 20_000)]
+    import_children: usize,
     /// Events for each NATS ingress run.
     #[arg(long, default_value_t = 20_000)]
     nats_events: usize,
@@ -390,6 +396,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if wants("policy") {
             crate::bench_policy::run(&root).await?;
+        }
+        if wants("import") {
+            crate::bench_import::run(&root, args.import_rows, args.import_children).await?;
         }
         let nats_server = args
             .nats_server

@@ -3,7 +3,9 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_import;
 pub mod bench_nats;
 pub mod bench_policy;
 pub mod config;
 pub mod housekeeping;
+pub mod upload;

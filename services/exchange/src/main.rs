@@ -196,18 +196,40 @@ enum Report {
 /// Sends a request to a running exchange and returns the body of a successful answer; any
 /// other answer is an error quoting it (the exchange's problem details name the field).
 fn call_api(request: reqwest::RequestBuilder, endpoint: &str) -> anyhow::Result<String> {
-    tokio::runtime::Runtime::new()?.block_on(async {
-        let res = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {endpoint}"))?;
-        let status = res.status();
-        let text = res.text().await?;
-        if !status.is_success() {
-            bail!("the exchange answered {status}: {text}");
-        }
-        Ok(text)
-    })
+    tokio::runtime::Runtime::new()?.block_on(answer_of(request, endpoint))
+}
+
+/// Sends an import with a progress bar; prints the summary in a line (standard error) and
+/// in full (JSON, standard output).
+fn upload(
+    request: reqwest::RequestBuilder,
+    endpoint: &str,
+    total: u64,
+    sent: exchange::upload::Sent,
+) -> anyhow::Result<()> {
+    let text = tokio::runtime::Runtime::new()?.block_on(exchange::upload::with_progress(
+        total,
+        sent,
+        answer_of(request, endpoint),
+    ))?;
+    let summary: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("the exchange answered something else: {text}"))?;
+    eprintln!("{}", exchange::upload::summary_line(&summary));
+    println!("{text}");
+    Ok(())
+}
+
+async fn answer_of(request: reqwest::RequestBuilder, endpoint: &str) -> anyhow::Result<String> {
+    let res = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {endpoint}"))?;
+    let status = res.status();
+    let text = res.text().await?;
+    if !status.is_success() {
+        bail!("the exchange answered {status}: {text}");
+    }
+    Ok(text)
 }
 
 fn load_config(demo: bool, path: Option<&PathBuf>) -> anyhow::Result<config::Config> {
@@ -379,7 +401,9 @@ fn main() -> anyhow::Result<()> {
             year,
             files,
         }) => {
+            let sent = exchange::upload::Sent::default();
             let mut form = reqwest::multipart::Form::new();
+            let mut total = 0;
             for file in &files {
                 let part = file
                     .file_stem()
@@ -392,38 +416,46 @@ fn main() -> anyhow::Result<()> {
                         )
                     })?
                     .to_owned();
-                let text = std::fs::read_to_string(file)
-                    .with_context(|| format!("cannot read {}", file.display()))?;
-                form = form.text(part, text);
+                let len = std::fs::metadata(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+                    .len();
+                total += len;
+                let stream = exchange::upload::file_stream(file.clone(), sent.clone());
+                form = form.part(
+                    part.clone(),
+                    reqwest::multipart::Part::stream_with_length(
+                        reqwest::Body::wrap_stream(stream),
+                        len,
+                    )
+                    .file_name(format!("{part}.csv"))
+                    .mime_str("text/csv")?,
+                );
             }
             let mut endpoint = format!("{}/v1/imports/looked-after", url.trim_end_matches('/'));
             if let Some(y) = year {
                 endpoint.push_str(&format!("?year={y}"));
             }
-            let summary = call_api(
-                reqwest::Client::new()
-                    .post(&endpoint)
-                    .bearer_auth(&token)
-                    .multipart(form),
-                &endpoint,
-            )?;
-            println!("{summary}");
-            Ok(())
+            let request = reqwest::Client::new()
+                .post(&endpoint)
+                .bearer_auth(&token)
+                .multipart(form);
+            upload(request, &endpoint, total, sent)
         }
         Command::Import(Import::Destinations { url, token, file }) => {
-            let body =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let total = std::fs::metadata(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .len();
+            let sent = exchange::upload::Sent::default();
             let endpoint = format!("{}/v1/imports/destinations", url.trim_end_matches('/'));
-            let summary = call_api(
-                reqwest::Client::new()
-                    .post(&endpoint)
-                    .bearer_auth(&token)
-                    .header("content-type", "text/csv")
-                    .body(body),
-                &endpoint,
-            )?;
-            println!("{summary}");
-            Ok(())
+            let request = reqwest::Client::new()
+                .post(&endpoint)
+                .bearer_auth(&token)
+                .header("content-type", "text/csv")
+                .body(reqwest::Body::wrap_stream(exchange::upload::file_stream(
+                    file,
+                    sent.clone(),
+                )));
+            upload(request, &endpoint, total, sent)
         }
         Command::Report(Report::Quarterly {
             url,

@@ -365,3 +365,99 @@ async fn exports_give_each_agency_its_own_list_in_csv() {
     let (s, _) = app.get(CAREERS, "/v1/exports/destinations").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
+
+/// A name per number: matching by name ignores digits, so names must differ in letters.
+fn letters(mut n: usize) -> String {
+    let mut s = String::from("P");
+    loop {
+        s.push((b'a' + (n % 26) as u8) as char);
+        n /= 26;
+        if n == 0 {
+            return s;
+        }
+    }
+}
+
+/// A file longer than one chunk, sent in pieces that cut lines (and the byte-order mark)
+/// anywhere: the person on its first and last lines is registered once, both destinations
+/// are recorded, and sending it again appends nothing.
+#[tokio::test]
+async fn a_long_file_streams_through_in_chunks_and_people_span_them() {
+    let app = spawn_app();
+    let rows = 12_000;
+    let mut csv = String::from(
+        "\u{feff}YoungPersonsID,DOB,GivenName,FamilyName,ActivityCode,StartDate,DateAscertained,LEACode\r\n",
+    );
+    for i in 0..rows {
+        // Person 0 again on the last line, later and now NEET.
+        let (id, code, ascertained) = if i == rows - 1 {
+            (0, "619", "2026-10-20")
+        } else {
+            (i, "230", "2026-09-20")
+        };
+        csv.push_str(&format!(
+            "{id:013},2008-{:02}-{:02},{},Person,{code},2026-09-01,{ascertained},878\r\n",
+            1 + id % 12,
+            1 + id % 28,
+            letters(id),
+        ));
+    }
+    let send = |csv: String| {
+        let app = &app;
+        async move {
+            app.drain();
+            let pieces: Vec<Result<Vec<u8>, std::io::Error>> = csv
+                .into_bytes()
+                .chunks(1021)
+                .map(|c| Ok(c.to_vec()))
+                .collect();
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri("/v1/imports/destinations")
+                .header("authorization", format!("Bearer {CAREERS}"))
+                .header("content-type", "text/csv")
+                .body(axum::body::Body::from_stream(futures::stream::iter(pieces)))
+                .unwrap();
+            let res = tower::ServiceExt::oneshot(app.router.clone(), req)
+                .await
+                .unwrap();
+            let status = res.status();
+            let bytes = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            app.drain();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (s, summary) = send(csv.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{summary}");
+    assert_eq!(summary["rows"], rows);
+    assert_eq!(
+        summary["registered"],
+        rows - 1,
+        "person 0 once, across chunks"
+    );
+    assert_eq!(
+        summary["changed"], rows,
+        "every destination, person 0's twice"
+    );
+    assert_eq!(
+        summary["neet_onsets"], 1,
+        "230 then 619 across chunks is a NEET onset"
+    );
+    assert_eq!(summary["rejected"], json!([]));
+    let head = app.log.head();
+    assert_eq!(
+        head as usize,
+        2 * rows,
+        "registrations, destinations, one onset"
+    );
+
+    let (s, again) = send(csv).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    // Person 0's first row differs from the latest destination held (its last row), so it
+    // counts as a change; its event id is the one already in the log, so nothing is added.
+    assert_eq!(again["unchanged"].as_u64().unwrap() as usize, rows - 1);
+    assert_eq!(app.log.head(), head, "the same file twice appends nothing");
+}

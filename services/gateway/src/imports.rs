@@ -35,6 +35,13 @@ pub struct Summary {
     pub neet_onsets: usize,
     pub held_for_review: Vec<Held>,
     pub rejected: Vec<RowError>,
+    /// Problems and holds beyond the first 10,000 of each, counted but not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlisted_problems: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A row whose person could not be told apart from others: a person must decide.
@@ -257,10 +264,9 @@ fn plan(
             summary.unchanged += 1;
             continue;
         }
-        let key = match who {
-            Who::Known(yp) => yp.to_string(),
-            Who::New(_) => format!("nccis:{}", row.nccis_id),
-        };
+        // The agency's own id for the person, whether or not the exchange knew them yet: a
+        // row's event id must not change once its person is registered.
+        let key = format!("nccis:{}", row.nccis_id);
         let mut data = json!({
             "activity_code": row.activity_code,
             "start_date": row.start_date,
@@ -366,15 +372,18 @@ async fn append(
     Ok((registered, linked))
 }
 
-/// Waits until the projections include everything appended so far: imports match rows
-/// against the identity registry, which the projector keeps.
+/// Brings the projections up to everything appended so far (stepping them here rather
+/// than waiting for the live loop): imports match rows against the identity registry,
+/// which the projector keeps.
 async fn caught_up(state: &AppState) -> Result<(), HttpProblem> {
     let head = state.projector.log().head();
-    let mut applied = state.projector.watch();
-    applied
-        .wait_for(|seq| *seq >= head)
-        .await
-        .map_err(internal)?;
+    while state.projector.checkpoint() < head {
+        let p = state.projector.clone();
+        tokio::task::spawn_blocking(move || p.step(4096))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+    }
     Ok(())
 }
 
@@ -430,51 +439,123 @@ pub fn review_queue(state: &AppState, agency: &str) -> Result<Vec<Value>, HttpPr
         .collect()
 }
 
-/// Imports a destinations file for `agency`.
-pub async fn destinations(
+/// Valid rows planned and appended together. Between chunks the projections catch up, so a
+/// chunk finds the people earlier chunks registered through the identity registry and
+/// nothing about earlier chunks is kept: memory stays bounded however long the file.
+const CHUNK_ROWS: usize = 5_000;
+/// Problems listed in a summary; beyond this they are counted (`unlisted_problems`).
+const MAX_LISTED: usize = 10_000;
+
+/// Imports a destinations file for `agency` as it arrives.
+pub async fn destinations<S, E>(
     state: &AppState,
     agency: &str,
-    text: String,
-) -> Result<Summary, HttpProblem> {
-    let (rows, rejected) = imports::destinations(&text).map_err(|e| {
-        HttpProblem::from(
-            Problem::new(422, "unreadable-file", "The file cannot be imported").detail(format!(
-                "line {}: {}{}",
-                e.line,
-                e.column.map(|c| format!("{c}: ")).unwrap_or_default(),
-                e.message
-            )),
-        )
-    })?;
-    let summary = Summary {
-        rows: rows.len()
-            + rejected
-                .iter()
-                .map(|e| e.line)
-                .collect::<BTreeSet<_>>()
-                .len(),
-        rejected,
-        ..Summary::default()
-    };
+    mut body: S,
+) -> Result<Summary, HttpProblem>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use futures::StreamExt;
+    let mut reader = imports::DestinationReader::default();
+    let mut total = Summary::default();
+    let mut pending: Vec<DestinationRow> = Vec::new();
+    let mut started = false;
+    loop {
+        let piece = body.next().await;
+        let done = piece.is_none();
+        let rows = match piece {
+            Some(Ok(bytes)) => reader.feed(&bytes),
+            Some(Err(e)) => {
+                return Err(failed(
+                    Problem::new(400, "malformed-request", "The upload broke off")
+                        .detail(format!("{e}.")),
+                ))
+            }
+            None => reader.finish(),
+        }
+        .map_err(|e| {
+            let p = Problem::new(422, "unreadable-file", "The file cannot be imported").detail(
+                format!(
+                    "line {}: {}{}",
+                    e.line,
+                    e.column.map(|c| format!("{c}: ")).unwrap_or_default(),
+                    e.message
+                ),
+            );
+            if started {
+                failed(p)
+            } else {
+                p.into()
+            }
+        })?;
+        total.rows += rows.read;
+        for e in rows.rejected {
+            if total.rejected.len() < MAX_LISTED {
+                total.rejected.push(e);
+            } else {
+                total.unlisted_problems += 1;
+            }
+        }
+        pending.extend(rows.valid);
+        while pending.len() >= CHUNK_ROWS || (done && !pending.is_empty()) {
+            let chunk: Vec<DestinationRow> =
+                pending.drain(..pending.len().min(CHUNK_ROWS)).collect();
+            started = true;
+            apply_destinations(state, agency, chunk, &mut total).await?;
+        }
+        if done {
+            break;
+        }
+    }
+    tracing::info!(
+        rows = total.rows,
+        registered = total.registered,
+        changed = total.changed,
+        rejected = total.rejected.len() + total.unlisted_problems,
+        "destinations imported"
+    );
+    Ok(total)
+}
+
+/// Plans and appends one chunk of valid rows, adding what it did to `total`.
+async fn apply_destinations(
+    state: &AppState,
+    agency: &str,
+    rows: Vec<DestinationRow>,
+    total: &mut Summary,
+) -> Result<(), HttpProblem> {
     caught_up(state).await?;
     let projector = state.projector.clone();
     let owner = agency.to_owned();
-    let mut plan = tokio::task::spawn_blocking(move || plan(&projector, &owner, rows, summary))
-        .await
-        .map_err(internal)??;
+    let plan =
+        tokio::task::spawn_blocking(move || plan(&projector, &owner, rows, Summary::default()))
+            .await
+            .map_err(internal)??;
     let (registered, linked) =
         append(state, agency, &plan.registrations, &plan.links, plan.events).await?;
-    plan.summary.registered = registered;
-    plan.summary.linked = linked;
     record_review(state, agency, &plan.summary.held_for_review, &plan.resolved)?;
-    tracing::info!(
-        rows = plan.summary.rows,
-        registered = plan.summary.registered,
-        changed = plan.summary.changed,
-        rejected = plan.summary.rejected.len(),
-        "destinations imported"
-    );
-    Ok(plan.summary)
+    let s = plan.summary;
+    total.registered += registered;
+    total.linked += linked;
+    total.changed += s.changed;
+    total.unchanged += s.unchanged;
+    total.neet_onsets += s.neet_onsets;
+    for h in s.held_for_review {
+        if total.held_for_review.len() < MAX_LISTED {
+            total.held_for_review.push(h);
+        } else {
+            total.unlisted_problems += 1;
+        }
+    }
+    for e in s.rejected {
+        if total.rejected.len() < MAX_LISTED {
+            total.rejected.push(e);
+        } else {
+            total.unlisted_problems += 1;
+        }
+    }
+    Ok(())
 }
 
 /// What a looked-after list import did.

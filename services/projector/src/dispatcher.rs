@@ -293,10 +293,17 @@ impl Projector {
         self.apply(&entries)
     }
 
-    /// Applies entries that continue exactly from the checkpoint; returns how many.
+    /// Applies entries that continue from the checkpoint; returns how many. Entries another
+    /// caller applied meanwhile (steps may run on several threads: the live loop, an import
+    /// waiting for its registrations) are skipped; a gap is an error.
     fn apply(&self, entries: &[pathway_log::Entry]) -> Result<usize, ProjectionError> {
         let inner = &*self.inner;
         let mut state = inner.state.lock().expect("projector state lock");
+        let done = entries
+            .iter()
+            .take_while(|e| e.record.seq <= state.checkpoint)
+            .count();
+        let entries = &entries[done..];
         let Some(last) = entries.last().map(|e| e.record.seq) else {
             return Ok(0);
         };

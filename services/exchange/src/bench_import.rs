@@ -1,0 +1,218 @@
+//! `exchange bench --only import`: both imports, rows per second, and the server's peak
+//! memory while it takes a destinations file of a million rows.
+//!
+//! The server is this binary (`exchange serve --demo`) in its own process, so its peak
+//! resident memory (`VmHWM` in /proc) is the server's alone. Files are generated, sent as
+//! the CLI sends them (streamed from disk), each twice: first everyone is new (a
+//! registration and a destination per row), then nothing has changed.
+
+use anyhow::{bail, Context};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+struct Server {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path) -> anyhow::Result<Server> {
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("RUST_LOG", "info,sled=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut lines = std::io::BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let addr = loop {
+        let line = lines.next().context("the server stopped")??;
+        if let Some(rest) = line.split("address=").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(Server {
+        child,
+        base: format!("http://{addr}"),
+    })
+}
+
+/// The server's peak resident memory so far, in MB.
+fn peak_mb(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("no VmHWM")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+/// A name per number: matching by name ignores digits.
+fn letters(mut n: usize) -> String {
+    let mut s = String::from("P");
+    loop {
+        s.push((b'a' + (n % 26) as u8) as char);
+        n /= 26;
+        if n == 0 {
+            return s;
+        }
+    }
+}
+
+fn destinations_file(path: &Path, rows: usize) -> anyhow::Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        f,
+        "YoungPersonsID,DOB,GivenName,FamilyName,ActivityCode,StartDate,DateAscertained,LEACode,UniqueLearnerNo"
+    )?;
+    for i in 0..rows {
+        writeln!(
+            f,
+            "{i:013},{}-{:02}-{:02},{},Example,{},2026-09-01,2026-09-20,878,{}",
+            2006 + i % 4,
+            1 + i % 12,
+            1 + i % 28,
+            letters(i),
+            ["230", "310", "540", "619"][i % 4],
+            1_000_000_000 + i
+        )?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// SSDA903 header and episodes for `children` children, one episode each.
+fn looked_after_files(dir: &Path, children: usize) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (h, e) = (dir.join("header.csv"), dir.join("episodes.csv"));
+    let mut header = std::io::BufWriter::new(std::fs::File::create(&h)?);
+    let mut episodes = std::io::BufWriter::new(std::fs::File::create(&e)?);
+    writeln!(header, "CHILD,SEX,DOB,ETHNIC,UPN,GIVEN_NAME,FAMILY_NAME")?;
+    writeln!(episodes, "CHILD,DECOM,RNE,LS,CIN,PLACE,PLACE_PROVIDER,DEC,REC,REASON_PLACE_CHANGE,HOME_POST,PL_POST,URN")?;
+    for i in 0..children {
+        writeln!(
+            header,
+            "{},{},{:02}/{:02}/{},WBRI,,{},Looked",
+            100_000 + i,
+            ["M", "F"][i % 2],
+            1 + i % 28,
+            1 + i % 12,
+            2008 + i % 6,
+            letters(i)
+        )?;
+        writeln!(
+            episodes,
+            "{},{:02}/{:02}/2025,S,C2,N3,A3,PR3,,X1,,,,",
+            100_000 + i,
+            1 + i % 28,
+            1 + i % 12,
+        )?;
+    }
+    header.flush()?;
+    episodes.flush()?;
+    Ok((h, e))
+}
+
+/// Sends a file as the CLI does; returns the summary and the seconds taken.
+async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<(serde_json::Value, f64)> {
+    let t = Instant::now();
+    let res = request.send().await?;
+    let status = res.status();
+    let text = res.text().await?;
+    if !status.is_success() {
+        bail!(
+            "the import answered {status}: {}",
+            &text[..text.len().min(500)]
+        );
+    }
+    Ok((serde_json::from_str(&text)?, t.elapsed().as_secs_f64()))
+}
+
+async fn destinations(server: &Server, file: &Path) -> anyhow::Result<(serde_json::Value, f64)> {
+    let body = crate::upload::file_stream(file.to_path_buf(), crate::upload::Sent::default());
+    send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/imports/destinations", server.base))
+            .bearer_auth("demo-careers-token")
+            .header("content-type", "text/csv")
+            .body(reqwest::Body::wrap_stream(body)),
+    )
+    .await
+}
+
+async fn looked_after(
+    server: &Server,
+    files: &(PathBuf, PathBuf),
+) -> anyhow::Result<(serde_json::Value, f64)> {
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "header",
+            reqwest::multipart::Part::bytes(std::fs::read(&files.0)?).file_name("header.csv"),
+        )
+        .part(
+            "episodes",
+            reqwest::multipart::Part::bytes(std::fs::read(&files.1)?).file_name("episodes.csv"),
+        );
+    send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/imports/looked-after?year=2026", server.base))
+            .bearer_auth("demo-la-token")
+            .multipart(form),
+    )
+    .await
+}
+
+pub async fn run(root: &Path, rows: usize, children: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir_in(root)?;
+    let file = dir.path().join("destinations.csv");
+    destinations_file(&file, rows)?;
+    let size = std::fs::metadata(&file)?.len();
+    let server = start(&dir.path().join("data"))?;
+    let pid = server.child.id();
+    let before = peak_mb(pid)?;
+    for pass in ["new", "unchanged"] {
+        let (summary, secs) = destinations(&server, &file).await?;
+        println!(
+            "import destinations ({pass}): {} rows ({:.0} MB) in {secs:.1} s, {:.0} rows/s; {} registered, {} changed, {} unchanged; server peak memory {:.0} MB (at start {before:.0} MB)",
+            summary["rows"],
+            size as f64 / 1e6,
+            rows as f64 / secs,
+            summary["registered"],
+            summary["changed"],
+            summary["unchanged"],
+            peak_mb(pid)?
+        );
+    }
+    drop(server);
+
+    let files = looked_after_files(dir.path(), children)?;
+    let server = start(&dir.path().join("data-la"))?;
+    for pass in ["new", "unchanged"] {
+        let (summary, secs) = looked_after(&server, &files).await?;
+        println!(
+            "import looked-after ({pass}): {} rows, {} children in {secs:.1} s, {:.0} rows/s; {} registered, {} unchanged, {} problems",
+            summary["rows"],
+            summary["children"],
+            summary["rows"].as_f64().unwrap_or(0.0) / secs,
+            summary["registered"],
+            summary["unchanged"],
+            summary["rejected"].as_array().map_or(0, Vec::len)
+        );
+    }
+    Ok(())
+}
