@@ -184,6 +184,12 @@ async fn upload(
         )
         .body(axum::body::Body::from(body))
         .unwrap();
+    send(app, req).await
+}
+
+/// Sends a prepared request to the router; the projections are drained before and after.
+async fn send(app: &TestApp, req: axum::http::Request<axum::body::Body>) -> (StatusCode, Value) {
+    app.drain();
     let res = tower::ServiceExt::oneshot(app.router.clone(), req)
         .await
         .unwrap();
@@ -402,35 +408,21 @@ async fn a_long_file_streams_through_in_chunks_and_people_span_them() {
             letters(id),
         ));
     }
-    let send = |csv: String| {
-        let app = &app;
-        async move {
-            app.drain();
-            let pieces: Vec<Result<Vec<u8>, std::io::Error>> = csv
-                .into_bytes()
-                .chunks(1021)
-                .map(|c| Ok(c.to_vec()))
-                .collect();
-            let req = axum::http::Request::builder()
-                .method("POST")
-                .uri("/v1/imports/destinations")
-                .header("authorization", format!("Bearer {CAREERS}"))
-                .header("content-type", "text/csv")
-                .body(axum::body::Body::from_stream(futures::stream::iter(pieces)))
-                .unwrap();
-            let res = tower::ServiceExt::oneshot(app.router.clone(), req)
-                .await
-                .unwrap();
-            let status = res.status();
-            let bytes = http_body_util::BodyExt::collect(res.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
-            app.drain();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
-        }
+    let stream = |csv: String| {
+        let pieces: Vec<Result<Vec<u8>, std::io::Error>> = csv
+            .into_bytes()
+            .chunks(1021)
+            .map(|c| Ok(c.to_vec()))
+            .collect();
+        axum::http::Request::builder()
+            .method("POST")
+            .uri("/v1/imports/destinations")
+            .header("authorization", format!("Bearer {CAREERS}"))
+            .header("content-type", "text/csv")
+            .body(axum::body::Body::from_stream(futures::stream::iter(pieces)))
+            .unwrap()
     };
-    let (s, summary) = send(csv.clone()).await;
+    let (s, summary) = send(&app, stream(csv.clone())).await;
     assert_eq!(s, StatusCode::OK, "{summary}");
     assert_eq!(summary["rows"], rows);
     assert_eq!(
@@ -454,7 +446,7 @@ async fn a_long_file_streams_through_in_chunks_and_people_span_them() {
         "registrations, destinations, one onset"
     );
 
-    let (s, again) = send(csv).await;
+    let (s, again) = send(&app, stream(csv)).await;
     assert_eq!(s, StatusCode::OK, "{again}");
     // Person 0's first row differs from the latest destination held (its last row), so it
     // counts as a change; its event id is the one already in the log, so nothing is added.

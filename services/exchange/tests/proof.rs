@@ -390,6 +390,9 @@ impl World {
         let reading = clock.clone();
         let options = pathway_log::LogOptions {
             clock: Arc::new(move || *reading.lock().unwrap()),
+            // Two people at most in each in-memory cache: the proof also covers forgetting
+            // and replaying them, which a large exchange does all the time.
+            people_cached: 2,
             ..Default::default()
         };
         let config = config::parse(CONFIG, "proof").unwrap();

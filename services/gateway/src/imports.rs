@@ -490,13 +490,11 @@ where
             }
         })?;
         total.rows += rows.read;
-        for e in rows.rejected {
-            if total.rejected.len() < MAX_LISTED {
-                total.rejected.push(e);
-            } else {
-                total.unlisted_problems += 1;
-            }
-        }
+        list(
+            &mut total.rejected,
+            rows.rejected,
+            &mut total.unlisted_problems,
+        );
         pending.extend(rows.valid);
         while pending.len() >= CHUNK_ROWS || (done && !pending.is_empty()) {
             let chunk: Vec<DestinationRow> =
@@ -541,21 +539,28 @@ async fn apply_destinations(
     total.changed += s.changed;
     total.unchanged += s.unchanged;
     total.neet_onsets += s.neet_onsets;
-    for h in s.held_for_review {
-        if total.held_for_review.len() < MAX_LISTED {
-            total.held_for_review.push(h);
-        } else {
-            total.unlisted_problems += 1;
-        }
-    }
-    for e in s.rejected {
-        if total.rejected.len() < MAX_LISTED {
-            total.rejected.push(e);
-        } else {
-            total.unlisted_problems += 1;
-        }
-    }
+    list(
+        &mut total.held_for_review,
+        s.held_for_review,
+        &mut total.unlisted_problems,
+    );
+    list(
+        &mut total.rejected,
+        s.rejected,
+        &mut total.unlisted_problems,
+    );
     Ok(())
+}
+
+/// Adds to a summary's list up to its limit, counting the rest.
+fn list<T>(listed: &mut Vec<T>, more: Vec<T>, unlisted: &mut usize) {
+    for item in more {
+        if listed.len() < MAX_LISTED {
+            listed.push(item);
+        } else {
+            *unlisted += 1;
+        }
+    }
 }
 
 /// What a looked-after list import did.

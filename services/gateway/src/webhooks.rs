@@ -122,7 +122,7 @@ impl Webhooks {
         projector: Projector,
         backoff: Duration,
     ) -> Result<Webhooks, sled::Error> {
-        let db = pathway_log::open_sled(&sled::Config::new().path(dir))?;
+        let db = pathway_log::open_sled(&sled::Config::new().path(dir).cache_capacity(8 << 20))?;
         Ok(Webhooks {
             hooks: db.open_tree("hooks")?,
             dead: db.open_tree("dead")?,

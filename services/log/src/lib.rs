@@ -40,16 +40,25 @@ pub struct LogOptions {
     pub clock: Clock,
     /// sled's page cache.
     pub cache_bytes: u64,
+    /// People whose version and key stay in memory at most (and whose policy state the
+    /// projector keeps); [`PEOPLE_CACHED`] unless a test wants eviction all the time.
+    pub people_cached: usize,
 }
 
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             clock: Arc::new(time::OffsetDateTime::now_utc),
-            cache_bytes: 256 << 20,
+            cache_bytes: 64 << 20,
+            people_cached: PEOPLE_CACHED,
         }
     }
 }
+
+/// How many people's versions and keys the log keeps in memory at most. Past this the
+/// caches are emptied and refilled from the store on demand, so memory stays bounded
+/// however many people the exchange holds (a million-row import, for one).
+pub const PEOPLE_CACHED: usize = 100_000;
 
 /// Opens a sled database, waiting (up to two seconds) for a lock its previous owner in this
 /// process has let go of but sled has not yet released: dropping a `sled::Db` does not
@@ -96,6 +105,7 @@ struct Inner {
     durable: watch::Receiver<u64>,
     clock: Clock,
     vault: Arc<vault::Vault>,
+    people_cached: usize,
 }
 
 impl Drop for Inner {
@@ -124,7 +134,8 @@ impl Log {
         let (durable_tx, durable) = watch::channel(head.seq);
         let (jobs, rx) = mpsc::sync_channel(4096);
         let clock = options.clock;
-        let vault = Arc::new(vault::Vault::open(dir, tree.clone())?);
+        let people_cached = options.people_cached.max(1);
+        let vault = Arc::new(vault::Vault::open(dir, tree.clone(), people_cached)?);
         vault.recover(&db)?;
         let w = writer::Writer::new(
             db.clone(),
@@ -133,6 +144,7 @@ impl Log {
             clock.clone(),
             durable_tx,
             vault.clone(),
+            people_cached,
         );
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
@@ -147,8 +159,14 @@ impl Log {
                 durable,
                 clock,
                 vault,
+                people_cached,
             }),
         })
+    }
+
+    /// How many people's state a reader of this log should keep in memory at most.
+    pub fn people_cached(&self) -> usize {
+        self.inner.people_cached
     }
 
     /// Appends all of `events` or none of them, and answers once they are on disk.

@@ -66,6 +66,8 @@ pub struct Vault {
     state: Mutex<State>,
     /// Unwrapped person keys, by person.
     cache: RwLock<HashMap<Uuid, [u8; 32]>>,
+    /// People whose key stays unwrapped in `cache` at most.
+    cap: usize,
 }
 
 fn master_path(dir: &Path, epoch: u32) -> PathBuf {
@@ -101,7 +103,7 @@ fn destroy(path: &Path) -> Result<(), LogError> {
 }
 
 impl Vault {
-    pub fn open(dir: &Path, tree: sled::Tree) -> Result<Vault, LogError> {
+    pub fn open(dir: &Path, tree: sled::Tree, cap: usize) -> Result<Vault, LogError> {
         let rng = SystemRandom::new();
         let mut masters = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(storage)? {
@@ -131,6 +133,7 @@ impl Vault {
             rng,
             state: Mutex::new(State { masters, current }),
             cache: RwLock::new(HashMap::new()),
+            cap,
         })
     }
 
@@ -185,7 +188,11 @@ impl Vault {
         };
         let k = Vault::unwrap(&state, yp, &wrapped)
             .ok_or_else(|| storage("a person key cannot be unwrapped: is a master key missing?"))?;
-        self.cache.write().expect("vault cache").insert(yp, k);
+        let mut cache = self.cache.write().expect("vault cache");
+        if cache.len() >= self.cap {
+            cache.clear();
+        }
+        cache.insert(yp, k);
         Ok(Some(k))
     }
 
@@ -198,7 +205,13 @@ impl Vault {
 
     /// Called once keys written with a group of entries are durable.
     pub fn remember(&self, keys: impl IntoIterator<Item = (Uuid, [u8; 32])>) {
-        self.cache.write().expect("vault cache").extend(keys);
+        let mut cache = self.cache.write().expect("vault cache");
+        if cache.len() >= self.cap {
+            // Unwrapped again from the store on a miss; bounded so memory does not grow
+            // with the number of people.
+            cache.clear();
+        }
+        cache.extend(keys);
     }
 
     /// Seals event data for position `seq`, as the JSON stored in the record.

@@ -87,6 +87,7 @@ pub(crate) struct Writer {
     /// Known versions; a cache of each person's last `s` key.
     versions: HashMap<Uuid, u64>,
     vault: Arc<Vault>,
+    people_cached: usize,
 }
 
 /// What one group has staged but not yet written.
@@ -111,6 +112,7 @@ impl Writer {
         clock: Clock,
         durable: watch::Sender<u64>,
         vault: Arc<Vault>,
+        people_cached: usize,
     ) -> Writer {
         Writer {
             db,
@@ -120,6 +122,7 @@ impl Writer {
             durable,
             versions: HashMap::new(),
             vault,
+            people_cached,
         }
     }
 
@@ -203,6 +206,11 @@ impl Writer {
                 seq: group.seq,
                 hash: group.hash,
             };
+            if self.versions.len() >= self.people_cached {
+                // A cache, re-read from each person's stream key on a miss: bounded, so
+                // memory does not grow with the number of people in the log.
+                self.versions.clear();
+            }
             self.versions.extend(group.versions);
             self.vault.remember(group.keys);
             self.durable.send_replace(group.seq);

@@ -317,6 +317,12 @@ impl Projector {
         let mut pending = Pending::new(&inner.tree);
         let mut notices = Vec::new();
         let notify = inner.egress.is_some();
+        if state.persons.len() >= inner.log.people_cached() {
+            // Bounded: forget everyone, and rebuild each person from their log stream on
+            // their next event, as after a restart.
+            state.persons.clear();
+            state.complete = false;
+        }
         let complete = state.complete;
         for entry in entries {
             let fact = entry.fact();

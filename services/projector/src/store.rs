@@ -228,6 +228,9 @@ pub fn open(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), ProjectionE
     let db = pathway_log::open_sled(
         &sled::Config::new()
             .path(dir)
+            // sled's default page cache is 1 GiB per database; the projections are read by
+            // run and mostly written, so a modest cache serves them (BENCHMARKS.md, imports).
+            .cache_capacity(64 << 20)
             .mode(sled::Mode::HighThroughput),
     )?;
     let tree = db.open_tree("projections")?;
