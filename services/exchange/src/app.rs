@@ -167,6 +167,32 @@ pub fn build_with(config: Config, data: &Path, options: LogOptions) -> anyhow::R
     })
 }
 
+/// Builds the service and, when the configuration names a broker, starts the NATS transport
+/// on it; `/readyz` then reports it. Returns the transport too.
+pub async fn build_serving(
+    config: Config,
+    data: &Path,
+) -> anyhow::Result<(Running, Option<Arc<pathway_nats::Nats>>)> {
+    let nats = config
+        .nats
+        .settings(pathway_nats::answer::Limits::default())?;
+    let agencies: Vec<String> = config.agreements.agencies().map(|a| a.id.clone()).collect();
+    let mut running = build(config, data)?;
+    let Some(mut settings) = nats else {
+        return Ok((running, None));
+    };
+    settings.limits = nats_limits(&running.state);
+    let transport = pathway_nats::Nats::start(
+        settings,
+        running.recorder.clone(),
+        running.projector.clone(),
+        agencies,
+    )
+    .await?;
+    running.state.health.push(transport.clone());
+    Ok((running, Some(transport)))
+}
+
 /// The HTTP limits, for NATS messages: the same body and batch sizes whichever way in.
 pub fn nats_limits(state: &AppState) -> pathway_nats::answer::Limits {
     pathway_nats::answer::Limits {

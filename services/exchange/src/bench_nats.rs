@@ -257,20 +257,9 @@ pub async fn run(root: &Path, o: Options) -> anyhow::Result<()> {
     cfg.service.rate_per_second = Some(f64::MAX);
     cfg.service.rate_burst = Some(f64::MAX);
     cfg.nats.servers = vec![broker.url.clone()];
-    let settings = cfg
-        .nats
-        .settings(pathway_nats::answer::Limits::default())?
-        .expect("a broker is named");
-    let agencies: Vec<String> = cfg.agreements.agencies().map(|a| a.id.clone()).collect();
-    let running = app::build(cfg, &data)?;
+    let (running, transport) = app::build_serving(cfg, &data).await?;
+    let transport = transport.expect("a broker is named");
     tokio::spawn(running.projector.clone().run());
-    let transport = pathway_nats::Nats::start(
-        settings,
-        running.recorder.clone(),
-        running.projector.clone(),
-        agencies,
-    )
-    .await?;
     wait_for("NATS readiness", Duration::from_secs(20), async || {
         Ok(pathway_bus::Health::ready(&*transport))
     })

@@ -486,22 +486,7 @@ async fn serve(config: config::Config, data: PathBuf, listen: SocketAddr) -> any
     let housekeeping_every = std::time::Duration::from_secs(
         60 * config.service.housekeeping_minutes.unwrap_or(60).max(1),
     );
-    let nats = config
-        .nats
-        .settings(pathway_nats::answer::Limits::default())?;
-    let agencies: Vec<String> = config.agreements.agencies().map(|a| a.id.clone()).collect();
-    let mut running = app::build(config, &data)?;
-    if let Some(mut settings) = nats {
-        settings.limits = app::nats_limits(&running.state);
-        let transport = pathway_nats::Nats::start(
-            settings,
-            running.recorder.clone(),
-            running.projector.clone(),
-            agencies,
-        )
-        .await?;
-        running.state.health.push(transport);
-    }
+    let (running, _nats) = app::build_serving(config, &data).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
