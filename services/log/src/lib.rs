@@ -60,14 +60,15 @@ impl Default for LogOptions {
 /// however many people the exchange holds (a million-row import, for one).
 pub const PEOPLE_CACHED: usize = 100_000;
 
-/// Opens a sled database, waiting (up to two seconds) for a lock its previous owner in this
+/// Opens a sled database, waiting (up to ten seconds) for a lock its previous owner in this
 /// process has let go of but sled has not yet released: dropping a `sled::Db` does not
 /// release its file lock synchronously, because a background flusher thread shares it
 /// (sled issues 1234 and 1289). A restart inside one process, or a rebuild right after a
-/// stop, would otherwise fail at random under load. A lock held by another live owner still
-/// fails, after the wait, with sled's own error.
+/// stop, would otherwise fail at random under load (two seconds was once not enough, in a
+/// CI run on a busy machine). A lock held by another live owner still fails, after the
+/// wait, with sled's own error.
 pub fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match config.open() {
             Err(sled::Error::Io(e))
