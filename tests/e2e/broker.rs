@@ -108,7 +108,8 @@ impl Node {
 
     /// Waits until the node answers its monitoring health check with JetStream up.
     pub fn wait_healthy(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: a cluster node elects its JetStream leader slowly on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(90);
         let url = format!(
             "http://127.0.0.1:{}/healthz?js-enabled-only=true",
             self.monitor

@@ -173,9 +173,7 @@ pub async fn build_serving(
     config: Config,
     data: &Path,
 ) -> anyhow::Result<(Running, Option<Arc<pathway_nats::Nats>>)> {
-    let nats = config
-        .nats
-        .settings(pathway_nats::answer::Limits::default())?;
+    let nats = config.nats.settings()?;
     let agencies: Vec<String> = config.agreements.agencies().map(|a| a.id.clone()).collect();
     let mut running = build(config, data)?;
     let Some(mut settings) = nats else {

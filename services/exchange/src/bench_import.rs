@@ -63,8 +63,8 @@ fn peak_mb(pid: u32) -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
-/// A name per number: matching by name ignores digits.
-fn letters(mut n: usize) -> String {
+/// A name per number: matching by name ignores digits, so generated names differ in letters.
+pub fn letters(mut n: usize) -> String {
     let mut s = String::from("P");
     loop {
         s.push((b'a' + (n % 26) as u8) as char);

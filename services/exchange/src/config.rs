@@ -53,11 +53,9 @@ impl std::fmt::Debug for NatsSection {
 }
 
 impl NatsSection {
-    /// The transport's settings, or `None` when no broker is named.
-    pub fn settings(
-        &self,
-        limits: pathway_nats::answer::Limits,
-    ) -> anyhow::Result<Option<pathway_nats::Settings>> {
+    /// The transport's settings, or `None` when no broker is named. Message limits are the
+    /// defaults; `app::build_serving` sets the service's own.
+    pub fn settings(&self) -> anyhow::Result<Option<pathway_nats::Settings>> {
         if self.servers.is_empty() {
             return Ok(None);
         }
@@ -73,7 +71,7 @@ impl NatsSection {
             user: self.user.clone(),
             password,
             replicas: self.replicas.unwrap_or(1),
-            limits,
+            limits: pathway_nats::answer::Limits::default(),
         }))
     }
 }

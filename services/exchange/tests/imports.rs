@@ -372,18 +372,6 @@ async fn exports_give_each_agency_its_own_list_in_csv() {
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
-/// A name per number: matching by name ignores digits, so names must differ in letters.
-fn letters(mut n: usize) -> String {
-    let mut s = String::from("P");
-    loop {
-        s.push((b'a' + (n % 26) as u8) as char);
-        n /= 26;
-        if n == 0 {
-            return s;
-        }
-    }
-}
-
 /// A file longer than one chunk, sent in pieces that cut lines (and the byte-order mark)
 /// anywhere: the person on its first and last lines is registered once, both destinations
 /// are recorded, and sending it again appends nothing.
@@ -405,7 +393,7 @@ async fn a_long_file_streams_through_in_chunks_and_people_span_them() {
             "{id:013},2008-{:02}-{:02},{},Person,{code},2026-09-01,{ascertained},878\r\n",
             1 + id % 12,
             1 + id % 28,
-            letters(id),
+            exchange::bench_import::letters(id),
         ));
     }
     let stream = |csv: String| {

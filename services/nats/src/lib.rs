@@ -135,10 +135,6 @@ impl Nats {
         });
         Ok(nats)
     }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
 }
 
 impl pathway_bus::Health for Nats {

@@ -101,11 +101,7 @@ impl Outbox {
         })
     }
 
-    /// Where an agency's stream is up to, as a log position.
-    pub fn cursor(&self, agency: &str) -> u64 {
-        self.position(agency).seq
-    }
-
+    /// Where an agency's stream is up to.
     fn position(&self, agency: &str) -> Cursor {
         self.cursors
             .lock()
