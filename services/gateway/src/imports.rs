@@ -93,21 +93,20 @@ fn latest_destination(
     agency: &str,
     yp: Uuid,
 ) -> Result<Option<(String, Day, Day)>, HttpProblem> {
-    let entries = p.log().read_person(yp).map_err(internal)?;
-    let mut latest = None;
-    for e in entries.iter().rev() {
-        let r = &e.record;
-        if r.source != agency || r.event_type != EventType::DestinationRecorded {
-            continue;
-        }
-        if let Ok(EventData::DestinationRecorded(d)) =
-            EventData::parse(r.event_type, &r.data_value())
-        {
-            latest = Some((d.activity_code, d.start_date, d.date_ascertained));
-            break;
-        }
-    }
-    Ok(latest)
+    let entry = p
+        .log()
+        .latest_of_person(yp, |r| {
+            r.source == agency && r.event_type == EventType::DestinationRecorded
+        })
+        .map_err(internal)?;
+    Ok(entry.and_then(
+        |e| match EventData::parse(e.record.event_type, &e.record.data_value()) {
+            Ok(EventData::DestinationRecorded(d)) => {
+                Some((d.activity_code, d.start_date, d.date_ascertained))
+            }
+            _ => None,
+        },
+    ))
 }
 
 /// What the registry says of a claim: the match, the people its identifiers found, and those

@@ -301,6 +301,43 @@ impl Log {
         Ok(out)
     }
 
+    /// The newest of one young person's durable entries whose record (still sealed: `data`
+    /// is not yet opened) satisfies `wanted`, opened. Reads the person's stream from its end
+    /// and stops at the first match, so a question about their latest event of some kind
+    /// reads and decrypts one entry instead of the whole stream (the destinations import
+    /// asks it of every row).
+    pub fn latest_of_person(
+        &self,
+        young_person: Uuid,
+        wanted: impl Fn(&Record) -> bool,
+    ) -> Result<Option<Entry>, LogError> {
+        let head = self.head();
+        for kv in self
+            .inner
+            .tree
+            .scan_prefix(keys::stream_prefix(young_person))
+            .rev()
+        {
+            let (_, seq) = kv?;
+            let seq = keys::u64_of(&seq);
+            if seq > head {
+                continue;
+            }
+            let Some((k, v)) = runs::holding(&self.inner.tree, seq)? else {
+                continue;
+            };
+            let index = (seq - runs::first_seq(&k)) as usize;
+            let Some(bytes) = runs::split(&v).nth(index) else {
+                continue;
+            };
+            let entry = decode_at(seq, bytes)?;
+            if wanted(&entry.record) {
+                return self.open_entry(entry).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     /// Recomputes the whole chain and checks every signed checkpoint (against `trusted`, the
     /// exchange's public key, when given); names the first bad entry.
     pub fn verify(&self, trusted: Option<&[u8]>) -> Result<VerifyReport, VerifyError> {

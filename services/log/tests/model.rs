@@ -204,6 +204,20 @@ fn run(ops: Vec<Op>) {
             .filter(|(_, p, _)| *p == person(n))
             .count() as u64;
         assert_eq!(mine, (1..=want).collect::<Vec<_>>());
+        // The newest entry that matches, read from the stream's end and opened like the rest.
+        let stream = log.read_person(person(n)).unwrap();
+        let latest = |wanted: fn(&pathway_log::Record) -> bool| {
+            log.latest_of_person(person(n), wanted)
+                .unwrap()
+                .map(|e| (e.record.version, e.record.data_value()))
+        };
+        let newest_odd = stream.iter().rev().find(|e| e.record.version % 2 == 1);
+        assert_eq!(
+            latest(|r| r.version % 2 == 1),
+            newest_odd.map(|e| (e.record.version, e.record.data_value()))
+        );
+        assert_eq!(latest(|_| true).map(|(v, _)| v), (want > 0).then_some(want));
+        assert_eq!(latest(|_| false), None);
     }
 }
 
