@@ -71,14 +71,25 @@ pub fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match config.open() {
-            Err(sled::Error::Io(e))
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    && std::time::Instant::now() < deadline =>
-            {
+            Err(e) if lock_busy(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             other => return other,
         }
+    }
+}
+
+/// Whether sled failed to open because another owner holds the directory's lock. sled 0.34
+/// reports it as an `ErrorKind::Other` error whose message carries the OS's `WouldBlock`, so
+/// the kind alone does not tell (matching on it made the wait above a no-op, and a CI run
+/// failed on a reopen in 0.4 s).
+fn lock_busy(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
     }
 }
 
@@ -374,5 +385,25 @@ impl Log {
     pub fn flush(&self) -> Result<(), LogError> {
         self.inner.db.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error sled gives while another handle holds the lock is recognised as "busy", so
+    /// `open_sled` waits instead of failing at once.
+    #[test]
+    fn a_held_lock_is_recognised_as_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = sled::Config::new().path(dir.path());
+        let _held = config.open().unwrap();
+        let err = match sled::Config::new().path(dir.path()).open() {
+            Err(e) => e,
+            Ok(_) => panic!("a second open of a locked directory succeeded"),
+        };
+        assert!(lock_busy(&err), "{err}");
+        assert!(!lock_busy(&sled::Error::Unsupported("x".into())));
     }
 }
