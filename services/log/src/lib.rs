@@ -268,6 +268,12 @@ impl Log {
     }
 
     pub fn get(&self, seq: u64) -> Result<Option<Entry>, LogError> {
+        self.sealed(seq)?.map(|e| self.open_entry(e)).transpose()
+    }
+
+    /// The durable entry at `seq`, decoded but with its data still sealed: callers that
+    /// choose among entries by their envelope open only the one they keep.
+    fn sealed(&self, seq: u64) -> Result<Option<Entry>, LogError> {
         if seq == 0 || seq > self.head() {
             return Ok(None);
         }
@@ -277,7 +283,7 @@ impl Log {
         let index = (seq - runs::first_seq(&k)) as usize;
         let entry = runs::split(&v)
             .nth(index)
-            .map(|bytes| decode_at(seq, bytes).and_then(|e| self.open_entry(e)));
+            .map(|bytes| decode_at(seq, bytes));
         entry.transpose()
     }
 
@@ -322,7 +328,6 @@ impl Log {
         young_person: Uuid,
         wanted: impl Fn(&Record) -> bool,
     ) -> Result<Option<Entry>, LogError> {
-        let head = self.head();
         for kv in self
             .inner
             .tree
@@ -330,20 +335,9 @@ impl Log {
             .rev()
         {
             let (_, seq) = kv?;
-            let seq = keys::u64_of(&seq);
-            if seq > head {
-                continue;
-            }
-            let Some((k, v)) = runs::holding(&self.inner.tree, seq)? else {
-                continue;
-            };
-            let index = (seq - runs::first_seq(&k)) as usize;
-            let Some(bytes) = runs::split(&v).nth(index) else {
-                continue;
-            };
-            let entry = decode_at(seq, bytes)?;
-            if wanted(&entry.record) {
-                return self.open_entry(entry).map(Some);
+            match self.sealed(keys::u64_of(&seq))? {
+                Some(entry) if wanted(&entry.record) => return self.open_entry(entry).map(Some),
+                _ => {}
             }
         }
         Ok(None)
@@ -399,7 +393,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = sled::Config::new().path(dir.path());
         let _held = config.open().unwrap();
-        let err = match sled::Config::new().path(dir.path()).open() {
+        let err = match config.open() {
             Err(e) => e,
             Ok(_) => panic!("a second open of a locked directory succeeded"),
         };
