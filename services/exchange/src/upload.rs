@@ -103,6 +103,7 @@ pub fn summary_line(summary: &serde_json::Value) -> String {
         ("linked", "linked"),
         ("changed", "changed"),
         ("unchanged", "unchanged"),
+        ("superseded", "older than held"),
         ("neet_onsets", "NEET onsets"),
         ("children", "children"),
     ] {

@@ -436,8 +436,169 @@ async fn a_long_file_streams_through_in_chunks_and_people_span_them() {
 
     let (s, again) = send(&app, stream(csv)).await;
     assert_eq!(s, StatusCode::OK, "{again}");
-    // Person 0's first row differs from the latest destination held (its last row), so it
-    // counts as a change; its event id is the one already in the log, so nothing is added.
+    // Person 0's first row is older than the latest destination held (its last row): history,
+    // not news.
     assert_eq!(again["unchanged"].as_u64().unwrap() as usize, rows - 1);
+    assert_eq!(
+        (again["superseded"].clone(), again["changed"].clone()),
+        (json!(1), json!(0))
+    );
     assert_eq!(app.log.head(), head, "the same file twice appends nothing");
+}
+
+/// The projector's digest of each agency's latest destination, which lets an unchanged
+/// import row skip reading the person's stream: it follows destinations from any route,
+/// the newest winning, per agency, and goes with the person on erasure.
+#[tokio::test]
+async fn the_latest_destination_digest_follows_every_destination_and_erasure() {
+    use pathway_core::date::Day;
+    use pathway_projector::views::latest_destination_if;
+    let app = spawn_app();
+    let yp = app.register("2008-05-01").await;
+    let day = |s: &str| Day::parse(s).unwrap();
+    let is_latest = |agency: &str, code: &str, start: &str, seen: &str| {
+        latest_destination_if(&app.projector, agency, yp, code, day(start), day(seen))
+            .unwrap()
+            .is_some()
+    };
+    assert!(!is_latest(
+        "demo-careers",
+        "230",
+        "2026-09-01",
+        "2026-09-20"
+    ));
+
+    let mut first = sample("destination.recorded", yp);
+    first["data"]["activity_code"] = json!("230");
+    first["data"]["start_date"] = json!("2026-09-01");
+    first["data"]["date_ascertained"] = json!("2026-09-20");
+    let (s, v) = app.post(CAREERS, &first).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    app.drain();
+    assert!(is_latest("demo-careers", "230", "2026-09-01", "2026-09-20"));
+    assert_eq!(
+        latest_destination_if(
+            &app.projector,
+            "demo-careers",
+            yp,
+            "230",
+            day("2026-09-01"),
+            day("2026-09-20")
+        )
+        .unwrap(),
+        v["seq"].as_u64(),
+        "and where it was said"
+    );
+    assert!(!is_latest(
+        "demo-careers",
+        "230",
+        "2026-09-01",
+        "2026-09-21"
+    ));
+    assert!(!is_latest(
+        "demo-careers",
+        "310",
+        "2026-09-01",
+        "2026-09-20"
+    ));
+    assert!(
+        !is_latest("demo-la", "230", "2026-09-01", "2026-09-20"),
+        "per agency"
+    );
+
+    let mut second = sample("destination.recorded", yp);
+    second["data"]["activity_code"] = json!("619");
+    second["data"]["start_date"] = json!("2026-11-01");
+    second["data"]["date_ascertained"] = json!("2026-11-10");
+    let (s, v) = app.post(CAREERS, &second).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    app.drain();
+    assert!(is_latest("demo-careers", "619", "2026-11-01", "2026-11-10"));
+    assert!(!is_latest(
+        "demo-careers",
+        "230",
+        "2026-09-01",
+        "2026-09-20"
+    ));
+
+    // A file repeating the HTTP-recorded destination is unchanged; the older one is a change.
+    let row = |code: &str, start: &str, seen: &str| {
+        format!(
+            "YoungPersonsID,DOB,UniquePupilNumber,ActivityCode,StartDate,DateAscertained\n0000000000009,2008-05-01,A123456789012,{code},{start},{seen}\n"
+        )
+    };
+    let (_, summary) = import(&app, CAREERS, &row("619", "2026-11-01", "2026-11-10")).await;
+    assert_eq!(
+        (summary["unchanged"].clone(), summary["changed"].clone()),
+        (json!(1), json!(0)),
+        "{summary}"
+    );
+    // An older destination than the latest held is history, not news.
+    let head = app.log.head();
+    let (_, summary) = import(&app, CAREERS, &row("230", "2026-09-01", "2026-09-20")).await;
+    assert_eq!(summary["superseded"], 1, "{summary}");
+    assert_eq!(app.log.head(), head);
+    assert!(is_latest("demo-careers", "619", "2026-11-01", "2026-11-10"));
+    // A newer one is recorded, and becomes the latest.
+    let (_, summary) = import(&app, CAREERS, &row("230", "2026-11-15", "2026-11-20")).await;
+    assert_eq!(summary["changed"], 1, "{summary}");
+    assert!(is_latest("demo-careers", "230", "2026-11-15", "2026-11-20"));
+    // Said otherwise over HTTP, then the same file again: the file's row is recorded again
+    // (a fresh event, not the first one answered again from the log's idempotency).
+    second["id"] = json!(Uuid::new_v4());
+    let (s, v) = app.post(CAREERS, &second).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let head = app.log.head();
+    let (_, summary) = import(&app, CAREERS, &row("230", "2026-11-15", "2026-11-20")).await;
+    assert_eq!(summary["changed"], 1, "{summary}");
+    assert_eq!(
+        app.log.head(),
+        head + 1,
+        "the row is appended, not deduplicated"
+    );
+    assert!(is_latest("demo-careers", "230", "2026-11-15", "2026-11-20"));
+
+    // Two destinations for one person on one day in one file contradict each other.
+    let twice = format!(
+        "{}0000000000009,2008-05-01,A123456789012,310,2026-11-15,2026-11-25\n",
+        row("230", "2026-11-15", "2026-11-25")
+    );
+    let (_, summary) = import(&app, CAREERS, &twice).await;
+    assert_eq!(summary["changed"], 1, "{summary}");
+    assert_eq!(summary["rejected"][0]["line"], 3, "{summary}");
+    assert_eq!(summary["rejected"][0]["column"], "DateAscertained");
+    let head = app.log.head();
+    let (_, again) = import(&app, CAREERS, &twice).await;
+    assert_eq!(
+        (again["unchanged"].clone(), again["changed"].clone()),
+        (json!(1), json!(0)),
+        "{again}"
+    );
+    assert_eq!(app.log.head(), head, "the same file twice appends nothing");
+
+    let (s, _, v) = app
+        .request(
+            "POST",
+            &format!("/v1/young-people/{yp}/erase"),
+            Some("demo-admin-token"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.drain();
+    assert!(!is_latest(
+        "demo-careers",
+        "230",
+        "2026-09-01",
+        "2026-09-20"
+    ));
+    let prefix = pathway_projector::store::latest_destinations(yp);
+    assert!(
+        app.projector
+            .dump()
+            .unwrap()
+            .iter()
+            .all(|(k, _)| !k.starts_with(&prefix)),
+        "erasure removes the digests"
+    );
 }

@@ -35,6 +35,10 @@ async fn a_rebuild_equals_the_incremental_projections() {
         "the scenario should produce real projections"
     );
 
+    assert!(
+        live.iter().any(|(k, _)| k.first() == Some(&b'l')),
+        "the latest-destination index is part of what is compared"
+    );
     let other = tempfile::tempdir().unwrap();
     let agreements = Arc::new(
         exchange::config::parse(exchange::config::DEMO, "demo")

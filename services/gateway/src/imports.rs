@@ -5,8 +5,15 @@
 //! then date of birth and name); an unknown person is registered, a match found another way
 //! is linked (`identity.linked`), an ambiguous one is held for review and never guessed. A
 //! destination that differs from the latest this agency recorded is appended, with
-//! `neet.onset` when the person moves from an EET code to a NEET code. Every event's id is
-//! derived from what it says, so the same file twice appends nothing.
+//! `neet.onset` when the person moves from an EET code to a NEET code; one ascertained before
+//! that latest is history (`superseded`), and two for one person on one day in one file are
+//! a contradiction (rejected). Every event's id is derived from what it says and what it
+//! replaces, so the same file twice appends nothing, while a file that says again what an
+//! earlier file said, after the agency said something else in between, is recorded again.
+//!
+//! Most rows of a quarterly file repeat last quarter's: the projector keeps a digest of each
+//! agency's latest destination per person, so such a row costs the identifier lookups and one
+//! more, and the person's log stream is read (and decrypted) only for rows that differ.
 
 use crate::problem::{internal, HttpProblem, Problem};
 use crate::routes::AppState;
@@ -32,6 +39,9 @@ pub struct Summary {
     pub linked: usize,
     pub changed: usize,
     pub unchanged: usize,
+    /// Rows ascertained before the latest destination already held for their person: older
+    /// news, not recorded.
+    pub superseded: usize,
     pub neet_onsets: usize,
     pub held_for_review: Vec<Held>,
     pub rejected: Vec<RowError>,
@@ -87,12 +97,43 @@ fn occurred(day: Day) -> String {
     format!("{day}T00:00:00Z")
 }
 
+/// A person's latest destination from this agency, and where it was said: its log position,
+/// or the id of an earlier row's event in the same file.
+#[derive(Clone)]
+struct Before {
+    activity_code: String,
+    start: Day,
+    ascertained: Day,
+    said_at: String,
+    /// The file's line that said it, when it was this file.
+    line: Option<usize>,
+}
+
+impl Before {
+    /// What `row` says, as said at `said_at` by this file.
+    fn of(row: &DestinationRow, said_at: String) -> Before {
+        Before {
+            activity_code: row.activity_code.clone(),
+            start: row.start_date,
+            ascertained: row.date_ascertained,
+            said_at,
+            line: Some(row.line),
+        }
+    }
+
+    fn is(&self, row: &DestinationRow) -> bool {
+        self.activity_code == row.activity_code
+            && self.start == row.start_date
+            && self.ascertained == row.date_ascertained
+    }
+}
+
 /// The latest destination `agency` recorded for a person, from their log stream.
 fn latest_destination(
     p: &Projector,
     agency: &str,
     yp: Uuid,
-) -> Result<Option<(String, Day, Day)>, HttpProblem> {
+) -> Result<Option<Before>, HttpProblem> {
     let entry = p
         .log()
         .latest_of_person(yp, |r| {
@@ -101,9 +142,13 @@ fn latest_destination(
         .map_err(internal)?;
     Ok(entry.and_then(
         |e| match EventData::parse(e.record.event_type, &e.record.data_value()) {
-            Ok(EventData::DestinationRecorded(d)) => {
-                Some((d.activity_code, d.start_date, d.date_ascertained))
-            }
+            Ok(EventData::DestinationRecorded(d)) => Some(Before {
+                activity_code: d.activity_code,
+                start: d.start_date,
+                ascertained: d.date_ascertained,
+                said_at: e.record.seq.to_string(),
+                line: None,
+            }),
             _ => None,
         },
     ))
@@ -127,8 +172,12 @@ fn identify(
             by_id.extend(views::lookup(p, *scheme, scheme.scope(agency), v).map_err(internal)?);
         }
     }
+    // The name is only consulted when no identifier matched (`identity::decide`): most rows
+    // of a repeated file match by identifier, and this saves them a lookup.
     let by_name = match (identity::normalise_name(names.0, names.1), dob) {
-        (Some(name), Some(dob)) => views::lookup_name(p, dob, &name).map_err(internal)?,
+        (Some(name), Some(dob)) if by_id.is_empty() => {
+            views::lookup_name(p, dob, &name).map_err(internal)?
+        }
         _ => BTreeSet::new(),
     };
     Ok((identity::decide(&by_id, &by_name), by_id, own_known))
@@ -160,7 +209,7 @@ fn plan(
     };
     // Within one file: people registered by it, and each person's latest destination so far.
     let mut new_by_id: HashMap<String, usize> = HashMap::new();
-    let mut latest: HashMap<Who, Option<(String, Day, Day)>> = HashMap::new();
+    let mut latest: HashMap<Who, Option<Before>> = HashMap::new();
     let mut linked: BTreeSet<(Uuid, String)> = BTreeSet::new();
     for row in rows {
         let (found, by_id, own_id_known) = identify(
@@ -247,6 +296,25 @@ fn plan(
             },
         };
         plan.resolved.push(row.nccis_id.clone());
+        // Most rows of a quarterly file repeat what the agency said last time: the
+        // projector's digest of the latest destination tells so with one lookup. Only a row
+        // that differs reads the person's stream (for the NEET onset rule).
+        if let (Who::Known(yp), false) = (who, latest.contains_key(&who)) {
+            let held = views::latest_destination_if(
+                p,
+                agency,
+                yp,
+                &row.activity_code,
+                row.start_date,
+                row.date_ascertained,
+            )
+            .map_err(internal)?;
+            if let Some(seq) = held {
+                summary.unchanged += 1;
+                latest.insert(who, Some(Before::of(&row, seq.to_string())));
+                continue;
+            }
+        }
         let before = match latest.get(&who) {
             Some(l) => l.clone(),
             None => match who {
@@ -254,14 +322,38 @@ fn plan(
                 Who::New(_) => None,
             },
         };
-        let now = (
-            row.activity_code.clone(),
-            row.start_date,
-            row.date_ascertained,
-        );
-        if before.as_ref() == Some(&now) {
+        if before.as_ref().is_some_and(|b| b.is(&row)) {
             summary.unchanged += 1;
+            if let Some(b) = before {
+                latest.insert(
+                    who,
+                    Some(Before {
+                        line: Some(row.line),
+                        ..b
+                    }),
+                );
+            }
             continue;
+        }
+        // A destination is a dated fact: what was ascertained before the latest one held is
+        // history, not news, and one day's destination is said once per file.
+        if let Some(b) = before.as_ref() {
+            if row.date_ascertained < b.ascertained {
+                summary.superseded += 1;
+                continue;
+            }
+            if let (true, Some(line)) = (row.date_ascertained == b.ascertained, b.line) {
+                summary.rejected.push(RowError {
+                    file: None,
+                    line: row.line,
+                    column: Some("DateAscertained".into()),
+                    value: Some(row.date_ascertained.to_string()),
+                    message: format!(
+                        "line {line} already gives this young person a different destination ascertained on this day"
+                    ),
+                });
+                continue;
+            }
         }
         // The agency's own id for the person, whether or not the exchange knew them yet: a
         // row's event id must not change once its person is registered.
@@ -287,18 +379,26 @@ fn plan(
         if let Some(d) = row.due_to_lapse_date {
             data["due_to_lapse_date"] = json!(d);
         }
-        let parts = [
+        // What it replaces is part of the id: a file that says again what an earlier file
+        // said, after the agency said something else in between, is a new event, not the
+        // first one answered again by the log's idempotency (and so silently not recorded).
+        let replaces = before
+            .as_ref()
+            .map(|b| b.said_at.clone())
+            .unwrap_or_default();
+        let id = derived_id(&[
             "destination.recorded",
             agency,
             &key,
             &row.activity_code,
             &row.start_date.to_string(),
             &row.date_ascertained.to_string(),
-        ];
+            &replaces,
+        ]);
         plan.events.push((
             who,
             json!({
-                "id": derived_id(&parts),
+                "id": id,
                 "type": "destination.recorded",
                 "occurred_at": occurred(row.date_ascertained),
                 "data": data,
@@ -307,7 +407,7 @@ fn plan(
         summary.changed += 1;
         let was_eet = before
             .as_ref()
-            .is_some_and(|(code, _, _)| status(code) == Some("eet"));
+            .is_some_and(|b| status(&b.activity_code) == Some("eet"));
         if was_eet && status(&row.activity_code) == Some("neet") {
             let start = row.neet_start_date.unwrap_or(row.start_date);
             plan.events.push((
@@ -321,7 +421,7 @@ fn plan(
             ));
             summary.neet_onsets += 1;
         }
-        latest.insert(who, Some(now));
+        latest.insert(who, Some(Before::of(&row, id.to_string())));
     }
     plan.summary = summary;
     Ok(plan)
@@ -537,6 +637,7 @@ async fn apply_destinations(
     total.linked += linked;
     total.changed += s.changed;
     total.unchanged += s.unchanged;
+    total.superseded += s.superseded;
     total.neet_onsets += s.neet_onsets;
     list(
         &mut total.held_for_review,
@@ -573,6 +674,9 @@ pub struct ListSummary {
     pub appended: std::collections::BTreeMap<String, usize>,
     /// Children whose rows added nothing the exchange did not already hold.
     pub unchanged: usize,
+    /// Rows ascertained before the latest destination already held for their person: older
+    /// news, not recorded.
+    pub superseded: usize,
     pub held_for_review: Vec<HeldChild>,
     pub rejected: Vec<RowError>,
 }

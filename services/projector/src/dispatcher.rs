@@ -83,6 +83,8 @@ struct Pending<'t> {
     identities: BTreeMap<Uuid, Vec<Vec<u8>>>,
     /// People erased in this step: their registry keys go.
     erased: Vec<Uuid>,
+    /// Latest destinations recorded in this step (`l` keys), the last one of each winning.
+    destinations: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 /// A run being written in this step, and the key it will be stored under.
@@ -115,6 +117,7 @@ impl<'t> Pending<'t> {
             reviews: BTreeMap::new(),
             identities: BTreeMap::new(),
             erased: Vec::new(),
+            destinations: BTreeMap::new(),
         }
     }
 
@@ -201,7 +204,13 @@ impl<'t> Pending<'t> {
             }
             batch.insert(list, stored);
         }
+        for (k, digest) in &self.destinations {
+            batch.insert(k.as_slice(), digest.as_slice());
+        }
         for yp in &self.erased {
+            for kv in self.tree.scan_prefix(store::latest_destinations(*yp)) {
+                batch.remove(kv?.0);
+            }
             let list = store::registry_list(*yp);
             if let Some(stored) = self.tree.get(&list)? {
                 for k in store::split_list(&stored) {
@@ -427,8 +436,27 @@ impl Projector {
                     }
                 }
             }
+            if fact.event_type == EventType::DestinationRecorded {
+                if let Ok(EventData::DestinationRecorded(d)) =
+                    EventData::parse_raw(fact.event_type, fact.data)
+                {
+                    let mut value = store::destination_digest(
+                        yp,
+                        &d.activity_code,
+                        d.start_date,
+                        d.date_ascertained,
+                    );
+                    value.extend_from_slice(&fact.seq.to_be_bytes());
+                    pending
+                        .destinations
+                        .insert(store::latest_destination(yp, fact.source), value);
+                }
+            }
             if fact.event_type == EventType::YoungPersonErased {
                 pending.erased.push(yp);
+                pending
+                    .destinations
+                    .retain(|k, _| !k.starts_with(&store::latest_destinations(yp)));
             }
             if fact.event_type == EventType::RetentionPurged {
                 if let Ok(EventData::RetentionPurged(r)) =

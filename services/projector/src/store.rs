@@ -13,6 +13,9 @@
 //! - `n` SHA-256(date of birth, normalised name) person → (): the registry's fallback
 //!
 //! - `r` person → the registry keys written for them (so erasure removes them)
+//! - `l` person agency → [`destination_digest`] of the latest `destination.recorded` that
+//!   agency sourced about the person, then its seq: an import row that repeats it is known
+//!   unchanged with one lookup, without reading (and decrypting) the person's log stream
 //!
 //! Registry keys are digests, not the identifiers, names and dates themselves: the
 //! projections hold no personal data in the clear (ARCHITECTURE.md, erasure seam).
@@ -184,6 +187,34 @@ pub fn identifier_prefix(scheme: Scheme, scope: &str, value: &str) -> Vec<u8> {
 
 pub fn name_prefix(dob: Day, name: &str) -> Vec<u8> {
     digest_key(b'n', &[dob.to_string().as_bytes(), name.as_bytes()])
+}
+
+/// `l` + person + agency: where the digest of the latest destination that agency recorded
+/// about the person is kept. Person first, so erasure removes every agency's with one scan.
+pub fn latest_destination(yp: Uuid, agency: &str) -> Vec<u8> {
+    let mut k = latest_destinations(yp);
+    k.extend_from_slice(agency.as_bytes());
+    k
+}
+
+pub fn latest_destinations(yp: Uuid) -> Vec<u8> {
+    let mut k = vec![b'l'];
+    k.extend_from_slice(yp.as_bytes());
+    k
+}
+
+/// What an import compares a row with: a digest of the person and the destination's three
+/// facts (activity, start, ascertained), so the projections keep no destination in the clear.
+pub fn destination_digest(yp: Uuid, activity_code: &str, start: Day, ascertained: Day) -> Vec<u8> {
+    digest_key(
+        b'l',
+        &[
+            yp.as_bytes(),
+            activity_code.as_bytes(),
+            start.to_string().as_bytes(),
+            ascertained.to_string().as_bytes(),
+        ],
+    )
 }
 
 /// `r` + person: the registry keys written for them, each length-prefixed.

@@ -499,6 +499,31 @@ pub fn lookup(
     people_under(p, store::identifier_prefix(scheme, scope, value))
 }
 
+/// Where the latest destination `agency` recorded about the person is, if it is exactly
+/// this one (activity, start, ascertained): one lookup, nothing decrypted.
+pub fn latest_destination_if(
+    p: &Projector,
+    agency: &str,
+    yp: Uuid,
+    activity_code: &str,
+    start: Day,
+    ascertained: Day,
+) -> Result<Option<u64>, ProjectionError> {
+    let Some(stored) = p.tree().get(store::latest_destination(yp, agency))? else {
+        return Ok(None);
+    };
+    let digest = store::destination_digest(yp, activity_code, start, ascertained);
+    match stored.strip_prefix(digest.as_slice()) {
+        Some(seq) => {
+            let seq: [u8; 8] = seq.try_into().map_err(|_| {
+                ProjectionError::Corrupt("a latest destination without its seq".into())
+            })?;
+            Ok(Some(u64::from_be_bytes(seq)))
+        }
+        None => Ok(None),
+    }
+}
+
 /// The people registered with this date of birth and normalised name.
 pub fn lookup_name(p: &Projector, dob: Day, name: &str) -> Result<BTreeSet<Uuid>, ProjectionError> {
     people_under(p, store::name_prefix(dob, name))
