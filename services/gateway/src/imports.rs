@@ -194,6 +194,68 @@ fn link(agency: &str, yp: Uuid, ids: Value, how: &str, on: Day) -> Value {
     })
 }
 
+/// What the registry says of a row, and where the agency's latest destination for the
+/// matched person is when the row repeats it.
+type Looked = ((Match, BTreeSet<Uuid>, BTreeSet<Uuid>), Option<u64>);
+
+/// Every row's reads, done before the rows are planned in order: they only read the
+/// projections (caught up before the chunk, and not written until its plan is appended), so
+/// they are split across the cores. Planning in order then needs no more reads for the
+/// rows of a repeated file, which are most rows.
+fn look_up(
+    p: &Projector,
+    agency: &str,
+    rows: &[DestinationRow],
+) -> Result<Vec<Looked>, HttpProblem> {
+    let one = |row: &DestinationRow| -> Result<Looked, HttpProblem> {
+        let identified = identify(
+            p,
+            agency,
+            (Scheme::NccisId, &row.nccis_id),
+            &[
+                (Scheme::Uln, row.uln.as_ref()),
+                (Scheme::Upn, row.upn.as_ref()),
+            ],
+            (row.given_name.as_deref(), row.family_name.as_deref()),
+            Some(row.date_of_birth),
+        )?;
+        let held = match identified.0 {
+            Match::Exact(yp) | Match::NameAndDateOfBirth(yp) => views::latest_destination_if(
+                p,
+                agency,
+                yp,
+                &row.activity_code,
+                row.start_date,
+                row.date_ascertained,
+            )
+            .map_err(internal)?,
+            _ => None,
+        };
+        Ok((identified, held))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || rows.len() < 256 {
+        return rows.iter().map(one).collect();
+    }
+    let per = rows.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = rows
+            .chunks(per)
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(rows.len());
+        for part in parts {
+            let done = part
+                .join()
+                .map_err(|_| internal("an import lookup thread panicked"))?;
+            for r in done {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    })
+}
+
 fn plan(
     p: &Projector,
     agency: &str,
@@ -211,18 +273,9 @@ fn plan(
     let mut new_by_id: HashMap<String, usize> = HashMap::new();
     let mut latest: HashMap<Who, Option<Before>> = HashMap::new();
     let mut linked: BTreeSet<(Uuid, String)> = BTreeSet::new();
-    for row in rows {
-        let (found, by_id, own_id_known) = identify(
-            p,
-            agency,
-            (Scheme::NccisId, &row.nccis_id),
-            &[
-                (Scheme::Uln, row.uln.as_ref()),
-                (Scheme::Upn, row.upn.as_ref()),
-            ],
-            (row.given_name.as_deref(), row.family_name.as_deref()),
-            Some(row.date_of_birth),
-        )?;
+    let looked_up = look_up(p, agency, &rows)?;
+    for (row, (identified, held)) in rows.into_iter().zip(looked_up) {
+        let (found, by_id, own_id_known) = identified;
         let who = match found {
             Match::Exact(yp) | Match::NameAndDateOfBirth(yp) => {
                 let how = if by_id.contains(&yp) {
@@ -299,16 +352,7 @@ fn plan(
         // Most rows of a quarterly file repeat what the agency said last time: the
         // projector's digest of the latest destination tells so with one lookup. Only a row
         // that differs reads the person's stream (for the NEET onset rule).
-        if let (Who::Known(yp), false) = (who, latest.contains_key(&who)) {
-            let held = views::latest_destination_if(
-                p,
-                agency,
-                yp,
-                &row.activity_code,
-                row.start_date,
-                row.date_ascertained,
-            )
-            .map_err(internal)?;
+        if let (Who::Known(_), false) = (who, latest.contains_key(&who)) {
             if let Some(seq) = held {
                 summary.unchanged += 1;
                 latest.insert(who, Some(Before::of(&row, seq.to_string())));
