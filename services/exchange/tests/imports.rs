@@ -58,7 +58,14 @@ async fn destinations_are_matched_linked_registered_and_only_changes_appended() 
     .await;
     let ben = register(&app, "Ben", "Twin", "2008-07-07", json!({})).await;
     register(&app, "Cara", "Double", "2008-08-08", json!({})).await;
-    register(&app, "Cara", "Double", "2008-08-08", json!({})).await;
+    let cara = register(
+        &app,
+        "Cara",
+        "Double",
+        "2008-08-08",
+        json!({"uln": "1234567890"}),
+    )
+    .await;
 
     let (s, summary) = import(&app, CAREERS, QUARTER_3).await;
     assert_eq!(s, StatusCode::OK, "{summary}");
@@ -86,6 +93,25 @@ async fn destinations_are_matched_linked_registered_and_only_changes_appended() 
     assert_eq!(queue["items"][0]["nccis_id"], "0000000000003");
     let (_, queue) = app.get(LA, "/v1/identity/review").await;
     assert_eq!(queue["items"], json!([]), "each agency sees its own queue");
+    // A later file that tells the Caras apart ends the hold.
+    let (_, told) = import(
+        &app,
+        CAREERS,
+        "YoungPersonsID,DOB,GivenName,FamilyName,UniqueLearnerNo,ActivityCode,StartDate,DateAscertained\n\
+         0000000000003,2008-08-08,Cara,Double,1234567890,230,2026-09-01,2026-09-22\n",
+    )
+    .await;
+    assert_eq!(
+        (told["linked"].clone(), told["changed"].clone()),
+        (json!(1), json!(1)),
+        "{told}"
+    );
+    let (_, queue) = app.get(CAREERS, "/v1/identity/review").await;
+    assert_eq!(queue["items"], json!([]), "the hold is over");
+    let (_, found) = app
+        .get(CAREERS, "/v1/young-people?nccis_id=0000000000003")
+        .await;
+    assert_eq!(found["items"], json!([{"young_person": cara}]));
 
     // The links are the exchange's own events; the careers service now finds people by its id.
     let (_, found) = app
@@ -114,7 +140,8 @@ async fn destinations_are_matched_linked_registered_and_only_changes_appended() 
             again["changed"].clone(),
             again["unchanged"].clone()
         ),
-        (json!(0), json!(0), json!(0), json!(3))
+        (json!(0), json!(0), json!(0), json!(4)),
+        "Ada, Ben, Dan, and Cara, now known by the careers service's own id"
     );
     assert_eq!(app.log.head(), head);
 

@@ -51,6 +51,24 @@ async fn a_rebuild_equals_the_incremental_projections() {
 }
 
 #[tokio::test]
+async fn projections_in_another_layout_are_projected_again_at_open() {
+    let app = spawn_app();
+    scenario(&app).await;
+    let live = app.projector.dump().unwrap();
+    let tree = app.projector.tree();
+    tree.insert(pathway_projector::store::LAYOUT_KEY, b"1".as_slice())
+        .unwrap();
+    tree.insert(b"x-stale".as_slice(), b"an older build's key".as_slice())
+        .unwrap();
+    app.projector.flush().unwrap();
+
+    let app = app.restart();
+    assert_eq!(app.projector.checkpoint(), 0, "cleared at open");
+    app.drain();
+    assert_eq!(app.projector.dump().unwrap(), live);
+}
+
+#[tokio::test]
 async fn a_restart_resumes_from_the_checkpoint() {
     let app = spawn_app();
     let yp = app.register("2008-01-01").await;

@@ -187,6 +187,21 @@ impl<'t> Pending<'t> {
 
     fn batch(self) -> Result<sled::Batch, ProjectionError> {
         let mut batch = sled::Batch::default();
+        // Registry values (the people under one digest) are read once per step, changed in
+        // memory and written at its end, so two people sharing an identifier in one step both
+        // stay listed.
+        let mut registry: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        fn people_under<'r>(
+            registry: &'r mut BTreeMap<Vec<u8>, Vec<u8>>,
+            tree: &sled::Tree,
+            k: &[u8],
+        ) -> Result<&'r mut Vec<u8>, ProjectionError> {
+            if !registry.contains_key(k) {
+                let stored = tree.get(k)?.map(|v| v.to_vec()).unwrap_or_default();
+                registry.insert(k.to_vec(), stored);
+            }
+            Ok(registry.get_mut(k).expect("loaded"))
+        }
         for (yp, keys) in &self.identities {
             if self.erased.contains(yp) {
                 continue;
@@ -198,11 +213,30 @@ impl<'t> Pending<'t> {
                 .map(|v| v.to_vec())
                 .unwrap_or_default();
             for k in keys {
-                batch.insert(k.as_slice(), &[]);
-                stored.extend_from_slice(&(k.len() as u16).to_be_bytes());
-                stored.extend_from_slice(k);
+                let people = people_under(&mut registry, self.tree, k)?;
+                if store::with_person(people, *yp) {
+                    stored.extend_from_slice(&(k.len() as u16).to_be_bytes());
+                    stored.extend_from_slice(k);
+                }
             }
             batch.insert(list, stored);
+        }
+        for yp in &self.erased {
+            let list = store::registry_list(*yp);
+            if let Some(stored) = self.tree.get(&list)? {
+                for k in store::split_list(&stored) {
+                    let people = people_under(&mut registry, self.tree, &k)?;
+                    *people = store::without_person(people, *yp);
+                }
+            }
+            batch.remove(list);
+        }
+        for (k, people) in registry {
+            if people.is_empty() {
+                batch.remove(k);
+            } else {
+                batch.insert(k, people);
+            }
         }
         for (k, digest) in &self.destinations {
             batch.insert(k.as_slice(), digest.as_slice());
@@ -211,13 +245,6 @@ impl<'t> Pending<'t> {
             for kv in self.tree.scan_prefix(store::latest_destinations(*yp)) {
                 batch.remove(kv?.0);
             }
-            let list = store::registry_list(*yp);
-            if let Some(stored) = self.tree.get(&list)? {
-                for k in store::split_list(&stored) {
-                    batch.remove(k);
-                }
-            }
-            batch.remove(list);
         }
         let runs = self
             .full
@@ -248,6 +275,16 @@ impl Projector {
         egress: Option<Arc<dyn Egress>>,
     ) -> Result<Projector, ProjectionError> {
         let (db, tree) = store::open(dir)?;
+        if tree.get(store::LAYOUT_KEY)?.as_deref() != Some(store::LAYOUT) {
+            // Projections written in another layout are not read: they are derived, so they
+            // are cleared and the dispatcher projects the log again from its start.
+            if !tree.is_empty() {
+                tracing::warn!("projections are in an older layout: rebuilding them from the log");
+                tree.clear()?;
+            }
+            tree.insert(store::LAYOUT_KEY, store::LAYOUT)?;
+            tree.flush()?;
+        }
         let checkpoint = tree
             .get(store::CHECKPOINT)?
             .map_or(0, |v| store::seq_suffix(&v));
@@ -425,13 +462,11 @@ impl Projector {
                     .and_then(|d| identity::assertions(fact.source, &d))
                 {
                     for (scheme, scope, value) in &a.identifiers {
-                        let mut k = store::identifier_prefix(*scheme, scope, value);
-                        k.extend_from_slice(yp.as_bytes());
+                        let k = store::identifier_key(*scheme, scope, value);
                         pending.identities.entry(yp).or_default().push(k);
                     }
                     if let Some((dob, name)) = &a.name_key {
-                        let mut k = store::name_prefix(*dob, name);
-                        k.extend_from_slice(yp.as_bytes());
+                        let k = store::name_key(*dob, name);
                         pending.identities.entry(yp).or_default().push(k);
                     }
                 }

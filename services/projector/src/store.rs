@@ -8,9 +8,12 @@
 //! - `w` agency 0 person → [`Purges`]: where withdrawals cut off consent-based data
 //! - `g` agency 0 review-due person grant → grant's seq: grants in force, by the agency that
 //!   recorded them and their review date, so the consent review is one range read
-//! - `x` SHA-256(scheme, scope, value) person → (): the identity registry, an identifier to
-//!   people
-//! - `n` SHA-256(date of birth, normalised name) person → (): the registry's fallback
+//! - `v` → the layout of this tree ([`LAYOUT`]); a tree in another layout is cleared and
+//!   projected again at open
+//! - `x` SHA-256(scheme, scope, value) → the people (16 bytes each) registered under that
+//!   identifier: the identity registry, one `get` per lookup (a prefix scan of a key per
+//!   person cost sled two tree descents)
+//! - `n` SHA-256(date of birth, normalised name) → the people: the registry's fallback
 //!
 //! - `r` person → the registry keys written for them (so erasure removes them)
 //! - `l` person agency → [`destination_digest`] of the latest `destination.recorded` that
@@ -113,6 +116,9 @@ pub fn purged(purges: &Purges, category: Category, basis: &Basis, at: u64) -> bo
 }
 
 pub const CHECKPOINT: &[u8] = b"c";
+pub const LAYOUT_KEY: &[u8] = b"v";
+/// Changed whenever a key's meaning changes (2: registry values list people; `l` keys).
+pub const LAYOUT: &[u8] = b"2";
 
 fn agency_key(tag: u8, agency: &str, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + agency.len() + rest.len());
@@ -177,15 +183,15 @@ fn digest_key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
     k
 }
 
-/// Where identifier `value` of `scheme` (within `scope`) is registered: the prefix of its keys.
-pub fn identifier_prefix(scheme: Scheme, scope: &str, value: &str) -> Vec<u8> {
+/// Where the people with identifier `value` of `scheme` (within `scope`) are listed.
+pub fn identifier_key(scheme: Scheme, scope: &str, value: &str) -> Vec<u8> {
     digest_key(
         b'x',
         &[&[scheme.code()], scope.as_bytes(), value.as_bytes()],
     )
 }
 
-pub fn name_prefix(dob: Day, name: &str) -> Vec<u8> {
+pub fn name_key(dob: Day, name: &str) -> Vec<u8> {
     digest_key(b'n', &[dob.to_string().as_bytes(), name.as_bytes()])
 }
 
@@ -215,6 +221,43 @@ pub fn destination_digest(yp: Uuid, activity_code: &str, start: Day, ascertained
             ascertained.to_string().as_bytes(),
         ],
     )
+}
+
+/// Adds the person to a registry value, kept sorted so that the value does not depend on
+/// how the log was cut into projection steps (a rebuild must equal the live run). Returns
+/// whether they were new to it.
+pub fn with_person(people: &mut Vec<u8>, yp: Uuid) -> bool {
+    let at = people
+        .chunks(16)
+        .position(|p| p >= yp.as_bytes().as_slice())
+        .unwrap_or(people.len() / 16);
+    if people.get(at * 16..at * 16 + 16) == Some(yp.as_bytes().as_slice()) {
+        return false;
+    }
+    let i = at * 16;
+    people.splice(i..i, yp.as_bytes().iter().copied());
+    true
+}
+
+/// A registry value without the person.
+pub fn without_person(people: &[u8], yp: Uuid) -> Vec<u8> {
+    people
+        .chunks(16)
+        .filter(|p| *p != yp.as_bytes())
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// The people a registry value lists.
+pub fn people_of(people: &[u8]) -> Result<Vec<Uuid>, ProjectionError> {
+    people
+        .chunks(16)
+        .map(|p| {
+            Uuid::from_slice(p)
+                .map_err(|_| ProjectionError::Corrupt("a registry value cut short".into()))
+        })
+        .collect()
 }
 
 /// `r` + person: the registry keys written for them, each length-prefixed.
@@ -266,4 +309,31 @@ pub fn open(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), ProjectionE
     )?;
     let tree = db.open_tree("projections")?;
     Ok((db, tree))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_value_is_the_same_set_in_the_same_order_however_it_was_built() {
+        let people: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+        let mut forward = Vec::new();
+        let mut backward = Vec::new();
+        for yp in &people {
+            assert!(with_person(&mut forward, *yp));
+        }
+        for yp in people.iter().rev() {
+            assert!(with_person(&mut backward, *yp));
+        }
+        assert!(!with_person(&mut forward, people[2]), "already listed");
+        assert_eq!(forward, backward);
+        let mut sorted = people.clone();
+        sorted.sort();
+        assert_eq!(people_of(&forward).unwrap(), sorted);
+        let less = without_person(&forward, people[2]);
+        assert_eq!(people_of(&less).unwrap().len(), 4);
+        assert!(!people_of(&less).unwrap().contains(&people[2]));
+        assert!(people_of(&forward[..20]).is_err(), "a value cut short");
+    }
 }

@@ -496,7 +496,7 @@ pub fn lookup(
     scope: &str,
     value: &str,
 ) -> Result<BTreeSet<Uuid>, ProjectionError> {
-    people_under(p, store::identifier_prefix(scheme, scope, value))
+    people_under(p, store::identifier_key(scheme, scope, value))
 }
 
 /// Where the latest destination `agency` recorded about the person is, if it is exactly
@@ -526,20 +526,14 @@ pub fn latest_destination_if(
 
 /// The people registered with this date of birth and normalised name.
 pub fn lookup_name(p: &Projector, dob: Day, name: &str) -> Result<BTreeSet<Uuid>, ProjectionError> {
-    people_under(p, store::name_prefix(dob, name))
+    people_under(p, store::name_key(dob, name))
 }
 
-fn people_under(p: &Projector, prefix: Vec<u8>) -> Result<BTreeSet<Uuid>, ProjectionError> {
-    let mut out = BTreeSet::new();
-    for kv in p.tree().scan_prefix(&prefix) {
-        let (k, _) = kv?;
-        let id = k
-            .get(prefix.len()..)
-            .and_then(|b| Uuid::from_slice(b).ok())
-            .ok_or_else(|| ProjectionError::Corrupt("an identity key without a person".into()))?;
-        out.insert(id);
+fn people_under(p: &Projector, key: Vec<u8>) -> Result<BTreeSet<Uuid>, ProjectionError> {
+    match p.tree().get(&key)? {
+        Some(people) => Ok(store::people_of(&people)?.into_iter().collect()),
+        None => Ok(BTreeSet::new()),
     }
-    Ok(out)
 }
 
 /// The people an agency has received anything about, from its feed.
