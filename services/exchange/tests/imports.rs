@@ -495,11 +495,16 @@ async fn the_latest_destination_digest_follows_every_destination_and_erasure() {
         "2026-09-20"
     ));
 
-    let mut first = sample("destination.recorded", yp);
-    first["data"]["activity_code"] = json!("230");
-    first["data"]["start_date"] = json!("2026-09-01");
-    first["data"]["date_ascertained"] = json!("2026-09-20");
-    let (s, v) = app.post(CAREERS, &first).await;
+    let destination = |code: &str, start: &str, seen: &str| {
+        let mut d = sample("destination.recorded", yp);
+        d["data"]["activity_code"] = json!(code);
+        d["data"]["start_date"] = json!(start);
+        d["data"]["date_ascertained"] = json!(seen);
+        d
+    };
+    let (s, v) = app
+        .post(CAREERS, &destination("230", "2026-09-01", "2026-09-20"))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     app.drain();
     assert!(is_latest("demo-careers", "230", "2026-09-01", "2026-09-20"));
@@ -533,10 +538,7 @@ async fn the_latest_destination_digest_follows_every_destination_and_erasure() {
         "per agency"
     );
 
-    let mut second = sample("destination.recorded", yp);
-    second["data"]["activity_code"] = json!("619");
-    second["data"]["start_date"] = json!("2026-11-01");
-    second["data"]["date_ascertained"] = json!("2026-11-10");
+    let second = destination("619", "2026-11-01", "2026-11-10");
     let (s, v) = app.post(CAREERS, &second).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     app.drain();
@@ -548,7 +550,7 @@ async fn the_latest_destination_digest_follows_every_destination_and_erasure() {
         "2026-09-20"
     ));
 
-    // A file repeating the HTTP-recorded destination is unchanged; the older one is a change.
+    // A file repeating the HTTP-recorded destination is unchanged.
     let row = |code: &str, start: &str, seen: &str| {
         format!(
             "YoungPersonsID,DOB,UniquePupilNumber,ActivityCode,StartDate,DateAscertained\n0000000000009,2008-05-01,A123456789012,{code},{start},{seen}\n"
@@ -572,8 +574,9 @@ async fn the_latest_destination_digest_follows_every_destination_and_erasure() {
     assert!(is_latest("demo-careers", "230", "2026-11-15", "2026-11-20"));
     // Said otherwise over HTTP, then the same file again: the file's row is recorded again
     // (a fresh event, not the first one answered again from the log's idempotency).
-    second["id"] = json!(Uuid::new_v4());
-    let (s, v) = app.post(CAREERS, &second).await;
+    let (s, v) = app
+        .post(CAREERS, &destination("619", "2026-11-01", "2026-11-10"))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let head = app.log.head();
     let (_, summary) = import(&app, CAREERS, &row("230", "2026-11-15", "2026-11-20")).await;
