@@ -350,33 +350,18 @@ fn plan(
         };
         plan.resolved.push(row.nccis_id.clone());
         // Most rows of a quarterly file repeat what the agency said last time: the
-        // projector's digest of the latest destination tells so with one lookup. Only a row
-        // that differs reads the person's stream (for the NEET onset rule).
-        if let (Who::Known(_), false) = (who, latest.contains_key(&who)) {
-            if let Some(seq) = held {
-                summary.unchanged += 1;
-                latest.insert(who, Some(Before::of(&row, seq.to_string())));
-                continue;
-            }
-        }
-        let before = match latest.get(&who) {
-            Some(l) => l.clone(),
-            None => match who {
-                Who::Known(yp) => latest_destination(p, agency, yp)?,
-                Who::New(_) => None,
-            },
+        // projector's digest of the latest destination (`held`) tells so with one lookup.
+        // Only a row that differs reads the person's stream (for the NEET onset rule).
+        let before = match (latest.get(&who), who, held) {
+            (Some(l), _, _) => l.clone(),
+            (None, Who::Known(_), Some(seq)) => Some(Before::of(&row, seq.to_string())),
+            (None, Who::Known(yp), None) => latest_destination(p, agency, yp)?,
+            (None, Who::New(_), _) => None,
         };
-        if before.as_ref().is_some_and(|b| b.is(&row)) {
+        if let Some(b) = before.as_ref().filter(|b| b.is(&row)) {
             summary.unchanged += 1;
-            if let Some(b) = before {
-                latest.insert(
-                    who,
-                    Some(Before {
-                        line: Some(row.line),
-                        ..b
-                    }),
-                );
-            }
+            let line = Some(row.line);
+            latest.insert(who, Some(Before { line, ..b.clone() }));
             continue;
         }
         // A destination is a dated fact: what was ascertained before the latest one held is
@@ -559,13 +544,13 @@ fn record_review(
     let mut batch = sled::Batch::default();
     // Almost always nobody is held: then a file's rows cost no writes here. sled writes a
     // removal to its log even for a key it does not hold.
-    let anyone_held = !tree.is_empty();
     let mut writes = held.len();
-    for id in resolved.iter().filter(|_| anyone_held) {
-        let key = review_key(agency, id);
-        if tree.contains_key(&key).map_err(internal)? {
-            batch.remove(key);
-            writes += 1;
+    if !tree.is_empty() {
+        for key in resolved.iter().map(|id| review_key(agency, id)) {
+            if tree.contains_key(&key).map_err(internal)? {
+                batch.remove(key);
+                writes += 1;
+            }
         }
     }
     if writes == 0 {
@@ -729,9 +714,6 @@ pub struct ListSummary {
     pub appended: std::collections::BTreeMap<String, usize>,
     /// Children whose rows added nothing the exchange did not already hold.
     pub unchanged: usize,
-    /// Rows ascertained before the latest destination already held for their person: older
-    /// news, not recorded.
-    pub superseded: usize,
     pub held_for_review: Vec<HeldChild>,
     pub rejected: Vec<RowError>,
 }

@@ -83,8 +83,8 @@ struct Pending<'t> {
     identities: BTreeMap<Uuid, Vec<Vec<u8>>>,
     /// People erased in this step: their registry keys go.
     erased: Vec<Uuid>,
-    /// Latest destinations recorded in this step (`l` keys), the last one of each winning.
-    destinations: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Latest destinations recorded in this step, by (person, agency): the last one wins.
+    destinations: BTreeMap<(Uuid, String), Vec<u8>>,
 }
 
 /// A run being written in this step, and the key it will be stored under.
@@ -230,6 +230,9 @@ impl<'t> Pending<'t> {
                 }
             }
             batch.remove(list);
+            for kv in self.tree.scan_prefix(store::latest_destinations(*yp)) {
+                batch.remove(kv?.0);
+            }
         }
         for (k, people) in registry {
             if people.is_empty() {
@@ -238,12 +241,9 @@ impl<'t> Pending<'t> {
                 batch.insert(k, people);
             }
         }
-        for (k, digest) in &self.destinations {
-            batch.insert(k.as_slice(), digest.as_slice());
-        }
-        for yp in &self.erased {
-            for kv in self.tree.scan_prefix(store::latest_destinations(*yp)) {
-                batch.remove(kv?.0);
+        for ((yp, agency), digest) in &self.destinations {
+            if !self.erased.contains(yp) {
+                batch.insert(store::latest_destination(*yp, agency), digest.as_slice());
             }
         }
         let runs = self
@@ -484,14 +484,11 @@ impl Projector {
                     value.extend_from_slice(&fact.seq.to_be_bytes());
                     pending
                         .destinations
-                        .insert(store::latest_destination(yp, fact.source), value);
+                        .insert((yp, fact.source.to_owned()), value);
                 }
             }
             if fact.event_type == EventType::YoungPersonErased {
                 pending.erased.push(yp);
-                pending
-                    .destinations
-                    .retain(|k, _| !k.starts_with(&store::latest_destinations(yp)));
             }
             if fact.event_type == EventType::RetentionPurged {
                 if let Ok(EventData::RetentionPurged(r)) =
