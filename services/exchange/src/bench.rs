@@ -95,13 +95,27 @@ pub(crate) fn env(ty: EventType, yp: Option<Uuid>) -> Value {
     e
 }
 
+/// The `n`th of the bench's young people, with identifiers and a name of their own: real
+/// people do not share a child id, and a registry key listing every person in the bench
+/// measured the sample data rather than the exchange.
+pub(crate) fn registration(n: usize) -> Value {
+    let mut e = env(EventType::YoungPersonRegistered, None);
+    let data = &mut e["data"];
+    data["family_name"] = json!(crate::bench_import::letters(n));
+    data["date_of_birth"] = json!(format!("2008-{:02}-{:02}", 1 + n % 12, 1 + n % 28));
+    data["identifiers"] = json!({
+        "la_child_id": format!("C{n}"),
+        "upn": format!("A{:011}0", n % 100_000_000_000),
+        "uln": format!("1{:09}", n % 1_000_000_000),
+        "nccis_id": format!("{:013}", n),
+    });
+    e
+}
+
 async fn register(client: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<Vec<Uuid>> {
     let mut out = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let events: Vec<Value> = chunk
-            .iter()
-            .map(|_| env(EventType::YoungPersonRegistered, None))
-            .collect();
+        let events: Vec<Value> = chunk.iter().map(|k| registration(*k)).collect();
         let body = serde_json::to_vec(&json!({ "events": events }))?;
         let r: Vec<Value> = post(client, base, "demo-la-token", body)
             .await?
@@ -332,7 +346,7 @@ async fn rebuild(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
             .map(|i| {
                 let k = appended + i;
                 let (source, value) = if k < people {
-                    ("demo-la", env(EventType::YoungPersonRegistered, None))
+                    ("demo-la", registration(k))
                 } else {
                     let (s, ty) = mix[k % mix.len()];
                     (s, env(ty, Some(ids[k % people])))

@@ -266,9 +266,7 @@ pub async fn run(root: &Path, o: Options) -> anyhow::Result<()> {
     .await?;
     let log = running.log.clone();
     let people: Arc<Vec<Uuid>> = {
-        let events: Vec<Value> = (0..1000)
-            .map(|_| env(EventType::YoungPersonRegistered, None))
-            .collect();
+        let events: Vec<Value> = (0..1000).map(crate::bench::registration).collect();
         let body = serde_json::to_vec(&serde_json::json!({ "events": events }))?;
         let reply = la.request(DIRECT, body.into()).await?;
         let accepted: Vec<Value> = serde_json::from_slice(&reply.payload)

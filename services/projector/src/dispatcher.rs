@@ -190,14 +190,17 @@ impl<'t> Pending<'t> {
         // Registry values (the people under one digest) are read once per step, changed in
         // memory and written at its end, so two people sharing an identifier in one step both
         // stay listed.
-        let mut registry: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut registry: BTreeMap<Vec<u8>, store::Registered> = BTreeMap::new();
         fn people_under<'r>(
-            registry: &'r mut BTreeMap<Vec<u8>, Vec<u8>>,
+            registry: &'r mut BTreeMap<Vec<u8>, store::Registered>,
             tree: &sled::Tree,
             k: &[u8],
-        ) -> Result<&'r mut Vec<u8>, ProjectionError> {
+        ) -> Result<&'r mut store::Registered, ProjectionError> {
             if !registry.contains_key(k) {
-                let stored = tree.get(k)?.map(|v| v.to_vec()).unwrap_or_default();
+                let stored = match tree.get(k)? {
+                    Some(v) => store::Registered::decode(&v)?,
+                    None => store::Registered::default(),
+                };
                 registry.insert(k.to_vec(), stored);
             }
             Ok(registry.get_mut(k).expect("loaded"))
@@ -214,7 +217,7 @@ impl<'t> Pending<'t> {
                 .unwrap_or_default();
             for k in keys {
                 let people = people_under(&mut registry, self.tree, k)?;
-                if store::with_person(people, *yp) {
+                if people.add(*yp) {
                     stored.extend_from_slice(&(k.len() as u16).to_be_bytes());
                     stored.extend_from_slice(k);
                 }
@@ -226,7 +229,7 @@ impl<'t> Pending<'t> {
             if let Some(stored) = self.tree.get(&list)? {
                 for k in store::split_list(&stored) {
                     let people = people_under(&mut registry, self.tree, &k)?;
-                    *people = store::without_person(people, *yp);
+                    people.remove(*yp);
                 }
             }
             batch.remove(list);
@@ -238,7 +241,7 @@ impl<'t> Pending<'t> {
             if people.is_empty() {
                 batch.remove(k);
             } else {
-                batch.insert(k, people);
+                batch.insert(k, people.encode());
             }
         }
         for ((yp, agency), digest) in &self.destinations {

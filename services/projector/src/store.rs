@@ -223,30 +223,43 @@ pub fn destination_digest(yp: Uuid, activity_code: &str, start: Day, ascertained
     )
 }
 
-/// Adds the person to a registry value, kept sorted so that the value does not depend on
-/// how the log was cut into projection steps (a rebuild must equal the live run). Returns
-/// whether they were new to it.
-pub fn with_person(people: &mut Vec<u8>, yp: Uuid) -> bool {
-    let at = people
-        .chunks(16)
-        .position(|p| p >= yp.as_bytes().as_slice())
-        .unwrap_or(people.len() / 16);
-    if people.get(at * 16..at * 16 + 16) == Some(yp.as_bytes().as_slice()) {
-        return false;
-    }
-    let i = at * 16;
-    people.splice(i..i, yp.as_bytes().iter().copied());
-    true
-}
+/// The people under one registry key while a step changes them. A set, because one key can
+/// list very many people (a common name with a common birthday, or a test's sample data):
+/// adding one then costs a lookup, not a scan and a splice of the stored list. Written back
+/// sorted, so that the value does not depend on how the log was cut into projection steps
+/// (a rebuild must equal the live run), and read by [`people_of`].
+#[derive(Debug, Default)]
+pub struct Registered(std::collections::BTreeSet<[u8; 16]>);
 
-/// A registry value without the person.
-pub fn without_person(people: &[u8], yp: Uuid) -> Vec<u8> {
-    people
-        .chunks(16)
-        .filter(|p| *p != yp.as_bytes())
-        .flatten()
-        .copied()
-        .collect()
+impl Registered {
+    pub fn decode(value: &[u8]) -> Result<Registered, ProjectionError> {
+        let people = value.chunks_exact(16);
+        if !people.remainder().is_empty() {
+            return Err(ProjectionError::Corrupt(
+                "a registry value cut short".into(),
+            ));
+        }
+        Ok(Registered(
+            people.map(|p| p.try_into().expect("16 bytes")).collect(),
+        ))
+    }
+
+    /// Whether they were new to it.
+    pub fn add(&mut self, yp: Uuid) -> bool {
+        self.0.insert(*yp.as_bytes())
+    }
+
+    pub fn remove(&mut self, yp: Uuid) {
+        self.0.remove(yp.as_bytes());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        self.0.iter().flatten().copied().collect()
+    }
 }
 
 /// The people a registry value lists.
@@ -318,22 +331,30 @@ mod tests {
     #[test]
     fn a_registry_value_is_the_same_set_in_the_same_order_however_it_was_built() {
         let people: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
-        let mut forward = Vec::new();
-        let mut backward = Vec::new();
+        let mut forward = Registered::default();
+        let mut backward = Registered::default();
         for yp in &people {
-            assert!(with_person(&mut forward, *yp));
+            assert!(forward.add(*yp));
         }
         for yp in people.iter().rev() {
-            assert!(with_person(&mut backward, *yp));
+            assert!(backward.add(*yp));
         }
-        assert!(!with_person(&mut forward, people[2]), "already listed");
-        assert_eq!(forward, backward);
+        assert!(!forward.add(people[2]), "already listed");
+        let value = forward.encode();
+        assert_eq!(value, backward.encode());
         let mut sorted = people.clone();
         sorted.sort();
-        assert_eq!(people_of(&forward).unwrap(), sorted);
-        let less = without_person(&forward, people[2]);
-        assert_eq!(people_of(&less).unwrap().len(), 4);
-        assert!(!people_of(&less).unwrap().contains(&people[2]));
-        assert!(people_of(&forward[..20]).is_err(), "a value cut short");
+        assert_eq!(people_of(&value).unwrap(), sorted);
+        let mut less = Registered::decode(&value).unwrap();
+        assert!(!less.add(people[4]), "read back whole");
+        less.remove(people[2]);
+        let less = people_of(&less.encode()).unwrap();
+        assert_eq!(less.len(), 4);
+        assert!(!less.contains(&people[2]));
+        assert!(people_of(&value[..20]).is_err(), "a value cut short");
+        assert!(
+            Registered::decode(&value[..20]).is_err(),
+            "a value cut short"
+        );
     }
 }
