@@ -25,6 +25,9 @@ pub struct Args {
     /// Events for the batched-ingest run (in batches of 1,000).
     #[arg(long, default_value_t = 200_000)]
     batched_events: usize,
+    /// Agencies' senders posting batches at once in the batched run.
+    #[arg(long, default_value_t = 2)]
+    batched_senders: usize,
     /// Events for the single-event run.
     #[arg(long, default_value_t = 60_000)]
     single_events: usize,
@@ -150,7 +153,7 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn batched(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
+async fn batched(root: &std::path::Path, total: usize, senders: usize) -> anyhow::Result<()> {
     let server = start(root).await?;
     let client = reqwest::Client::new();
     let people = register(&client, &server.base, 1000).await?;
@@ -168,10 +171,11 @@ async fn batched(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
         })
         .collect();
     let started = Instant::now();
-    // Two senders, so the server always has the next batch while one is being flushed.
+    // At least two senders, so the server always has the next batch while one is being
+    // flushed; more (`--batched-senders`) let one batch's validation overlap another's write.
     let bodies = Arc::new(tokio::sync::Mutex::new(bodies.into_iter()));
     let mut tasks = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..senders.max(1) {
         let (client, base, bodies) = (client.clone(), server.base.clone(), bodies.clone());
         tasks.push(tokio::spawn(async move {
             loop {
@@ -187,7 +191,7 @@ async fn batched(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "batched: {total} events in batches of 1000 over HTTP: {secs:.2} s, {:.0} events/s",
+        "batched: {total} events in batches of 1000 over HTTP, {senders} senders: {secs:.2} s, {:.0} events/s",
         total as f64 / secs
     );
     Ok(())
@@ -397,7 +401,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let result = rt.block_on(async {
         if wants("batched") {
-            batched(&root, args.batched_events).await?;
+            batched(&root, args.batched_events, args.batched_senders).await?;
         }
         if wants("single") {
             single(&root, args.single_events, args.clients).await?;
