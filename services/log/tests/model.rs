@@ -192,12 +192,7 @@ fn run(ops: Vec<Op>) {
     let report = log.verify(None).unwrap();
     assert_eq!(report.entries, model.entries.len() as u64);
     for n in 0..6 {
-        let mine: Vec<u64> = log
-            .read_person(person(n))
-            .unwrap()
-            .iter()
-            .map(|e| e.record.version)
-            .collect();
+        let mine = versions_of(&log, person(n));
         let want = model
             .entries
             .iter()
@@ -227,6 +222,12 @@ proptest! {
     fn the_log_behaves_like_its_model(ops in proptest::collection::vec(op(), 1..24)) {
         run(ops);
     }
+}
+
+/// The versions of a person's entries, in the order the log reads them back.
+fn versions_of(log: &Log, yp: Uuid) -> Vec<u64> {
+    let entries = log.read_person(yp).unwrap();
+    entries.iter().map(|e| e.record.version).collect()
 }
 
 /// A new log and a runtime with two worker threads, as the service runs, for tests whose
@@ -446,6 +447,11 @@ fn racer(n: u128) -> Uuid {
     Uuid::from_u128(0xB000 + n)
 }
 
+/// The event id `k` of the race's pool.
+fn race_id(k: u64) -> Uuid {
+    Uuid::from_u128(0xC000 + u128::from(k))
+}
+
 fn race_event(id: Uuid, yp: Uuid, ty: &str, day: u64, data: serde_json::Value) -> NewEvent {
     let e = json!({"id": id, "type": ty, "young_person": yp,
         "occurred_at": format!("2026-10-0{day}T10:00:00Z"), "data": data});
@@ -459,9 +465,8 @@ fn race_event(id: Uuid, yp: Uuid, ty: &str, day: u64, data: serde_json::Value) -
 /// different body under the same id.
 fn send(k: u64, variant: u64) -> NewEvent {
     let yp = racer(u128::from(k) % RACE_PEOPLE);
-    let id = Uuid::from_u128(0xC000 + u128::from(k));
     let data = json!({"date": "2026-11-01", "risk": "finance"});
-    race_event(id, yp, "place.at-risk", 1 + variant, data)
+    race_event(race_id(k), yp, "place.at-risk", 1 + variant, data)
 }
 
 enum Got {
@@ -523,8 +528,8 @@ fn racing_repeats_are_recorded_once_with_the_first_body() {
         }
         let mut firsts: HashMap<u64, usize> = HashMap::new();
         for (k, variant, answer) in &answers {
-            let id = Uuid::from_u128(0xC000 + u128::from(*k));
-            let (seq, version, occurred) = stored.get(&id).expect("every sent id is stored");
+            let (seq, version, occurred) =
+                stored.get(&race_id(*k)).expect("every sent id is stored");
             let same_body = occurred.starts_with(&format!("2026-10-0{}", 1 + variant));
             match answer {
                 Got::Ok(r) => {
@@ -545,12 +550,7 @@ fn racing_repeats_are_recorded_once_with_the_first_body() {
         assert!(firsts.values().all(|n| *n == 1), "{firsts:?}");
         // Versions stay gapless per person, and the chain holds.
         for n in 0..RACE_PEOPLE {
-            let versions: Vec<u64> = log
-                .read_person(racer(n))
-                .unwrap()
-                .iter()
-                .map(|e| e.record.version)
-                .collect();
+            let versions = versions_of(&log, racer(n));
             assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
         }
         assert_eq!(log.verify(None).unwrap().entries, entries.len() as u64);

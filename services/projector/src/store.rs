@@ -264,13 +264,8 @@ impl Registered {
 
 /// The people a registry value lists.
 pub fn people_of(people: &[u8]) -> Result<Vec<Uuid>, ProjectionError> {
-    people
-        .chunks(16)
-        .map(|p| {
-            Uuid::from_slice(p)
-                .map_err(|_| ProjectionError::Corrupt("a registry value cut short".into()))
-        })
-        .collect()
+    let set = Registered::decode(people)?;
+    Ok(set.0.iter().map(|p| Uuid::from_bytes(*p)).collect())
 }
 
 /// `r` + person: the registry keys written for them, each length-prefixed.
