@@ -19,7 +19,7 @@ fn write(v: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend(serde_json::to_vec(k).expect("string serialises"));
+                serde_json::to_writer(&mut *out, k).expect("strings serialise");
                 out.push(b':');
                 write(&map[k], out);
             }
@@ -35,7 +35,7 @@ fn write(v: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        other => out.extend(serde_json::to_vec(other).expect("scalar serialises")),
+        other => serde_json::to_writer(&mut *out, other).expect("scalars serialise"),
     }
 }
 

@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which measurements: batched, single, sse, rebuild, policy, import, nats (comma-separated), or
-    /// all (nats only where a nats-server is found).
+    /// Which measurements: batched, single, sse, rebuild, policy, import, nats, stages
+    /// (comma-separated), or all (nats only where a nats-server is found).
     #[arg(long, default_value = "all")]
     only: String,
     /// Events for the batched-ingest run (in batches of 1,000).
@@ -399,6 +399,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if wants("stages") {
+        crate::bench_stages::run();
+    }
     let result = rt.block_on(async {
         if wants("batched") {
             batched(&root, args.batched_events, args.batched_senders).await?;
