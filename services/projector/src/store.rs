@@ -145,6 +145,41 @@ pub fn disclosure_run(first_seq: u64) -> Vec<u8> {
     k
 }
 
+/// Removes the feed and disclosure runs that start after `checkpoint`; returns how many.
+///
+/// A step writes key by key and moves the checkpoint last, so after a crash mid-step these
+/// are all that step left, and all of its runs start after the checkpoint it began from.
+/// Projected again, the step may end elsewhere and key its runs differently: left in place,
+/// they would list their items twice.
+pub fn clear_runs_after(tree: &sled::Tree, checkpoint: u64) -> Result<usize, ProjectionError> {
+    let after = checkpoint.saturating_add(1).to_be_bytes();
+    let mut doomed = Vec::new();
+    for kv in tree.range(disclosure_run(checkpoint.saturating_add(1))..=disclosure_run(u64::MAX)) {
+        doomed.push(kv?.0);
+    }
+    // Each agency's feed runs, agency by agency: `f agency 0 seq`.
+    let mut from = b"f".to_vec();
+    while let Some(kv) = tree.range(from.clone()..).next() {
+        let (k, _) = kv?;
+        let Some(end) = k.iter().position(|b| *b == 0).filter(|_| k[0] == b'f') else {
+            break;
+        };
+        let prefix = &k[..=end];
+        let first = [prefix, &after[..]].concat();
+        let last = [prefix, &u64::MAX.to_be_bytes()[..]].concat();
+        for kv in tree.range(first..=last) {
+            doomed.push(kv?.0);
+        }
+        // Past every key of this agency: `f agency 1` sorts after `f agency 0 …`.
+        from = prefix.to_vec();
+        *from.last_mut().expect("not empty") = 1;
+    }
+    for k in &doomed {
+        tree.remove(k)?;
+    }
+    Ok(doomed.len())
+}
+
 /// Where to start reading runs under `prefix` to see every item with `seq >= from`: the run
 /// that may hold `from` started at or before it.
 pub fn run_start(

@@ -67,6 +67,8 @@ pub fn feed(
         &prefix,
         store::feed_run(agency, after.saturating_add(1)),
     )?;
+    // A step writes its runs before it moves the checkpoint: nothing past it is served.
+    let checkpoint = p.checkpoint();
     let mut out = Vec::new();
     for kv in p.tree().range(start..) {
         let (k, v) = kv?;
@@ -76,7 +78,7 @@ pub fn feed(
         let block = codec::decode_feed(&v)?;
         for f in block
             .iter()
-            .filter(|f| f.seq > after)
+            .filter(|f| f.seq > after && f.seq <= checkpoint)
             .take(limit - out.len())
         {
             let e = entry(p, f.seq)?;
