@@ -3,6 +3,8 @@
 //! - `e` seq → [`crate::record::Entry`] bytes
 //! - `i` event id → seq, version, young person, body digest (idempotency)
 //! - `s` young person, version → seq (per-person reads; the last one is the current version)
+//! - `h` → the last seq of the last whole group: moved after everything a group writes, so
+//!   it is where the log ends after a crash (see [`crate::writer::Head::recover`])
 
 use uuid::Uuid;
 
@@ -13,6 +15,8 @@ pub fn entry(seq: u64) -> [u8; 9] {
 }
 
 pub const ENTRY_PREFIX: &[u8] = b"e";
+
+pub const HEAD: &[u8] = b"h";
 
 pub fn id(id: Uuid) -> [u8; 17] {
     let mut k = [b'i'; 17];

@@ -49,7 +49,36 @@ pub(crate) struct Head {
 }
 
 impl Head {
+    /// Where the log ends, with the end made whole.
+    ///
+    /// A group writes key by key (see [`Writer::commit_group`]): its person keys, its runs,
+    /// its id and stream keys, and last the head key. sled recovers a prefix of what was
+    /// written, so after a crash mid-group the head key names the last whole group, and
+    /// what the cut-short group wrote past it is removed here: its runs, and the id and
+    /// stream keys of their entries. None of it was acknowledged. A person key it wrote for
+    /// a registration stays; it opens nothing in the log. A log from before the head key
+    /// (every group one sled batch) ends at its last run, and gets its head key now.
     pub fn recover(tree: &sled::Tree) -> Result<Head, LogError> {
+        let Some(head) = tree.get(keys::HEAD)?.map(|v| keys::u64_of(&v)) else {
+            let head = Head::at_last_run(tree)?;
+            tree.insert(keys::HEAD, &head.seq.to_be_bytes()[..])?;
+            tree.flush()?;
+            return Ok(head);
+        };
+        let cut = Head::remove_after(tree, head)?;
+        if cut > 0 {
+            tree.flush()?;
+            tracing::warn!(
+                head,
+                entries = cut,
+                "the log's last group was cut short by a crash; what it wrote past the head is removed"
+            );
+        }
+        Head::at(tree, head)
+    }
+
+    /// The head of a log whose groups were each one sled batch: the end of its last run.
+    fn at_last_run(tree: &sled::Tree) -> Result<Head, LogError> {
         match tree.scan_prefix(keys::ENTRY_PREFIX).next_back() {
             None => Ok(Head {
                 seq: 0,
@@ -57,22 +86,72 @@ impl Head {
             }),
             Some(kv) => {
                 let (k, v) = kv?;
-                let first = runs::first_seq(&k);
-                let entries: Vec<_> = runs::split(&v).collect();
-                let seq = first + entries.len() as u64 - 1;
-                match entries.last() {
-                    Some(Ok(last)) if last.len() >= 64 => {
-                        let mut hash = [0u8; 32];
-                        hash.copy_from_slice(&last[32..64]);
-                        Ok(Head { seq, hash })
-                    }
-                    _ => Err(LogError::Corrupt {
-                        seq,
-                        reason: "the last run of the log is unreadable".into(),
-                    }),
-                }
+                let seq = runs::first_seq(&k) + runs::split(&v).count() as u64 - 1;
+                Head::at(tree, seq)
             }
         }
+    }
+
+    /// The head at `seq`, with the hash of the entry there.
+    fn at(tree: &sled::Tree, seq: u64) -> Result<Head, LogError> {
+        if seq == 0 {
+            return Ok(Head {
+                seq: 0,
+                hash: GENESIS,
+            });
+        }
+        let entry = runs::holding(tree, seq)?.and_then(|(k, v)| {
+            let index = (seq - runs::first_seq(&k)) as usize;
+            match runs::split(&v).nth(index) {
+                Some(Ok(bytes)) if bytes.len() >= 64 => {
+                    let mut hash = [0u8; 32];
+                    hash.copy_from_slice(&bytes[32..64]);
+                    Some(hash)
+                }
+                _ => None,
+            }
+        });
+        match entry {
+            Some(hash) => Ok(Head { seq, hash }),
+            None => Err(LogError::Corrupt {
+                seq,
+                reason: "the entry at the head of the log is missing or unreadable".into(),
+            }),
+        }
+    }
+
+    /// Removes the runs past `head` and the id and stream keys that point into them;
+    /// returns how many entries they held.
+    fn remove_after(tree: &sled::Tree, head: u64) -> Result<usize, LogError> {
+        let mut keys_to_remove = Vec::new();
+        let mut entries = 0;
+        for kv in tree.range(keys::entry(head.saturating_add(1))..=keys::entry(u64::MAX)) {
+            let (k, v) = kv?;
+            let first = runs::first_seq(&k);
+            for (i, bytes) in runs::split(&v).enumerate() {
+                let Ok(Ok(entry)) = bytes.map(Entry::decode) else {
+                    continue;
+                };
+                let (seq, r) = (first + i as u64, &entry.record);
+                entries += 1;
+                let id = keys::id(r.id);
+                if tree
+                    .get(id)?
+                    .is_some_and(|v| IdRecord::decode(&v).seq == seq)
+                {
+                    keys_to_remove.push(id.to_vec());
+                }
+                let stream = keys::stream(r.young_person, r.version);
+                if tree.get(stream)?.is_some_and(|v| keys::u64_of(&v) == seq) {
+                    keys_to_remove.push(stream.to_vec());
+                }
+            }
+            keys_to_remove.push(k.to_vec());
+        }
+        for k in keys_to_remove {
+            tree.remove(k)?;
+        }
+        Ok(entries)
     }
 }
 
@@ -95,8 +174,10 @@ pub(crate) struct Writer {
 struct Stage {
     /// Stored bytes of the new entries, in sequence order from the group's start.
     entries: Vec<Vec<u8>>,
-    /// Person keys made for this stage's people (their wrapped forms are in `kv`).
+    /// Person keys made for this stage's people (their wrapped forms are in `wrapped`).
     keys: HashMap<Uuid, [u8; 32]>,
+    wrapped: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Id and stream keys.
     kv: Vec<(Vec<u8>, Vec<u8>)>,
     ids: HashMap<Uuid, IdRecord>,
     versions: HashMap<Uuid, u64>,
@@ -171,6 +252,7 @@ impl Writer {
                     group.seq = stage.seq;
                     group.hash = stage.hash;
                     group.kv.append(&mut stage.kv);
+                    group.wrapped.append(&mut stage.wrapped);
                     group.entries.append(&mut stage.entries);
                     group.ids.extend(stage.ids);
                     group.versions.extend(stage.versions);
@@ -182,20 +264,8 @@ impl Writer {
                 }
             }
         }
-        if group.seq != self.head.seq || !group.kv.is_empty() {
-            let mut batch = sled::Batch::default();
-            let mut first = self.head.seq + 1;
-            for run in group.entries.chunks(runs::RUN) {
-                batch.insert(&keys::entry(first), runs::encode(run));
-                first += run.len() as u64;
-            }
-            for (k, v) in group.kv {
-                batch.insert(k, v);
-            }
-            let written = self
-                .tree
-                .apply_batch(batch)
-                .and_then(|_| self.db.flush().map(|_| ()));
+        if group.seq != self.head.seq {
+            let written = self.write(&group);
             if let Err(e) = written {
                 for (reply, _) in answers {
                     let _ = reply.send(Err(AppendError::Storage(e.to_string())));
@@ -221,6 +291,32 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes a group key by key, in an order a crash can cut anywhere: person keys (so no
+    /// entry is ever without its key), runs, id and stream keys, and the head key last
+    /// ([`Head::recover`] removes whatever a cut left past the head). Then one flush.
+    ///
+    /// Not one sled batch, though that would be atomic by itself: sled 0.34 applies a batch
+    /// under a lock global to the process, which stops every insert and every iterator of
+    /// every database in it (the projector's and every reader's) while a group of a
+    /// thousand events goes in. Readers need no batch to stay consistent: they read up to
+    /// the durable head, which moves only after the flush.
+    fn write(&self, group: &Stage) -> sled::Result<()> {
+        for (k, v) in &group.wrapped {
+            self.tree.insert(&k[..], &v[..])?;
+        }
+        let mut first = self.head.seq + 1;
+        for run in group.entries.chunks(runs::RUN) {
+            self.tree.insert(keys::entry(first), runs::encode(run))?;
+            first += run.len() as u64;
+        }
+        for (k, v) in &group.kv {
+            self.tree.insert(&k[..], &v[..])?;
+        }
+        self.tree.insert(keys::HEAD, &group.seq.to_be_bytes()[..])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     fn stored_id(
         &self,
         id: Uuid,
@@ -234,7 +330,11 @@ impl Writer {
             .tree
             .get(keys::id(id))
             .map_err(|e| AppendError::Storage(e.to_string()))?;
-        Ok(stored.map(|v| IdRecord::decode(&v)))
+        // Past the head only if a crash cut a group short and recovery has not run on this
+        // key; never the first answer.
+        Ok(stored
+            .map(|v| IdRecord::decode(&v))
+            .filter(|r| r.seq <= self.head.seq))
     }
 
     fn version(&mut self, yp: Uuid, group: &Stage, stage: &Stage) -> Result<u64, AppendError> {
@@ -283,7 +383,7 @@ impl Writer {
             });
         }
         let (k, wrapped) = self.vault.new_key(yp).map_err(storage)?;
-        stage.kv.push((vault::key(yp).to_vec(), wrapped));
+        stage.wrapped.push((vault::key(yp).to_vec(), wrapped));
         stage.keys.insert(yp, k);
         Ok(k)
     }

@@ -430,7 +430,22 @@ fn signed_checkpoints_catch_a_foreign_key_and_a_truncated_log() {
         assert!(cut > 0);
         db.flush().unwrap();
     }
+    // The head key still says 5: the log refuses to open on a head it cannot find.
+    match Log::open(dir.path(), LogOptions::default()) {
+        Err(pathway_log::LogError::Corrupt { seq: 5, .. }) => {}
+        Err(e) => panic!("expected the missing head named, got {e}"),
+        Ok(_) => panic!("a log cut below its head opened"),
+    }
+    // Cut the head key too, as a careful forger would: the log opens at 3, and only the
+    // signed checkpoint shows what is missing.
+    {
+        let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
+        let tree = db.open_tree("log").unwrap();
+        tree.remove(b"h").unwrap().expect("the head key");
+        db.flush().unwrap();
+    }
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(log.head(), 3);
     let err = log.verify(Some(&public)).unwrap_err();
     assert_eq!(err.seq, 5);
     assert!(err.reason.contains("entries were removed"), "{err}");
@@ -555,4 +570,62 @@ fn racing_repeats_are_recorded_once_with_the_first_body() {
         }
         assert_eq!(log.verify(None).unwrap().entries, entries.len() as u64);
     });
+}
+
+// A crash in the middle of a group.
+
+/// A group writes key by key and moves the head key last. A crash before that leaves its
+/// runs and id and stream keys past the head; opening the log removes them, so the lost
+/// events were never recorded: not read, not in their person's stream, not remembered as
+/// ids. Sent again, one is new, at the same place.
+#[test]
+fn a_group_cut_short_by_a_crash_is_removed_at_open() {
+    // Given a log whose last group (seqs 3 and 4, two events about one person) was written
+    // but whose head key did not move past 2: the crash
+    let (dir, rt, log) = racing();
+    let yp = racer(0);
+    let registered = pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered);
+    let at_risk = |k: u64| send(k * RACE_PEOPLE as u64, 0);
+    rt.block_on(async {
+        log.append(vec![race_event(
+            Uuid::from_u128(0xD000),
+            yp,
+            "young-person.registered",
+            1,
+            registered,
+        )])
+        .await
+        .unwrap();
+        log.append(vec![at_risk(0)]).await.unwrap();
+        let lost = log.append(vec![at_risk(1), at_risk(2)]).await.unwrap();
+        assert_eq!((lost[0].seq, lost[1].seq), (3, 4));
+    });
+    drop(log);
+    drop(rt);
+    {
+        let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
+        let tree = db.open_tree("log").unwrap();
+        tree.insert(b"h", &2u64.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+
+    // When the log opens again
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+
+    // Then it ends at 2, and the lost events are nowhere
+    assert_eq!(log.head(), 2);
+    assert_eq!(versions_of(&log, yp), vec![1, 2]);
+    assert!(log.get(3).unwrap().is_none());
+    assert_eq!(log.read_from(2, 10).unwrap().len(), 0);
+    // and sent again, the first is new, with the next seq and version
+    let again = rt.block_on(log.append(vec![at_risk(1)])).unwrap();
+    assert_eq!(
+        (again[0].seq, again[0].version, again[0].duplicate),
+        (3, 3, false)
+    );
+    assert_eq!(versions_of(&log, yp), vec![1, 2, 3]);
+    assert_eq!(log.verify(None).unwrap().entries, 3);
 }
