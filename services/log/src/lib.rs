@@ -9,9 +9,10 @@
 //! - [`writer`]: the one thread that appends, with group commit.
 //! - [`verify`]: recomputing the chain.
 //!
-//! Everything lives in one sled tree with prefixed keys, because sled applies a batch to
-//! one tree atomically: an entry, its idempotency key and its person's stream key are written
-//! together or not at all, which is what "nothing partial" after a crash rests on.
+//! Everything lives in one sled tree with prefixed keys. A group is written key by key with
+//! its head key last, not as one sled batch (whose lock is global to the process: see
+//! [`writer`]); "nothing partial" after a crash rests on sled recovering a prefix of what was
+//! written and on opening the log removing whatever lies past the head.
 
 pub mod checkpoint;
 mod error;

@@ -6,7 +6,8 @@
 //! # Layout
 //! - [`store`]: the key space of the projections tree and its records.
 //! - `codec`: the compact binary form of feed and disclosure runs.
-//! - [`dispatcher`]: one step of the tail: read entries, decide, write one atomic batch.
+//! - [`dispatcher`]: one step of the tail: read entries, decide, write the step's keys and
+//!   then its checkpoint.
 //! - [`views`]: reading feeds, read models and the disclosure log back, joined with the log.
 //! - [`retention`]: finding disclosures past their flow's retention (purged by an event).
 //!
