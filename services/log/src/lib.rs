@@ -11,7 +11,7 @@
 //!
 //! Everything lives in one sled tree with prefixed keys. A group is written key by key with
 //! its head key last, not as one sled batch (whose lock is global to the process: see
-//! [`writer`]); "nothing partial" after a crash rests on sled recovering a prefix of what was
+//! `writer`); "nothing partial" after a crash rests on sled recovering a prefix of what was
 //! written and on opening the log removing whatever lies past the head.
 
 pub mod checkpoint;
