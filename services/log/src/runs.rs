@@ -1,5 +1,5 @@
-//! Entries are stored in runs: the entries of one group commit (at most [`RUN`]) under one
-//! key, the sequence number of the first. sled copies a node on every insert, so one insert
+//! Entries are stored in runs: consecutive entries of one group commit (at most [`RUN`] and
+//! [`RUN_BYTES`]) under one key, the sequence number of the first. sled copies a node on every insert, so one insert
 //! per run rather than per entry is most of what the writer saves. Within a run each entry
 //! is its stored bytes (`prev_hash ‖ hash ‖ record JSON`) behind a 4-byte length, so the
 //! hash chain is exactly what it would be with a key per entry.
@@ -8,6 +8,40 @@ use crate::keys;
 
 /// Most entries in one run, so a point read never walks a huge value.
 pub const RUN: usize = 256;
+
+/// Most bytes in one run (entries and their length prefixes); an entry bigger than this is a
+/// run of its own.
+///
+/// Durability, not speed: sled 0.34 writes any page bigger than a quarter of its 512 KiB
+/// segment as a blob file of its own and never fsyncs blob files (only its main log file),
+/// so a power cut could take an acknowledged entry with it. A leaf splits only past 16
+/// keys, so runs of at most 6 KiB keep every leaf of the log, 17 runs at most, under that
+/// 128 KiB threshold. Runs of 8 entries measured as fast as runs of 256 (BENCHMARKS.md).
+pub const RUN_BYTES: usize = 6 * 1024;
+
+/// A group's entries cut into runs, in order: each at most [`RUN`] entries and
+/// [`RUN_BYTES`] bytes, and never empty.
+pub fn cut(entries: &[Vec<u8>]) -> impl Iterator<Item = &[Vec<u8>]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take(RUN)
+            .take_while(|e| {
+                bytes += e.len() + 4;
+                bytes <= RUN_BYTES
+            })
+            .count()
+            .max(1);
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
+}
 
 pub fn encode(entries: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.iter().map(|e| e.len() + 4).sum());
@@ -76,5 +110,32 @@ mod tests {
         let cut = &run[..run.len() - 2];
         let items: Vec<_> = split(cut).collect();
         assert_eq!(items, vec![Ok(&b"one"[..]), Err(1)]);
+    }
+
+    #[test]
+    fn a_group_is_cut_into_runs_within_both_bounds_and_in_order() {
+        let sized = |n: usize| vec![7u8; n];
+        let mut entries: Vec<Vec<u8>> = (0..40).map(|i| sized(300 + i * 10)).collect();
+        entries.push(sized(3 * RUN_BYTES)); // bigger than a run: alone
+        entries.extend((0..600).map(|_| sized(1)));
+        let runs: Vec<&[Vec<u8>]> = cut(&entries).collect();
+        assert_eq!(runs.concat(), entries, "every entry, once, in order");
+        for run in &runs {
+            let bytes: usize = run.iter().map(|e| e.len() + 4).sum();
+            assert!(!run.is_empty() && run.len() <= RUN);
+            assert!(
+                bytes <= RUN_BYTES || run.len() == 1,
+                "{bytes} bytes in {}",
+                run.len()
+            );
+        }
+        assert!(runs
+            .iter()
+            .any(|r| r.len() == 1 && r[0].len() == 3 * RUN_BYTES));
+        assert!(
+            runs.iter().any(|r| r.len() == RUN),
+            "small entries fill a run by count"
+        );
+        assert!(cut(&[]).next().is_none());
     }
 }

@@ -305,7 +305,7 @@ impl Writer {
             self.tree.insert(&k[..], &v[..])?;
         }
         let mut first = self.head.seq + 1;
-        for run in group.entries.chunks(runs::RUN) {
+        for run in runs::cut(&group.entries) {
             self.tree.insert(keys::entry(first), runs::encode(run))?;
             first += run.len() as u64;
         }
