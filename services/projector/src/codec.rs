@@ -163,6 +163,11 @@ impl RunWriter {
         self.count as usize
     }
 
+    /// Encoded size so far.
+    pub fn bytes(&self) -> usize {
+        self.out.0.len()
+    }
+
     pub fn feed(
         &mut self,
         seq: u64,

@@ -140,7 +140,7 @@ impl OpenRun {
     }
 
     fn is_full(&self) -> bool {
-        self.run.len() >= store::RUN
+        self.run.len() >= store::RUN || self.run.bytes() >= store::RUN_BYTES
     }
 }
 

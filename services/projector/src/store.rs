@@ -57,6 +57,12 @@ impl From<sled::Error> for ProjectionError {
 /// Most items in one stored run, so that reading one item never decodes a huge value.
 pub const RUN: usize = 256;
 
+/// A run is closed once it holds this many bytes. sled 0.34 writes a page over 128 KiB as a
+/// blob file of its own and never fsyncs it, so after a power cut a projection could be
+/// silently short of what it held; a leaf splits only past 16 keys, so runs of a few KiB
+/// keep every leaf under that size (the log's runs have the same bound, for the same reason).
+pub const RUN_BYTES: usize = 4 * 1024;
+
 /// One disclosure in an agency's feed: a reference to a log entry and how much of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedItem {
