@@ -26,6 +26,19 @@ async fn scenario(app: &TestApp) {
     app.drain();
 }
 
+/// What a rebuild from the app's log projects, in a directory of its own.
+fn rebuilt_from_the_log(app: &TestApp) -> Vec<pathway_projector::dispatcher::KeyValue> {
+    let other = tempfile::tempdir().unwrap();
+    let agreements = Arc::new(
+        exchange::config::parse(exchange::config::DEMO, "demo")
+            .unwrap()
+            .agreements,
+    );
+    let rebuilt = Projector::open(other.path(), app.log.clone(), agreements, None).unwrap();
+    rebuilt.catch_up().unwrap();
+    rebuilt.dump().unwrap()
+}
+
 #[tokio::test]
 async fn a_rebuild_equals_the_incremental_projections() {
     let app = spawn_app();
@@ -41,15 +54,7 @@ async fn a_rebuild_equals_the_incremental_projections() {
         live.iter().any(|(k, _)| k.first() == Some(&b'l')),
         "the latest-destination index is part of what is compared"
     );
-    let other = tempfile::tempdir().unwrap();
-    let agreements = Arc::new(
-        exchange::config::parse(exchange::config::DEMO, "demo")
-            .unwrap()
-            .agreements,
-    );
-    let rebuilt = Projector::open(other.path(), app.log.clone(), agreements, None).unwrap();
-    rebuilt.catch_up().unwrap();
-    assert_eq!(rebuilt.dump().unwrap(), live);
+    assert_eq!(rebuilt_from_the_log(&app), live);
 }
 
 #[tokio::test]
@@ -157,15 +162,7 @@ async fn a_step_cut_short_by_a_crash_is_cleared_at_open_and_projected_again() {
     app.drain();
 
     // Then the projections are exactly a rebuild's: no feed or disclosure item twice
-    let other = tempfile::tempdir().unwrap();
-    let agreements = Arc::new(
-        exchange::config::parse(exchange::config::DEMO, "demo")
-            .unwrap()
-            .agreements,
-    );
-    let rebuilt = Projector::open(other.path(), app.log.clone(), agreements, None).unwrap();
-    rebuilt.catch_up().unwrap();
-    assert_eq!(app.projector.dump().unwrap(), rebuilt.dump().unwrap());
+    assert_eq!(app.projector.dump().unwrap(), rebuilt_from_the_log(&app));
 }
 
 /// sled 0.34 writes any page over 128 KiB as a blob file of its own and never fsyncs blob
