@@ -464,7 +464,7 @@ fn racer(n: u128) -> Uuid {
 
 /// The event id `k` of the race's pool.
 fn race_id(k: u64) -> Uuid {
-    Uuid::from_u128(0xC000 + u128::from(k))
+    Uuid::from_u128(0xC_0000 + u128::from(k))
 }
 
 fn race_event(id: Uuid, yp: Uuid, ty: &str, day: u64, data: serde_json::Value) -> NewEvent {
@@ -474,6 +474,17 @@ fn race_event(id: Uuid, yp: Uuid, ty: &str, day: u64, data: serde_json::Value) -
         submitted: validate(&e).expect("valid"),
         source: "demo-la".into(),
     }
+}
+
+/// The race's people, registered.
+fn racers_registered() -> Vec<NewEvent> {
+    (0..RACE_PEOPLE)
+        .map(|n| {
+            let data = pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered);
+            let id = Uuid::from_u128(0xD000 + n);
+            race_event(id, racer(n), "young-person.registered", 1, data)
+        })
+        .collect()
 }
 
 /// Id `k` is always about the same person; `variant` (the day it says it happened) makes a
@@ -498,15 +509,7 @@ fn racing_repeats_are_recorded_once_with_the_first_body() {
     let (_dir, rt, log) = racing();
     rt.block_on(async {
         // Arrange: the people exist.
-        let registrations = (0..RACE_PEOPLE)
-            .map(|n| {
-                let data =
-                    pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered);
-                let id = Uuid::from_u128(0xD000 + n);
-                race_event(id, racer(n), "young-person.registered", 1, data)
-            })
-            .collect();
-        log.append(registrations).await.unwrap();
+        log.append(racers_registered()).await.unwrap();
 
         // Act: many tasks send ids from a small pool, one send in seven with another body.
         let tasks: Vec<_> = (0..TASKS)
@@ -637,20 +640,7 @@ fn a_group_cut_short_by_a_crash_is_removed_at_open() {
 fn the_log_keeps_acknowledged_entries_out_of_sleds_unsynced_blob_files() {
     let (dir, rt, log) = racing();
     rt.block_on(async {
-        let people: Vec<NewEvent> = (0..RACE_PEOPLE)
-            .map(|n| {
-                let data =
-                    pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered);
-                race_event(
-                    Uuid::from_u128(0xE000 + n),
-                    racer(n),
-                    "young-person.registered",
-                    1,
-                    data,
-                )
-            })
-            .collect();
-        log.append(people).await.unwrap();
+        log.append(racers_registered()).await.unwrap();
         for g in 0..6u64 {
             let group = (0..1000).map(|i| send(IDS + g * 1000 + i, 0)).collect();
             log.append(group).await.unwrap();
