@@ -1,6 +1,7 @@
 //! Entries are stored in runs: consecutive entries of one group commit (at most [`RUN`] and
-//! [`RUN_BYTES`]) under one key, the sequence number of the first. sled copies a node on every insert, so one insert
-//! per run rather than per entry is most of what the writer saves. Within a run each entry
+//! [`RUN_BYTES`]) under one key, the sequence number of the first. sled copies a node on
+//! every insert, so one insert per run rather than per entry is most of what the writer
+//! saves. Within a run each entry
 //! is its stored bytes (`prev_hash ‖ hash ‖ record JSON`) behind a 4-byte length, so the
 //! hash chain is exactly what it would be with a key per entry.
 

@@ -51,7 +51,7 @@ pub(crate) struct Head {
 impl Head {
     /// Where the log ends, with the end made whole.
     ///
-    /// A group writes key by key (see [`Writer::commit_group`]): its person keys, its runs,
+    /// A group writes key by key (see [`Writer::write`]): its person keys, its runs,
     /// its id and stream keys, and last the head key. sled recovers a prefix of what was
     /// written, so after a crash mid-group the head key names the last whole group, and
     /// what the cut-short group wrote past it is removed here: its runs, and the id and
@@ -330,11 +330,7 @@ impl Writer {
             .tree
             .get(keys::id(id))
             .map_err(|e| AppendError::Storage(e.to_string()))?;
-        // Past the head only if a crash cut a group short and recovery has not run on this
-        // key; never the first answer.
-        Ok(stored
-            .map(|v| IdRecord::decode(&v))
-            .filter(|r| r.seq <= self.head.seq))
+        Ok(stored.map(|v| IdRecord::decode(&v)))
     }
 
     fn version(&mut self, yp: Uuid, group: &Stage, stage: &Stage) -> Result<u64, AppendError> {

@@ -167,7 +167,10 @@ pub fn clear_runs_after(tree: &sled::Tree, checkpoint: u64) -> Result<usize, Pro
     let mut from = b"f".to_vec();
     while let Some(kv) = tree.range(from.clone()..).next() {
         let (k, _) = kv?;
-        let Some(end) = k.iter().position(|b| *b == 0).filter(|_| k[0] == b'f') else {
+        if k.first() != Some(&b'f') {
+            break;
+        }
+        let Some(end) = k.iter().position(|b| *b == 0) else {
             break;
         };
         let prefix = &k[..=end];
