@@ -5,6 +5,8 @@
 //! - `s` young person, version → seq (per-person reads; the last one is the current version)
 //! - `h` → the last seq of the last whole group: moved after everything a group writes, so
 //!   it is where the log ends after a crash (see [`crate::writer::Head::recover`])
+//! - `x` seq → the `i` and `s` keys still to be written for the entries from seq on
+//!   (see [`crate::index`])
 
 use uuid::Uuid;
 
@@ -17,6 +19,14 @@ pub fn entry(seq: u64) -> [u8; 9] {
 pub const ENTRY_PREFIX: &[u8] = b"e";
 
 pub const HEAD: &[u8] = b"h";
+
+pub const PENDING_PREFIX: &[u8] = b"x";
+
+pub fn pending(first: u64) -> [u8; 9] {
+    let mut k = [b'x'; 9];
+    k[1..].copy_from_slice(&first.to_be_bytes());
+    k
+}
 
 pub fn id(id: Uuid) -> [u8; 17] {
     let mut k = [b'i'; 17];

@@ -7,6 +7,7 @@
 //! - [`keys`]: the key space inside the single sled tree.
 //! - `runs`: how a group's entries share one key.
 //! - [`writer`]: the one thread that appends, with group commit.
+//! - [`index`]: the thread behind it that writes each event's id and stream keys.
 //! - [`verify`]: recomputing the chain.
 //!
 //! Everything lives in one sled tree with prefixed keys. A group is written key by key with
@@ -16,6 +17,7 @@
 
 pub mod checkpoint;
 mod error;
+mod index;
 mod keys;
 pub mod record;
 mod runs;
@@ -119,6 +121,9 @@ struct Inner {
     clock: Clock,
     vault: Arc<vault::Vault>,
     people_cached: usize,
+    /// How far the indexer has written id and stream keys; readers of a person's stream
+    /// wait on it.
+    indexed: Arc<index::Progress>,
 }
 
 impl Drop for Inner {
@@ -144,21 +149,33 @@ impl Log {
         )?;
         let tree = db.open_tree("log")?;
         let head = writer::Head::recover(&tree)?;
+        let reindexed = index::recover(&tree, head.seq)?;
+        if reindexed > 0 {
+            tracing::warn!(
+                head = head.seq,
+                entries = reindexed,
+                "the log's last groups were not yet indexed at shutdown; indexed them now"
+            );
+        }
         let (durable_tx, durable) = watch::channel(head.seq);
         let (jobs, rx) = mpsc::sync_channel(4096);
         let clock = options.clock;
         let people_cached = options.people_cached.max(1);
         let vault = Arc::new(vault::Vault::open(dir, tree.clone(), people_cached)?);
         vault.recover(&db)?;
+        let indexed = Arc::new(index::Progress::new(head.seq));
         let w = writer::Writer::new(
-            db.clone(),
-            tree.clone(),
+            writer::Parts {
+                db: db.clone(),
+                tree: tree.clone(),
+                clock: clock.clone(),
+                durable: durable_tx,
+                vault: vault.clone(),
+                people_cached,
+                progress: indexed.clone(),
+            },
             head,
-            clock.clone(),
-            durable_tx,
-            vault.clone(),
-            people_cached,
-        );
+        )?;
         let thread = std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || w.run(rx))
@@ -173,6 +190,7 @@ impl Log {
                 clock,
                 vault,
                 people_cached,
+                indexed,
             }),
         })
     }
@@ -301,6 +319,9 @@ impl Log {
         before: u64,
     ) -> Result<Vec<Entry>, LogError> {
         let head = self.head();
+        self.inner
+            .indexed
+            .wait_for(head.min(before.saturating_sub(1)))?;
         let mut out = Vec::new();
         for kv in self
             .inner
@@ -329,6 +350,7 @@ impl Log {
         young_person: Uuid,
         wanted: impl Fn(&Record) -> bool,
     ) -> Result<Option<Entry>, LogError> {
+        self.inner.indexed.wait_for(self.head())?;
         for kv in self
             .inner
             .tree

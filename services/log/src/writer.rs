@@ -2,10 +2,13 @@
 //!
 //! Appends queue on a channel. The writer takes everything queued (up to a bound), checks
 //! each batch against the log plus what earlier batches of the same group staged, writes the
-//! accepted ones in one atomic sled batch, fsyncs once, and only then answers them all. While
-//! it waits on the disk, the next group queues up: under load, one fsync serves many callers.
+//! accepted ones key by key with the head key last, fsyncs once, and only then answers them
+//! all. While it waits on the disk, the next group queues up: under load, one fsync serves
+//! many callers. The group's id and stream keys are left to the indexer thread
+//! ([`crate::index`]).
 
 use crate::error::{AppendError, LogError};
+use crate::index::{self, Indexed, Pending, Progress};
 use crate::keys::{self, IdRecord};
 use crate::record::{Entry, Record, GENESIS};
 use crate::runs;
@@ -167,6 +170,10 @@ pub(crate) struct Writer {
     versions: HashMap<Uuid, u64>,
     vault: Arc<Vault>,
     people_cached: usize,
+    /// What the indexer has been handed and not yet written.
+    pending: Pending,
+    progress: Arc<Progress>,
+    indexer: Option<(mpsc::SyncSender<index::Job>, std::thread::JoinHandle<()>)>,
 }
 
 /// What one group has staged but not yet written.
@@ -177,33 +184,67 @@ struct Stage {
     /// Person keys made for this stage's people (their wrapped forms are in `wrapped`).
     keys: HashMap<Uuid, [u8; 32]>,
     wrapped: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Id and stream keys.
-    kv: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The new entries' index records, for the `x` chunks and then the indexer.
+    index: Vec<Indexed>,
     ids: HashMap<Uuid, IdRecord>,
     versions: HashMap<Uuid, u64>,
     seq: u64,
     hash: [u8; 32],
 }
 
+/// What the writer shares with the rest of the log: its store, clock, vault and the
+/// indexer's progress.
+pub(crate) struct Parts {
+    pub db: sled::Db,
+    pub tree: sled::Tree,
+    pub clock: Clock,
+    pub durable: watch::Sender<u64>,
+    pub vault: Arc<Vault>,
+    pub people_cached: usize,
+    pub progress: Arc<Progress>,
+}
+
 impl Writer {
-    pub fn new(
-        db: sled::Db,
-        tree: sled::Tree,
+    /// The writer, with its indexer thread started.
+    pub fn new(parts: Parts, head: Head) -> Result<Writer, LogError> {
+        let (jobs, rx) = mpsc::sync_channel(index::QUEUE);
+        let indexer = index::Indexer {
+            tree: parts.tree.clone(),
+            progress: parts.progress.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("log-indexer".into())
+            .spawn(move || indexer.run(rx))
+            .map_err(|e| LogError::Storage(e.to_string()))?;
+        Ok(Writer::with_indexer(parts, head, jobs, thread))
+    }
+
+    fn with_indexer(
+        parts: Parts,
         head: Head,
-        clock: Clock,
-        durable: watch::Sender<u64>,
-        vault: Arc<Vault>,
-        people_cached: usize,
+        jobs: mpsc::SyncSender<index::Job>,
+        thread: std::thread::JoinHandle<()>,
     ) -> Writer {
         Writer {
-            db,
-            tree,
+            db: parts.db,
+            tree: parts.tree,
             head,
-            clock,
-            durable,
+            clock: parts.clock,
+            durable: parts.durable,
             versions: HashMap::new(),
-            vault,
-            people_cached,
+            vault: parts.vault,
+            people_cached: parts.people_cached,
+            pending: Pending::default(),
+            progress: parts.progress,
+            indexer: Some((jobs, thread)),
+        }
+    }
+
+    /// Closes the indexer's queue and waits for it to write what it holds.
+    fn stop_indexer(&mut self) {
+        if let Some((jobs, thread)) = self.indexer.take() {
+            drop(jobs);
+            let _ = thread.join();
         }
     }
 
@@ -222,12 +263,21 @@ impl Writer {
                 for job in rx.try_iter() {
                     let _ = job.reply.send(Err(AppendError::Storage(fatal.to_string())));
                 }
-                return;
+                break;
             }
         }
+        self.stop_indexer();
     }
 
     fn commit_group(&mut self, jobs: Vec<Job>) -> Result<(), LogError> {
+        if let Some(why) = self.progress.failed() {
+            let fatal = LogError::Storage(format!("the log's indexer stopped: {why}"));
+            for job in jobs {
+                let _ = job.reply.send(Err(AppendError::Storage(fatal.to_string())));
+            }
+            return Err(fatal);
+        }
+        self.pending.forget_through(self.progress.done());
         // Whole seconds: one group, one `recorded_at`.
         let now = (self.clock)();
         let now = now
@@ -251,7 +301,7 @@ impl Writer {
                 Ok(receipts) => {
                     group.seq = stage.seq;
                     group.hash = stage.hash;
-                    group.kv.append(&mut stage.kv);
+                    group.index.append(&mut stage.index);
                     group.wrapped.append(&mut stage.wrapped);
                     group.entries.append(&mut stage.entries);
                     group.ids.extend(stage.ids);
@@ -283,17 +333,31 @@ impl Writer {
             }
             self.versions.extend(group.versions);
             self.vault.remember(group.keys);
+            self.pending.add(&group.index);
             self.durable.send_replace(group.seq);
         }
         for (reply, answer) in answers {
             let _ = reply.send(answer);
         }
+        if !group.index.is_empty() {
+            // Blocks while the indexer is `index::QUEUE` groups behind: the writer's
+            // pending memory stays bounded, and readers never wait long.
+            let handed = match &self.indexer {
+                Some((jobs, _)) => jobs.send(index::Job(group.index)).is_ok(),
+                None => false,
+            };
+            if !handed {
+                return Err(LogError::Storage("the log's indexer is gone".into()));
+            }
+        }
         Ok(())
     }
 
     /// Writes a group key by key, in an order a crash can cut anywhere: person keys (so no
-    /// entry is ever without its key), runs, id and stream keys, and the head key last
-    /// ([`Head::recover`] removes whatever a cut left past the head). Then one flush.
+    /// entry is ever without its key), runs, the `x` chunks of its index, and the head key
+    /// last ([`Head::recover`] removes whatever a cut left past the head). Then one flush.
+    /// The id and stream keys come later, from the indexer; a crash before it writes them
+    /// leaves the chunks, which opening the log indexes ([`index::recover`]).
     ///
     /// Not one sled batch, though that would be atomic by itself: sled 0.34 applies a batch
     /// under a lock global to the process, which stops every insert and every iterator of
@@ -309,8 +373,8 @@ impl Writer {
             self.tree.insert(keys::entry(first), runs::encode(run))?;
             first += run.len() as u64;
         }
-        for (k, v) in &group.kv {
-            self.tree.insert(&k[..], &v[..])?;
+        for (k, v) in index::chunks(&group.index) {
+            self.tree.insert(k, v)?;
         }
         self.tree.insert(keys::HEAD, &group.seq.to_be_bytes()[..])?;
         self.db.flush()?;
@@ -323,7 +387,12 @@ impl Writer {
         group: &Stage,
         stage: &Stage,
     ) -> Result<Option<IdRecord>, AppendError> {
-        if let Some(r) = stage.ids.get(&id).or_else(|| group.ids.get(&id)) {
+        if let Some(r) = stage
+            .ids
+            .get(&id)
+            .or_else(|| group.ids.get(&id))
+            .or_else(|| self.pending.id(&id))
+        {
             return Ok(Some(*r));
         }
         let stored = self
@@ -336,6 +405,9 @@ impl Writer {
     fn version(&mut self, yp: Uuid, group: &Stage, stage: &Stage) -> Result<u64, AppendError> {
         if let Some(v) = stage.versions.get(&yp).or_else(|| group.versions.get(&yp)) {
             return Ok(*v);
+        }
+        if let Some(v) = self.pending.version(&yp) {
+            return Ok(v);
         }
         if let Some(v) = self.versions.get(&yp) {
             return Ok(*v);
@@ -471,13 +543,7 @@ impl Writer {
                 digest,
             };
             stage.entries.push(bytes);
-            stage
-                .kv
-                .push((keys::id(s.id).to_vec(), id_record.encode().to_vec()));
-            stage.kv.push((
-                keys::stream(yp, version).to_vec(),
-                seq.to_be_bytes().to_vec(),
-            ));
+            stage.index.push((s.id, id_record));
             stage.ids.insert(s.id, id_record);
             stage.versions.insert(yp, version);
             stage.seq = seq;
@@ -503,4 +569,82 @@ fn digest(source: &str, canonical: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(id: u128, yp: Uuid, ty: &str, expected_version: Option<u64>) -> NewEvent {
+        let data = match ty {
+            "young-person.registered" => {
+                pathway_core::samples::data(EventType::YoungPersonRegistered)
+            }
+            _ => json!({"date": "2026-11-01", "risk": "finance"}),
+        };
+        let mut e = json!({"id": Uuid::from_u128(id), "type": ty, "young_person": yp,
+            "occurred_at": "2026-10-01T10:00:00Z", "data": data});
+        if let Some(v) = expected_version {
+            e["expected_version"] = json!(v);
+        }
+        NewEvent {
+            submitted: pathway_core::envelope::validate(&e).expect("valid"),
+            source: "demo-la".into(),
+        }
+    }
+
+    /// Appends one batch through the writer's group commit, as its thread would.
+    fn append(w: &mut Writer, events: Vec<NewEvent>) -> Result<Vec<Receipt>, AppendError> {
+        let (reply, mut answer) = oneshot::channel();
+        w.commit_group(vec![Job { events, reply }]).unwrap();
+        answer.try_recv().expect("answered")
+    }
+
+    /// While the indexer lags, a person the writer no longer caches still has the version
+    /// of their last (unindexed) event, and an id in no cache is still a repeat: the writer
+    /// asks what it has handed to the indexer before it asks the store.
+    #[test]
+    fn a_lagging_indexer_hides_no_version_and_no_id_from_the_writer() {
+        // Given a writer whose indexer takes its groups but writes nothing, remembering one
+        // person's version at most
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tree = db.open_tree("log").unwrap();
+        let vault = Arc::new(Vault::open(dir.path(), tree.clone(), 1).unwrap());
+        let (durable, _watch) = watch::channel(0);
+        let (jobs, rx) = mpsc::sync_channel(64);
+        let idle = std::thread::spawn(move || rx.iter().for_each(drop));
+        let parts = Parts {
+            db: db.clone(),
+            tree: tree.clone(),
+            clock: Arc::new(time::OffsetDateTime::now_utc),
+            durable,
+            vault,
+            people_cached: 1,
+            progress: Arc::new(Progress::new(0)),
+        };
+        let head = Head {
+            seq: 0,
+            hash: GENESIS,
+        };
+        let mut w = Writer::with_indexer(parts, head, jobs, idle);
+        let (p, q) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        append(&mut w, vec![event(10, p, "young-person.registered", None)]).unwrap();
+        append(&mut w, vec![event(11, p, "place.at-risk", Some(1))]).unwrap();
+        append(&mut w, vec![event(20, q, "young-person.registered", None)]).unwrap();
+        append(&mut w, vec![event(21, q, "place.at-risk", Some(1))]).unwrap();
+        assert!(tree.scan_prefix(keys::stream_prefix(p)).next().is_none());
+
+        // When p, forgotten by the cache and not in the store's index, is appended to again
+        let next = append(&mut w, vec![event(12, p, "place.at-risk", Some(2))]);
+        let repeat = append(&mut w, vec![event(11, p, "place.at-risk", Some(1))]);
+
+        // Then it is their third event, and the repeat is the second, not a new one
+        let next = next.expect("p's version is 2");
+        assert_eq!((next[0].seq, next[0].version), (5, 3));
+        let repeat = repeat.expect("a repeat");
+        assert_eq!((repeat[0].seq, repeat[0].duplicate), (2, true));
+        w.stop_indexer();
+    }
 }

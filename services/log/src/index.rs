@@ -1,0 +1,350 @@
+//! The per-event index (the `i` id keys and `s` stream keys), written behind the writer.
+//!
+//! Each new event needs two keys at random places in a large tree, and sled 0.34 copies a
+//! leaf for every insert and an index node for every split: those inserts were most of the
+//! writer's time, on the one thread every append waits for. So the writer stores a group's
+//! index as a few keys at the log's right edge (`x` chunks, durable with the group's
+//! entries before anyone is answered) and hands the group to the indexer thread, which
+//! inserts the `i` and `s` keys on the other core and then removes the chunks.
+//!
+//! Until a group is indexed, its events are known from memory: the writer keeps their ids
+//! and versions ([`Pending`]), and readers of a person's stream wait for the indexer to pass
+//! the entries they need ([`Progress::wait_for`]). After a crash, opening the log indexes
+//! whatever chunks are left ([`recover`]); the chunks are what makes that possible, since an
+//! id record's body digest cannot be recomputed from the stored entry.
+//!
+//! # Layout
+//! - [`chunks`]: a group's id records cut into `x` values; [`records`] reads one back.
+//! - [`Indexer`]: the thread, and [`Progress`], how far it has got.
+//! - [`Pending`]: the writer's memory of what the indexer has not yet written.
+
+use crate::error::LogError;
+use crate::keys::{self, IdRecord};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// One new event's index: its id and what the id key will hold (seq, version, person,
+/// digest), from which its stream key follows.
+pub type Indexed = (Uuid, IdRecord);
+
+/// Records in one `x` chunk: 80 bytes each, so a chunk stays near 5 KiB, as small as the
+/// log's runs and for the same reason (sled never fsyncs pages it writes as blob files).
+pub const CHUNK: usize = 64;
+
+const RECORD: usize = 16 + 64;
+
+/// A group's records cut into chunks, each keyed by the seq of its first record (the
+/// records of a group have consecutive seqs).
+pub fn chunks(records: &[Indexed]) -> impl Iterator<Item = ([u8; 9], Vec<u8>)> + '_ {
+    records.chunks(CHUNK).map(|chunk| {
+        let mut v = Vec::with_capacity(chunk.len() * RECORD);
+        for (id, r) in chunk {
+            v.extend_from_slice(id.as_bytes());
+            v.extend_from_slice(&r.encode());
+        }
+        (keys::pending(chunk[0].1.seq), v)
+    })
+}
+
+/// The records of one `x` chunk; a chunk whose length is not a whole number of records is
+/// corrupt, and names the seq of its key.
+pub fn records(key: &[u8], value: &[u8]) -> Result<Vec<Indexed>, LogError> {
+    if !value.len().is_multiple_of(RECORD) {
+        return Err(LogError::Corrupt {
+            seq: keys::u64_of(&key[1..]),
+            reason: "its pending index chunk is truncated".into(),
+        });
+    }
+    Ok(value
+        .chunks(RECORD)
+        .map(|r| {
+            let id = Uuid::from_slice(&r[..16]).expect("16 bytes");
+            (id, IdRecord::decode(&r[16..]))
+        })
+        .collect())
+}
+
+/// Inserts the id and stream keys of `records`. Idempotent: the same records again write
+/// the same values.
+fn apply(tree: &sled::Tree, records: &[Indexed]) -> sled::Result<()> {
+    for (id, r) in records {
+        tree.insert(keys::id(*id), &r.encode()[..])?;
+        tree.insert(
+            keys::stream(r.young_person, r.version),
+            &r.seq.to_be_bytes()[..],
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes the chunks of the group `first..=last` (by the seqs of their keys).
+fn remove_chunks(tree: &sled::Tree, first: u64, last: u64) -> sled::Result<()> {
+    let mut seq = first;
+    while seq <= last {
+        tree.remove(keys::pending(seq))?;
+        seq += CHUNK as u64;
+    }
+    Ok(())
+}
+
+/// At open, after the head is made whole: indexes every chunk left at or below `head` and
+/// removes it; removes chunks past `head` (a group cut short: never acknowledged). Returns
+/// how many events it indexed.
+pub fn recover(tree: &sled::Tree, head: u64) -> Result<usize, LogError> {
+    let mut indexed = 0;
+    let mut done = Vec::new();
+    for kv in tree.scan_prefix(keys::PENDING_PREFIX) {
+        let (k, v) = kv?;
+        if keys::u64_of(&k[1..]) <= head {
+            let records = records(&k, &v)?;
+            apply(tree, &records)?;
+            indexed += records.len();
+        }
+        done.push(k);
+    }
+    if !done.is_empty() {
+        for k in done {
+            tree.remove(k)?;
+        }
+        tree.flush()?;
+    }
+    Ok(indexed)
+}
+
+/// How far the indexer has got: every group with seqs up to `done` has its keys in the tree.
+pub struct Progress {
+    state: Mutex<State>,
+    moved: Condvar,
+}
+
+struct State {
+    done: u64,
+    failed: Option<String>,
+}
+
+/// Longer than any group takes to index; a reader that waits this long finds the indexer
+/// stuck, and says so rather than hang.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+impl Progress {
+    pub fn new(done: u64) -> Progress {
+        Progress {
+            state: Mutex::new(State { done, failed: None }),
+            moved: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn done(&self) -> u64 {
+        self.lock().done
+    }
+
+    /// Why the indexer stopped, if it did.
+    pub fn failed(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+
+    fn advance(&self, seq: u64) {
+        self.lock().done = seq;
+        self.moved.notify_all();
+    }
+
+    fn fail(&self, why: String) {
+        self.lock().failed = Some(why);
+        self.moved.notify_all();
+    }
+
+    /// Returns once every entry up to `seq` is indexed. Under load this is at most the time
+    /// the indexer takes for one group; a reader that lags the head (the projector) rarely
+    /// waits at all.
+    pub fn wait_for(&self, seq: u64) -> Result<(), LogError> {
+        let state = self.lock();
+        let (state, timeout) = self
+            .moved
+            .wait_timeout_while(state, PATIENCE, |s| s.done < seq && s.failed.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = &state.failed {
+            return Err(LogError::Storage(format!(
+                "the log's indexer stopped: {why}"
+            )));
+        }
+        if timeout.timed_out() && state.done < seq {
+            return Err(LogError::Storage(format!(
+                "the log's index is still behind seq {seq} after {} s",
+                PATIENCE.as_secs()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One durable group for the indexer: its records, in seq order, never empty.
+pub struct Job(pub Vec<Indexed>);
+
+/// Groups the writer may hand over before it waits for the indexer: enough to ride out a
+/// slow group, few enough that the writer's [`Pending`] stays small.
+pub const QUEUE: usize = 8;
+
+/// The indexer thread's loop.
+pub struct Indexer {
+    pub tree: sled::Tree,
+    pub progress: Arc<Progress>,
+}
+
+impl Indexer {
+    pub fn run(self, jobs: mpsc::Receiver<Job>) {
+        for Job(records) in jobs {
+            let (first, last) = (records[0].1.seq, records[records.len() - 1].1.seq);
+            let indexed =
+                apply(&self.tree, &records).and_then(|()| remove_chunks(&self.tree, first, last));
+            match indexed {
+                Ok(()) => self.progress.advance(last),
+                Err(e) => {
+                    // The chunks stay, so opening the log again indexes this group.
+                    tracing::error!(error = %e, first, last, "log indexer stopped");
+                    self.progress.fail(e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What the writer has handed to the indexer and the indexer has not yet written: the
+/// writer's lookups of ids and versions look here before the tree.
+#[derive(Default)]
+pub struct Pending {
+    ids: HashMap<Uuid, IdRecord>,
+    versions: HashMap<Uuid, u64>,
+    groups: VecDeque<Vec<Indexed>>,
+}
+
+impl Pending {
+    pub fn add(&mut self, records: &[Indexed]) {
+        for (id, r) in records {
+            self.ids.insert(*id, *r);
+            self.versions.insert(r.young_person, r.version);
+        }
+        self.groups.push_back(records.to_vec());
+    }
+
+    /// Forgets the groups the indexer has written (all of whose seqs are at most `done`):
+    /// the tree answers for them now.
+    pub fn forget_through(&mut self, done: u64) {
+        while let Some(group) = self.groups.front() {
+            if group.last().is_some_and(|(_, r)| r.seq > done) {
+                break;
+            }
+            for (id, r) in self.groups.pop_front().into_iter().flatten() {
+                self.ids.remove(&id);
+                if self.versions.get(&r.young_person) == Some(&r.version) {
+                    self.versions.remove(&r.young_person);
+                }
+            }
+        }
+    }
+
+    pub fn id(&self, id: &Uuid) -> Option<&IdRecord> {
+        self.ids.get(id)
+    }
+
+    pub fn version(&self, young_person: &Uuid) -> Option<u64> {
+        self.versions.get(young_person).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64, version: u64, yp: u128) -> Indexed {
+        (
+            Uuid::from_u128(1000 + seq as u128),
+            IdRecord {
+                seq,
+                version,
+                young_person: Uuid::from_u128(yp),
+                digest: [seq as u8; 32],
+            },
+        )
+    }
+
+    /// A chunk reads back as the records written into it, and a group of more than one
+    /// chunk is keyed by the seq of each chunk's first record.
+    #[test]
+    fn chunks_read_back_and_are_keyed_by_their_first_seq() {
+        let group: Vec<_> = (10..10 + CHUNK as u64 + 3)
+            .map(|s| record(s, s, 7))
+            .collect();
+        let cut: Vec<_> = chunks(&group).collect();
+        assert_eq!(cut.len(), 2);
+        assert_eq!(cut[0].0, keys::pending(10));
+        assert_eq!(cut[1].0, keys::pending(10 + CHUNK as u64));
+        let back: Vec<_> = cut
+            .iter()
+            .flat_map(|(k, v)| records(k, v).unwrap())
+            .map(|(id, r)| (id, r.seq, r.version, r.young_person, r.digest))
+            .collect();
+        let want: Vec<_> = group
+            .iter()
+            .map(|(id, r)| (*id, r.seq, r.version, r.young_person, r.digest))
+            .collect();
+        assert_eq!(back, want);
+        assert!(records(&cut[0].0, &cut[0].1[..RECORD + 1]).is_err());
+    }
+
+    /// A reader waits until the indexer has passed what it needs, and no longer than until
+    /// the indexer stops, which it hears as an error.
+    #[test]
+    fn readers_wait_for_the_indexer_to_pass_their_entries() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let progress = Arc::new(Progress::new(4));
+        progress.wait_for(4).unwrap();
+        let advanced = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (progress, advanced) = (progress.clone(), advanced.clone());
+            std::thread::spawn(move || {
+                progress.wait_for(9).unwrap();
+                advanced.load(Ordering::SeqCst)
+            })
+        };
+        progress.advance(8);
+        advanced.store(true, Ordering::SeqCst);
+        progress.advance(9);
+        assert!(
+            waiter.join().unwrap(),
+            "returned before the indexer reached 9"
+        );
+
+        let stuck = {
+            let progress = progress.clone();
+            std::thread::spawn(move || progress.wait_for(10))
+        };
+        progress.fail("disk full".into());
+        let err = stuck.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("disk full"), "{err}");
+    }
+
+    /// Forgetting a group keeps a person's later pending version: only the version the
+    /// group itself set is dropped.
+    #[test]
+    fn pending_forgets_only_what_the_indexer_wrote() {
+        let mut p = Pending::default();
+        let first = vec![record(1, 1, 7), record(2, 1, 8)];
+        let second = vec![record(3, 2, 7)];
+        p.add(&first);
+        p.add(&second);
+        p.forget_through(2);
+        assert!(p.id(&first[0].0).is_none());
+        assert_eq!(p.version(&Uuid::from_u128(7)), Some(2));
+        assert_eq!(p.version(&Uuid::from_u128(8)), None);
+        assert_eq!(p.id(&second[0].0).map(|r| r.seq), Some(3));
+        p.forget_through(3);
+        assert_eq!(p.version(&Uuid::from_u128(7)), None);
+    }
+}
