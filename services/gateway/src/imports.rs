@@ -456,9 +456,20 @@ fn plan(
     Ok(plan)
 }
 
+/// Batches of an import in flight at once. One at a time, the log writer waited while the
+/// recorder validated the next batch and the recorder waited for the writer's fsync; two
+/// keep both busy, one per core.
+const IN_FLIGHT: usize = 2;
+
 /// Appends what an import planned, in order: registrations (as the agency; the exchange mints
 /// their ids), then identity links (the exchange's own), then the agency's events, which
 /// learn the minted ids. Returns how many registrations and links were new.
+///
+/// Registrations are independent of each other, so [`IN_FLIGHT`] batches of them go at once
+/// (their answers kept in order, for the minted ids). The events go in [`IN_FLIGHT`] lanes
+/// split by person, each lane one batch at a time: a person's events stay in the order
+/// planned (a destination before the NEET onset it implies), and no event concerns anyone
+/// but its own person.
 async fn append(
     state: &AppState,
     agency: &str,
@@ -473,10 +484,16 @@ async fn append(
             batch: true,
         })
     };
+    use futures::{StreamExt, TryStreamExt};
     let (mut registered, mut linked) = (0, 0);
     let mut minted = Vec::new();
-    for chunk in registrations.chunks(1000) {
-        let answers = submit(chunk).await.map_err(failed)?;
+    let answered: Vec<_> = futures::stream::iter(registrations.chunks(1000))
+        .map(submit)
+        .buffered(IN_FLIGHT)
+        .try_collect()
+        .await
+        .map_err(failed)?;
+    for answers in answered {
         registered += answers.iter().filter(|a| !a.duplicate).count();
         minted.extend(answers.iter().map(|a| a.young_person));
     }
@@ -484,19 +501,23 @@ async fn append(
         let answers = state.own.record_own(chunk).await.map_err(failed)?;
         linked += answers.iter().filter(|a| !a.duplicate).count();
     }
-    let events: Vec<Value> = events
-        .into_iter()
-        .map(|(who, mut e)| {
-            e["young_person"] = json!(match who {
-                Who::Known(yp) => yp,
-                Who::New(i) => minted[i],
-            });
-            e
-        })
-        .collect();
-    for chunk in events.chunks(1000) {
-        submit(chunk).await.map_err(failed)?;
+    let mut lanes: [Vec<Value>; IN_FLIGHT] = Default::default();
+    for (who, mut e) in events {
+        let yp = match who {
+            Who::Known(yp) => yp,
+            Who::New(i) => minted[i],
+        };
+        e["young_person"] = json!(yp);
+        lanes[(yp.as_u128() % IN_FLIGHT as u128) as usize].push(e);
     }
+    futures::future::try_join_all(lanes.iter().map(|lane| async move {
+        for chunk in lane.chunks(1000) {
+            submit(chunk).await?;
+        }
+        Ok(())
+    }))
+    .await
+    .map_err(failed)?;
     Ok((registered, linked))
 }
 

@@ -450,7 +450,15 @@ impl Writer {
                         .into(),
             });
         }
-        let (k, wrapped) = self.vault.new_key(yp).map_err(storage)?;
+        self.new_key(yp, stage)
+    }
+
+    /// A new key for a person being registered, staged with their first entry.
+    fn new_key(&self, yp: Uuid, stage: &mut Stage) -> Result<[u8; 32], AppendError> {
+        let (k, wrapped) = self
+            .vault
+            .new_key(yp)
+            .map_err(|e| AppendError::Storage(e.to_string()))?;
         stage.wrapped.push((vault::key(yp).to_vec(), wrapped));
         stage.keys.insert(yp, k);
         Ok(k)
@@ -485,12 +493,17 @@ impl Writer {
                 continue;
             }
             let registering = s.event_type == EventType::YoungPersonRegistered;
-            let yp = match (s.young_person, registering) {
-                (Some(yp), _) => yp,
-                (None, true) => Uuid::new_v4(),
+            let (yp, minted) = match (s.young_person, registering) {
+                (Some(yp), _) => (yp, false),
+                (None, true) => (mint(), true),
                 (None, false) => return Err(AppendError::UnknownPerson { index }),
             };
-            let current = self.version(yp, group, stage)?;
+            // A person minted here has nothing in the log yet: no version, no key to look up.
+            let current = if minted {
+                0
+            } else {
+                self.version(yp, group, stage)?
+            };
             if registering && current > 0 {
                 return Err(AppendError::Conflict {
                     index,
@@ -518,7 +531,11 @@ impl Writer {
             let data = if s.event_type == EventType::YoungPersonErased {
                 plain
             } else {
-                let key = self.person_key(yp, registering, index, group, stage)?;
+                let key = if minted {
+                    self.new_key(yp, stage)?
+                } else {
+                    self.person_key(yp, registering, index, group, stage)?
+                };
                 Vault::seal(&key, seq, &plain)
             };
             let record = Record {
@@ -557,6 +574,17 @@ impl Writer {
         }
         Ok(receipts)
     }
+}
+
+/// An exchange id for a person registered without one. Time-ordered (UUIDv7), so the keys a
+/// new person brings (their wrapped key, their stream, their projections) go in at the
+/// growing edge of each tree rather than at random places, which sled pays for in leaf
+/// copies and splits. The time it carries is the registration's, which the event records
+/// anyway. Ids minted by one process are ordered, and their random bits make a collision
+/// with a stored person (minted at another millisecond, or sent by an agency) vanishingly
+/// unlikely, which is why a minted person is not looked up.
+fn mint() -> Uuid {
+    Uuid::now_v7()
 }
 
 /// The idempotency digest: the source is part of it, so another agency reusing an id is a
@@ -599,6 +627,34 @@ mod tests {
         let (reply, mut answer) = oneshot::channel();
         w.commit_group(vec![Job { events, reply }]).unwrap();
         answer.try_recv().expect("answered")
+    }
+
+    /// People registered without an id get ids that sort in the order they were minted, so
+    /// their keys go in at the growing edge of each tree; and each is a new person.
+    #[test]
+    fn minted_people_are_new_and_in_minting_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let log = crate::Log::open(dir.path(), crate::LogOptions::default()).unwrap();
+        let registration = |id: u128| {
+            let data = pathway_core::samples::data(EventType::YoungPersonRegistered);
+            let e = json!({"id": Uuid::from_u128(id), "type": "young-person.registered",
+                "occurred_at": "2026-10-01T10:00:00Z", "data": data});
+            NewEvent {
+                submitted: pathway_core::envelope::validate(&e).expect("valid"),
+                source: "demo-la".into(),
+            }
+        };
+        let first = rt
+            .block_on(log.append((1..=3).map(registration).collect()))
+            .unwrap();
+        let later = rt.block_on(log.append(vec![registration(4)])).unwrap();
+        let ids: Vec<Uuid> = first.iter().chain(&later).map(|r| r.young_person).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert!(ids.iter().all(|id| id.get_version_num() == 7));
+        assert!(first.iter().chain(&later).all(|r| r.version == 1));
     }
 
     /// While the indexer lags, a person the writer no longer caches still has the version
