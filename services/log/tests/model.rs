@@ -490,15 +490,16 @@ fn race_event(id: Uuid, yp: Uuid, ty: &str, day: u64, data: serde_json::Value) -
     }
 }
 
+/// The registration of the race's person `n`.
+fn racer_registered(n: u128) -> NewEvent {
+    let data = pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered);
+    let id = Uuid::from_u128(0xD000 + n);
+    race_event(id, racer(n), "young-person.registered", 1, data)
+}
+
 /// The race's people, registered.
 fn racers_registered() -> Vec<NewEvent> {
-    (0..RACE_PEOPLE)
-        .map(|n| {
-            let data = pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered);
-            let id = Uuid::from_u128(0xD000 + n);
-            race_event(id, racer(n), "young-person.registered", 1, data)
-        })
-        .collect()
+    (0..RACE_PEOPLE).map(racer_registered).collect()
 }
 
 /// Id `k` is always about the same person; `variant` (the day it says it happened) makes a
@@ -601,18 +602,9 @@ fn a_group_cut_short_by_a_crash_is_removed_at_open() {
     // but whose head key did not move past 2: the crash
     let (dir, rt, log) = racing();
     let yp = racer(0);
-    let registered = pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered);
     let at_risk = |k: u64| send(k * RACE_PEOPLE as u64, 0);
     rt.block_on(async {
-        log.append(vec![race_event(
-            Uuid::from_u128(0xD000),
-            yp,
-            "young-person.registered",
-            1,
-            registered,
-        )])
-        .await
-        .unwrap();
+        log.append(vec![racer_registered(0)]).await.unwrap();
         log.append(vec![at_risk(0)]).await.unwrap();
         let lost = log.append(vec![at_risk(1), at_risk(2)]).await.unwrap();
         assert_eq!((lost[0].seq, lost[1].seq), (3, 4));
@@ -678,18 +670,9 @@ fn acknowledged_events_the_indexer_had_not_reached_are_indexed_at_open() {
     // Given a log whose last group (seqs 2 and 3) is durable but was never indexed
     let (dir, rt, log) = racing();
     let yp = racer(0);
-    let registered = pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered);
     let at_risk = |k: u64, variant: u64| send(k * RACE_PEOPLE as u64, variant);
     rt.block_on(async {
-        log.append(vec![race_event(
-            Uuid::from_u128(0xD000),
-            yp,
-            "young-person.registered",
-            1,
-            registered,
-        )])
-        .await
-        .unwrap();
+        log.append(vec![racer_registered(0)]).await.unwrap();
         let group = log
             .append(vec![at_risk(0, 0), at_risk(1, 0)])
             .await
