@@ -196,8 +196,21 @@ pub struct Indexer {
     pub progress: Arc<Progress>,
 }
 
+/// Tells readers the indexer is gone if its thread unwinds, so that none waits out its
+/// patience for a thread that will never move again.
+struct Unwinding<'a>(&'a Progress);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail("the indexer panicked".into());
+        }
+    }
+}
+
 impl Indexer {
     pub fn run(self, jobs: mpsc::Receiver<Job>) {
+        let _unwinding = Unwinding(&self.progress);
         for Job(records) in jobs {
             let (first, last) = (records[0].1.seq, records[records.len() - 1].1.seq);
             let indexed =
@@ -328,6 +341,22 @@ mod tests {
         progress.fail("disk full".into());
         let err = stuck.join().unwrap().unwrap_err().to_string();
         assert!(err.contains("disk full"), "{err}");
+    }
+
+    /// An indexer thread that panics leaves word of it, so readers stop waiting at once.
+    #[test]
+    fn a_panicking_indexer_fails_its_progress() {
+        let progress = Arc::new(Progress::new(0));
+        let thread = {
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                let _unwinding = Unwinding(&progress);
+                panic!("a bug in the indexer");
+            })
+        };
+        assert!(thread.join().is_err());
+        assert!(progress.wait_for(1).is_err());
+        assert!(progress.failed().is_some());
     }
 
     /// Forgetting a group keeps a person's later pending version: only the version the
