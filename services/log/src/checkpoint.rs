@@ -24,9 +24,7 @@ pub struct Checkpoint {
 pub const PREFIX: &[u8] = b"k";
 
 pub fn key(seq: u64) -> [u8; 9] {
-    let mut k = [b'k'; 9];
-    k[1..].copy_from_slice(&seq.to_be_bytes());
-    k
+    crate::keys::at_seq(b'k', seq)
 }
 
 /// What is signed: a domain tag, the position, and the entry hash.

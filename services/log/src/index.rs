@@ -183,8 +183,9 @@ impl Progress {
     }
 }
 
-/// One durable group for the indexer: its records, in seq order, never empty.
-pub struct Job(pub Vec<Indexed>);
+/// One durable group for the indexer: its records, in seq order, never empty. Shared with
+/// the writer's [`Pending`], which holds the same group until the indexer has written it.
+pub struct Job(pub Arc<[Indexed]>);
 
 /// Groups the writer may hand over before it waits for the indexer: enough to ride out a
 /// slow group, few enough that the writer's [`Pending`] stays small.
@@ -234,16 +235,16 @@ impl Indexer {
 pub struct Pending {
     ids: HashMap<Uuid, IdRecord>,
     versions: HashMap<Uuid, u64>,
-    groups: VecDeque<Vec<Indexed>>,
+    groups: VecDeque<Arc<[Indexed]>>,
 }
 
 impl Pending {
-    pub fn add(&mut self, records: &[Indexed]) {
-        for (id, r) in records {
+    pub fn add(&mut self, records: Arc<[Indexed]>) {
+        for (id, r) in records.iter() {
             self.ids.insert(*id, *r);
             self.versions.insert(r.young_person, r.version);
         }
-        self.groups.push_back(records.to_vec());
+        self.groups.push_back(records);
     }
 
     /// Forgets the groups the indexer has written (all of whose seqs are at most `done`):
@@ -253,8 +254,8 @@ impl Pending {
             if group.last().is_some_and(|(_, r)| r.seq > done) {
                 break;
             }
-            for (id, r) in self.groups.pop_front().into_iter().flatten() {
-                self.ids.remove(&id);
+            for (id, r) in self.groups.pop_front().iter().flat_map(|g| g.iter()) {
+                self.ids.remove(id);
                 if self.versions.get(&r.young_person) == Some(&r.version) {
                     self.versions.remove(&r.young_person);
                 }
@@ -366,8 +367,8 @@ mod tests {
         let mut p = Pending::default();
         let first = vec![record(1, 1, 7), record(2, 1, 8)];
         let second = vec![record(3, 2, 7)];
-        p.add(&first);
-        p.add(&second);
+        p.add(first.clone().into());
+        p.add(second.clone().into());
         p.forget_through(2);
         assert!(p.id(&first[0].0).is_none());
         assert_eq!(p.version(&Uuid::from_u128(7)), Some(2));

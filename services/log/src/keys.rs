@@ -10,10 +10,15 @@
 
 use uuid::Uuid;
 
-pub fn entry(seq: u64) -> [u8; 9] {
-    let mut k = [b'e'; 9];
+/// A one-byte prefix and a sequence number: the shape of every key the log orders by seq.
+pub(crate) fn at_seq(prefix: u8, seq: u64) -> [u8; 9] {
+    let mut k = [prefix; 9];
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+pub fn entry(seq: u64) -> [u8; 9] {
+    at_seq(b'e', seq)
 }
 
 pub const ENTRY_PREFIX: &[u8] = b"e";
@@ -23,9 +28,7 @@ pub const HEAD: &[u8] = b"h";
 pub const PENDING_PREFIX: &[u8] = b"x";
 
 pub fn pending(first: u64) -> [u8; 9] {
-    let mut k = [b'x'; 9];
-    k[1..].copy_from_slice(&first.to_be_bytes());
-    k
+    at_seq(b'x', first)
 }
 
 pub fn id(id: Uuid) -> [u8; 17] {

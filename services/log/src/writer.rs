@@ -54,13 +54,15 @@ pub(crate) struct Head {
 impl Head {
     /// Where the log ends, with the end made whole.
     ///
-    /// A group writes key by key (see [`Writer::write`]): its person keys, its runs,
-    /// its id and stream keys, and last the head key. sled recovers a prefix of what was
-    /// written, so after a crash mid-group the head key names the last whole group, and
-    /// what the cut-short group wrote past it is removed here: its runs, and the id and
-    /// stream keys of their entries. None of it was acknowledged. A person key it wrote for
-    /// a registration stays; it opens nothing in the log. A log from before the head key
-    /// (every group one sled batch) ends at its last run, and gets its head key now.
+    /// A group writes key by key (see [`Writer::write`]): its person keys, its runs, its
+    /// `x` index chunks, and last the head key. sled recovers a prefix of what was written,
+    /// so after a crash mid-group the head key names the last whole group, and its runs
+    /// past the head are removed here (its chunks past the head go in [`index::recover`]).
+    /// None of it was acknowledged. Id and stream keys pointing into those runs exist only
+    /// in logs written before the indexer, when a group wrote them itself; they go too. A
+    /// person key it wrote for a registration stays; it opens nothing in the log. A log
+    /// from before the head key (every group one sled batch) ends at its last run, and gets
+    /// its head key now.
     pub fn recover(tree: &sled::Tree) -> Result<Head, LogError> {
         let Some(head) = tree.get(keys::HEAD)?.map(|v| keys::u64_of(&v)) else {
             let head = Head::at_last_run(tree)?;
@@ -333,17 +335,18 @@ impl Writer {
             }
             self.versions.extend(group.versions);
             self.vault.remember(group.keys);
-            self.pending.add(&group.index);
             self.durable.send_replace(group.seq);
         }
         for (reply, answer) in answers {
             let _ = reply.send(answer);
         }
         if !group.index.is_empty() {
+            let index: Arc<[Indexed]> = group.index.into();
+            self.pending.add(index.clone());
             // Blocks while the indexer is `index::QUEUE` groups behind: the writer's
             // pending memory stays bounded, and readers never wait long.
             let handed = match &self.indexer {
-                Some((jobs, _)) => jobs.send(index::Job(group.index)).is_ok(),
+                Some((jobs, _)) => jobs.send(index::Job(index)).is_ok(),
                 None => false,
             };
             if !handed {

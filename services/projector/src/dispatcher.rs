@@ -223,8 +223,8 @@ impl<'t> Pending<'t> {
         Ok(self.purges.get_mut(&key).expect("loaded"))
     }
 
-    fn batch(self) -> Result<Writes, ProjectionError> {
-        let mut batch = Writes::default();
+    fn writes(self) -> Result<Writes, ProjectionError> {
+        let mut writes = Writes::default();
         // Registry values (the people under one digest) are read once per step, changed in
         // memory and written at its end, so two people sharing an identifier in one step both
         // stay listed.
@@ -260,7 +260,7 @@ impl<'t> Pending<'t> {
                     stored.extend_from_slice(k);
                 }
             }
-            batch.insert(list, stored);
+            writes.insert(list, stored);
         }
         for yp in &self.erased {
             let list = store::registry_list(*yp);
@@ -271,24 +271,24 @@ impl<'t> Pending<'t> {
                 }
             }
             for kv in self.tree.scan_prefix(store::latest_destinations(*yp)) {
-                batch.remove(kv?.0);
+                writes.remove(kv?.0);
             }
         }
         for (k, people) in registry {
             if people.is_empty() {
-                batch.remove(k);
+                writes.remove(k);
             } else {
-                batch.insert(k, people.encode());
+                writes.insert(k, people.encode());
             }
         }
         // Only once the registry keys no longer name them: a list removed first, then a
         // crash, would leave keys that erasure projected again could not find.
         for yp in &self.erased {
-            batch.remove(store::registry_list(*yp));
+            writes.remove(store::registry_list(*yp));
         }
         for ((yp, agency), digest) in &self.destinations {
             if !self.erased.contains(yp) {
-                batch.insert(store::latest_destination(*yp, agency), digest.as_slice());
+                writes.insert(store::latest_destination(*yp, agency), digest.as_slice());
             }
         }
         let runs = self
@@ -297,18 +297,18 @@ impl<'t> Pending<'t> {
             .chain(self.open_feed.into_values())
             .chain(self.open_disclosures);
         for OpenRun { key, run } in runs {
-            batch.insert(key, run.finish());
+            writes.insert(key, run.finish());
         }
         for (k, purges) in self.purges {
-            batch.insert(k, store::encode(&purges));
+            writes.insert(k, store::encode(&purges));
         }
         for (k, review) in self.reviews {
             match review {
-                Some(seq) => batch.insert(k, &seq.to_be_bytes()[..]),
-                None => batch.remove(k),
+                Some(seq) => writes.insert(k, &seq.to_be_bytes()[..]),
+                None => writes.remove(k),
             }
         }
-        Ok(batch)
+        Ok(writes)
     }
 }
 
@@ -558,7 +558,7 @@ impl Projector {
                 }
             }
         }
-        pending.batch()?.apply(&inner.tree)?;
+        pending.writes()?.apply(&inner.tree)?;
         // Last: a crash before it leaves a step that the next open clears and projects again.
         inner
             .tree
