@@ -7,6 +7,7 @@
 //! - [`keys`]: the key space inside the single sled tree.
 //! - `runs`: how a group's entries share one key.
 //! - [`writer`]: the one thread that appends, with group commit.
+//! - `disk`: what makes a flush durable (sled's own stops short of it).
 //! - [`index`]: the thread behind it that writes each event's id and stream keys.
 //! - [`verify`]: recomputing the chain.
 //!
@@ -16,6 +17,7 @@
 //! written and on opening the log removing whatever lies past the head.
 
 pub mod checkpoint;
+mod disk;
 mod error;
 mod index;
 mod keys;
@@ -113,7 +115,7 @@ pub struct Log {
 }
 
 struct Inner {
-    db: sled::Db,
+    disk: Arc<disk::Disk>,
     tree: sled::Tree,
     jobs: Option<mpsc::SyncSender<writer::Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -161,12 +163,13 @@ impl Log {
         let (jobs, rx) = mpsc::sync_channel(4096);
         let clock = options.clock;
         let people_cached = options.people_cached.max(1);
+        let disk = Arc::new(disk::Disk::open(db.clone(), dir)?);
         let vault = Arc::new(vault::Vault::open(dir, tree.clone(), people_cached)?);
-        vault.recover(&db)?;
+        vault.recover(&disk)?;
         let indexed = Arc::new(index::Progress::new(head.seq));
         let w = writer::Writer::new(
             writer::Parts {
-                db: db.clone(),
+                disk: disk.clone(),
                 tree: tree.clone(),
                 clock: clock.clone(),
                 durable: durable_tx,
@@ -182,7 +185,7 @@ impl Log {
             .map_err(|e| LogError::Storage(e.to_string()))?;
         Ok(Log {
             inner: Arc::new(Inner {
-                db,
+                disk,
                 tree,
                 jobs: Some(jobs),
                 thread: Some(thread),
@@ -238,7 +241,7 @@ impl Log {
     /// unreadable, for good. The caller appends `young-person.erased` first. Returns whether
     /// they had a key.
     pub fn shred(&self, young_person: Uuid) -> Result<bool, LogError> {
-        self.inner.vault.shred(young_person, &self.inner.db)
+        self.inner.vault.shred(young_person, &self.inner.disk)
     }
 
     /// The log's clock: what stamps `recorded_at`, so that anything else asking "what day is
@@ -394,14 +397,13 @@ impl Log {
             checkpoint::key(head),
             serde_json::to_vec(&cp).expect("checkpoints serialise"),
         )?;
-        self.inner.db.flush()?;
+        self.inner.disk.flush()?;
         Ok(Some(cp))
     }
 
-    /// Flushes sled's buffers (appends already flush; this is for orderly shutdown).
+    /// Flushes sled's buffers durably (appends already do; this is for orderly shutdown).
     pub fn flush(&self) -> Result<(), LogError> {
-        self.inner.db.flush()?;
-        Ok(())
+        self.inner.disk.flush()
     }
 }
 

@@ -15,6 +15,7 @@
 //! removed. The erased person's wrapped key may linger in sled's files, but nothing that can
 //! unwrap it does.
 
+use crate::disk::Disk;
 use crate::error::LogError;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -245,23 +246,25 @@ impl Vault {
     /// Destroys a person's key: their sealed data becomes unreadable for good. Every other
     /// key is re-wrapped under a fresh master, and the old master is destroyed, so the old
     /// wrapped bytes sled may still hold are useless. Returns whether there was a key.
-    pub fn shred(&self, yp: Uuid, db: &sled::Db) -> Result<bool, LogError> {
+    pub(crate) fn shred(&self, yp: Uuid, disk: &Disk) -> Result<bool, LogError> {
         let mut state = self.state.lock().expect("vault lock");
         let existed = self.tree.remove(key(yp))?.is_some();
-        db.flush()?;
+        disk.flush()?;
         self.cache.write().expect("vault cache").remove(&yp);
         let next = state.current + 1;
         let fresh = random32(&self.rng)?;
         write_secret(&master_path(&self.dir, next), &fresh)?;
         state.masters.insert(next, fresh);
         state.current = next;
-        self.settle(&mut state, db)?;
+        self.settle(&mut state, disk)?;
         Ok(existed)
     }
 
     /// Re-wraps every person key under the current master and destroys the older masters.
-    /// Also run at open, to finish a rotation a crash interrupted.
-    fn settle(&self, state: &mut State, db: &sled::Db) -> Result<(), LogError> {
+    /// Also run at open, to finish a rotation a crash interrupted. The re-wrapped keys are
+    /// made durable before any master goes: otherwise a power cut could leave every key
+    /// wrapped only under a destroyed master.
+    fn settle(&self, state: &mut State, disk: &Disk) -> Result<(), LogError> {
         let old: Vec<u32> = state
             .masters
             .keys()
@@ -280,7 +283,7 @@ impl Vault {
             batch.insert(k, Vault::wrap(&self.rng, state, person, &key)?);
         }
         self.tree.apply_batch(batch)?;
-        db.flush()?;
+        disk.flush()?;
         for epoch in old {
             state.masters.remove(&epoch);
             destroy(&master_path(&self.dir, epoch))?;
@@ -289,9 +292,9 @@ impl Vault {
     }
 
     /// Finishes any rotation a crash interrupted.
-    pub fn recover(&self, db: &sled::Db) -> Result<(), LogError> {
+    pub(crate) fn recover(&self, disk: &Disk) -> Result<(), LogError> {
         let mut state = self.state.lock().expect("vault lock");
-        self.settle(&mut state, db)
+        self.settle(&mut state, disk)
     }
 }
 

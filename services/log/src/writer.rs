@@ -7,6 +7,7 @@
 //! many callers. The group's id and stream keys are left to the indexer thread
 //! ([`crate::index`]).
 
+use crate::disk::Disk;
 use crate::error::{AppendError, LogError};
 use crate::index::{self, Indexed, Pending, Progress};
 use crate::keys::{self, IdRecord};
@@ -163,7 +164,7 @@ impl Head {
 const GROUP_LIMIT: usize = 1024;
 
 pub(crate) struct Writer {
-    db: sled::Db,
+    disk: Arc<Disk>,
     tree: sled::Tree,
     head: Head,
     clock: Clock,
@@ -197,7 +198,7 @@ struct Stage {
 /// What the writer shares with the rest of the log: its store, clock, vault and the
 /// indexer's progress.
 pub(crate) struct Parts {
-    pub db: sled::Db,
+    pub disk: Arc<Disk>,
     pub tree: sled::Tree,
     pub clock: Clock,
     pub durable: watch::Sender<u64>,
@@ -228,7 +229,7 @@ impl Writer {
         thread: std::thread::JoinHandle<()>,
     ) -> Writer {
         Writer {
-            db: parts.db,
+            disk: parts.disk,
             tree: parts.tree,
             head,
             clock: parts.clock,
@@ -322,7 +323,7 @@ impl Writer {
                 for (reply, _) in answers {
                     let _ = reply.send(Err(AppendError::Storage(e.to_string())));
                 }
-                return Err(e.into());
+                return Err(e);
             }
             self.head = Head {
                 seq: group.seq,
@@ -358,7 +359,8 @@ impl Writer {
 
     /// Writes a group key by key, in an order a crash can cut anywhere: person keys (so no
     /// entry is ever without its key), runs, the `x` chunks of its index, and the head key
-    /// last ([`Head::recover`] removes whatever a cut left past the head). Then one flush.
+    /// last ([`Head::recover`] removes whatever a cut left past the head). Then one flush,
+    /// made durable by [`Disk::flush`].
     /// The id and stream keys come later, from the indexer; a crash before it writes them
     /// leaves the chunks, which opening the log indexes ([`index::recover`]).
     ///
@@ -367,7 +369,7 @@ impl Writer {
     /// every database in it (the projector's and every reader's) while a group of a
     /// thousand events goes in. Readers need no batch to stay consistent: they read up to
     /// the durable head, which moves only after the flush.
-    fn write(&self, group: &Stage) -> sled::Result<()> {
+    fn write(&self, group: &Stage) -> Result<(), LogError> {
         for (k, v) in &group.wrapped {
             self.tree.insert(&k[..], &v[..])?;
         }
@@ -380,8 +382,7 @@ impl Writer {
             self.tree.insert(k, v)?;
         }
         self.tree.insert(keys::HEAD, &group.seq.to_be_bytes()[..])?;
-        self.db.flush()?;
-        Ok(())
+        self.disk.flush()
     }
 
     fn stored_id(
@@ -606,6 +607,9 @@ fn digest(source: &str, canonical: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::Mutex;
+
+    const PEOPLE: usize = crate::PEOPLE_CACHED;
 
     /// An event from `demo-la`; about no one (for a registration whose id the log mints)
     /// when `yp` is `None`.
@@ -657,6 +661,101 @@ mod tests {
         assert!(first.iter().chain(&later).all(|r| r.version == 1));
     }
 
+    /// A writer on a fresh store whose device sync is `sync` and whose indexer takes its
+    /// groups but writes nothing, remembering `people_cached` people's versions at most.
+    fn writer(
+        people_cached: usize,
+        sync: Box<dyn Fn() -> std::io::Result<()> + Send + Sync>,
+    ) -> (Writer, sled::Tree, watch::Receiver<u64>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let tree = db.open_tree("log").unwrap();
+        let vault = Arc::new(Vault::open(dir.path(), tree.clone(), people_cached).unwrap());
+        let (durable, watch) = watch::channel(0);
+        let (jobs, rx) = mpsc::sync_channel(64);
+        let idle = std::thread::spawn(move || rx.iter().for_each(drop));
+        let parts = Parts {
+            disk: Arc::new(Disk::with_sync(db, sync)),
+            tree: tree.clone(),
+            clock: Arc::new(time::OffsetDateTime::now_utc),
+            durable,
+            vault,
+            people_cached,
+            progress: Arc::new(Progress::new(0)),
+        };
+        let head = Head {
+            seq: 0,
+            hash: GENESIS,
+        };
+        let w = Writer::with_indexer(parts, head, jobs, idle);
+        (w, tree, watch, dir)
+    }
+
+    /// sled's flush stops short of the device (see `disk`): no one hears "accepted", and
+    /// the durable head does not move, until the device sync after it has returned.
+    #[test]
+    fn nothing_is_answered_before_the_device_sync_returns() {
+        // Given a writer whose device sync says when it starts and waits to be let go
+        let (entered_tx, entered) = mpsc::channel::<()>();
+        let (release, released) = mpsc::channel::<()>();
+        let (entered_tx, released) = (Mutex::new(entered_tx), Mutex::new(released));
+        let sync = Box::new(move || {
+            entered_tx.lock().unwrap().send(()).unwrap();
+            released.lock().unwrap().recv().unwrap();
+            Ok(())
+        });
+        let (w, tree, durable, _dir) = writer(PEOPLE, sync);
+        let (jobs, rx) = mpsc::sync_channel(8);
+        let thread = std::thread::spawn(move || w.run(rx));
+
+        // When an append reaches the device sync
+        let (reply, mut answer) = oneshot::channel();
+        let events = vec![event(1, None, "young-person.registered", None)];
+        jobs.send(Job { events, reply }).unwrap();
+        entered
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the writer syncs the device");
+
+        // Then its entry is written, but it is not answered and not yet durable
+        assert!(tree.get(keys::entry(1)).unwrap().is_some(), "flushed first");
+        assert!(matches!(
+            answer.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        assert_eq!(*durable.borrow(), 0);
+
+        // And once the sync returns, it is
+        release.send(()).unwrap();
+        let receipts = answer.blocking_recv().unwrap().expect("accepted");
+        assert_eq!(receipts[0].seq, 1);
+        assert_eq!(*durable.borrow(), 1);
+        drop(jobs);
+        thread.join().unwrap();
+    }
+
+    /// A device sync that fails stops the writer: what reached the disk is unknowable, so
+    /// the append is refused, and so is everything after it.
+    #[test]
+    fn a_failed_device_sync_refuses_the_append_and_stops_the_writer() {
+        let sync = Box::new(|| Err(std::io::Error::other("EIO")));
+        let (w, _tree, durable, _dir) = writer(PEOPLE, sync);
+        let (jobs, rx) = mpsc::sync_channel(8);
+        let thread = std::thread::spawn(move || w.run(rx));
+        let (reply, answer) = oneshot::channel();
+        let events = vec![event(1, None, "young-person.registered", None)];
+        jobs.send(Job { events, reply }).unwrap();
+        let refused = answer.blocking_recv().unwrap().expect_err("refused");
+        assert!(matches!(&refused, AppendError::Storage(why) if why.contains("EIO")));
+        thread.join().unwrap();
+        assert_eq!(*durable.borrow(), 0);
+        let (reply, _answer) = oneshot::channel();
+        let events = vec![event(2, None, "young-person.registered", None)];
+        assert!(
+            jobs.send(Job { events, reply }).is_err(),
+            "the writer is gone"
+        );
+    }
+
     /// While the indexer lags, a person the writer no longer caches still has the version
     /// of their last (unindexed) event, and an id in no cache is still a repeat: the writer
     /// asks what it has handed to the indexer before it asks the store.
@@ -664,27 +763,7 @@ mod tests {
     fn a_lagging_indexer_hides_no_version_and_no_id_from_the_writer() {
         // Given a writer whose indexer takes its groups but writes nothing, remembering one
         // person's version at most
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let tree = db.open_tree("log").unwrap();
-        let vault = Arc::new(Vault::open(dir.path(), tree.clone(), 1).unwrap());
-        let (durable, _watch) = watch::channel(0);
-        let (jobs, rx) = mpsc::sync_channel(64);
-        let idle = std::thread::spawn(move || rx.iter().for_each(drop));
-        let parts = Parts {
-            db: db.clone(),
-            tree: tree.clone(),
-            clock: Arc::new(time::OffsetDateTime::now_utc),
-            durable,
-            vault,
-            people_cached: 1,
-            progress: Arc::new(Progress::new(0)),
-        };
-        let head = Head {
-            seq: 0,
-            hash: GENESIS,
-        };
-        let mut w = Writer::with_indexer(parts, head, jobs, idle);
+        let (mut w, tree, _durable, _dir) = writer(1, Box::new(|| Ok(())));
         let (p, q) = (Uuid::from_u128(1), Uuid::from_u128(2));
         append(
             &mut w,
