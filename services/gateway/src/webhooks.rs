@@ -73,7 +73,8 @@ impl Hook {
 pub struct Webhooks {
     hooks: sled::Tree,
     dead: sled::Tree,
-    db: sled::Db,
+    /// Flushed durably once a registration is answered.
+    db: pathway_log::Disk,
     projector: Projector,
     client: reqwest::Client,
     /// The first retry's delay; doubled on each failure.
@@ -121,12 +122,12 @@ impl Webhooks {
         dir: &std::path::Path,
         projector: Projector,
         backoff: Duration,
-    ) -> Result<Webhooks, sled::Error> {
+    ) -> Result<Webhooks, pathway_log::LogError> {
         let db = pathway_log::open_sled(&sled::Config::new().path(dir).cache_capacity(8 << 20))?;
         Ok(Webhooks {
             hooks: db.open_tree("hooks")?,
             dead: db.open_tree("dead")?,
-            db,
+            db: pathway_log::Disk::open(db, dir)?,
             projector,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))

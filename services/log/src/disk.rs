@@ -17,7 +17,9 @@ const SLED_FILE: &str = "db";
 
 type DeviceSync = Box<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
-pub(crate) struct Disk {
+/// A sled database whose flush is durable. The log's own; public so that other stores whose
+/// answers promise durability (webhook registrations) get the same.
+pub struct Disk {
     db: sled::Db,
     sync: DeviceSync,
 }
@@ -46,7 +48,7 @@ impl Disk {
 
     /// A disk whose device sync is `sync`: tests hold it to see that nothing is answered
     /// before it returns.
-    pub fn with_sync(db: sled::Db, sync: DeviceSync) -> Disk {
+    pub(crate) fn with_sync(db: sled::Db, sync: DeviceSync) -> Disk {
         Disk { db, sync }
     }
 

@@ -28,6 +28,7 @@ mod verify;
 mod writer;
 
 pub use checkpoint::Checkpoint;
+pub use disk::Disk;
 pub use error::{AppendError, LogError};
 pub use record::{Entry, Record};
 pub use verify::{VerifyError, VerifyReport};
