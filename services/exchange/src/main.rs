@@ -368,7 +368,7 @@ fn main() -> anyhow::Result<()> {
             let updated = format!("{}{entry}", text.trim_end_matches('\n').to_owned() + "\n");
             // The whole file must still be a valid configuration before it is written.
             config::parse(&updated, &config.display().to_string())?;
-            std::fs::write(&config, updated)?;
+            config::replace(&config, &updated)?;
             println!("{token}");
             eprintln!("issued a {role} token for {user}; it is shown once, keep it safe");
             Ok(())
@@ -379,7 +379,7 @@ fn main() -> anyhow::Result<()> {
             let updated = config::without_user(&text, &user)
                 .with_context(|| format!("{} has no user {user:?}", config.display()))?;
             config::parse(&updated, &config.display().to_string())?;
-            std::fs::write(&config, updated)?;
+            config::replace(&config, &updated)?;
             eprintln!("revoked every token of {user}; restart the service for it to take effect");
             Ok(())
         }
