@@ -240,7 +240,9 @@ impl Vault {
         let plain = aead(key)
             .open_in_place(nonce(seq), Aad::from(seq.to_be_bytes()), &mut sealed)
             .ok()?;
-        RawValue::from_string(String::from_utf8(plain.to_vec()).ok()?).ok()
+        let len = plain.len();
+        sealed.truncate(len);
+        RawValue::from_string(String::from_utf8(sealed).ok()?).ok()
     }
 
     /// Destroys a person's key: their sealed data becomes unreadable for good. Every other
@@ -300,25 +302,29 @@ impl Vault {
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/// Base64 (standard, padded): the sealed data is a JSON string.
+/// Base64 (standard, padded): the sealed data is a JSON string. Every append seals and
+/// every read of the log opens, so both directions work a whole group of four characters
+/// at a time, byte pushes rather than slice copies.
 fn encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+    let sextet = |n: u32, shift: u32| ALPHABET[(n >> shift & 63) as usize];
+    let mut chunks = bytes.chunks_exact(3);
+    for c in &mut chunks {
+        let n = (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]);
+        out.extend([sextet(n, 18), sextet(n, 12), sextet(n, 6), sextet(n, 0)]);
     }
-    out
+    match *chunks.remainder() {
+        [a] => {
+            let n = u32::from(a) << 16;
+            out.extend([sextet(n, 18), sextet(n, 12), b'=', b'=']);
+        }
+        [a, b] => {
+            let n = (u32::from(a) << 16) | (u32::from(b) << 8);
+            out.extend([sextet(n, 18), sextet(n, 12), sextet(n, 6), b'=']);
+        }
+        _ => {}
+    }
+    String::from_utf8(out).expect("the alphabet is ASCII")
 }
 
 /// Each byte's value in [`ALPHABET`], or 255.
@@ -332,25 +338,44 @@ const VALUES: [u8; 256] = {
     t
 };
 
+/// The inverse of [`encode`]; `None` for anything it would not have written (a character
+/// off the alphabet, a length not a multiple of four, padding anywhere but the end).
 fn decode(s: &str) -> Option<Vec<u8>> {
     let s = s.as_bytes();
     if !s.len().is_multiple_of(4) {
         return None;
     }
-    let value = |c: u8| match VALUES[c as usize] {
-        255 => None,
-        v => Some(u32::from(v)),
+    let Some(last) = s.len().checked_sub(4) else {
+        return Some(Vec::new());
     };
+    let (body, tail) = s.split_at(last);
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    for chunk in s.chunks(4) {
-        let pad = chunk.iter().rev().take_while(|c| **c == b'=').count();
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            let v = if i >= 4 - pad { 0 } else { value(*c)? };
-            n |= v << (18 - 6 * i);
+    // Four values OR-ed together are below 64 only if every one is on the alphabet.
+    let group = |c: &[u8]| {
+        let v = [c[0], c[1], c[2], c[3]].map(|c| VALUES[c as usize]);
+        let n = (u32::from(v[0]) << 18)
+            | (u32::from(v[1]) << 12)
+            | (u32::from(v[2]) << 6)
+            | u32::from(v[3]);
+        ((v[0] | v[1] | v[2] | v[3]) < 64).then_some(n)
+    };
+    for c in body.chunks_exact(4) {
+        let n = group(c)?;
+        out.extend([(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+    }
+    match tail {
+        [a, b, b'=', b'='] => {
+            let n = group(&[*a, *b, b'A', b'A'])?;
+            out.push((n >> 16) as u8);
         }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
+        [a, b, c, b'='] => {
+            let n = group(&[*a, *b, *c, b'A'])?;
+            out.extend([(n >> 16) as u8, (n >> 8) as u8]);
+        }
+        _ => {
+            let n = group(tail)?;
+            out.extend([(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        }
     }
     Some(out)
 }
@@ -367,6 +392,17 @@ mod tests {
         }
         assert_eq!(encode(b"Man"), "TWFu");
         assert_eq!(encode(b"Ma"), "TWE=");
+        assert_eq!(encode(b"M"), "TQ==");
+        assert_eq!(encode(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn base64_refuses_what_encode_never_writes() {
+        for bad in ["TWF", "TW=u", "TQ==TWFu", "TWE*", "=AAA", "T-Fu"] {
+            assert_eq!(decode(bad), None, "{bad}");
+        }
+        assert_eq!(decode("").unwrap(), b"");
+        assert_eq!(decode("+/8=").unwrap(), [0xfb, 0xff]);
     }
 
     #[test]
