@@ -3,7 +3,7 @@
 /// jemalloc, not the system's malloc. Every append and every projection step allocates on
 /// one thread and frees on another (the HTTP workers, the log writer, its indexer, sled's
 /// own threads), which glibc's per-thread arenas handle badly: its `malloc`/`free` were a
-/// quarter of a profile. Measured (BENCHMARKS.md, session 9): 1.3-1.5x on single-event,
+/// quarter of a profile. Measured (BENCHMARKS.md, session 9): 1.3-1.6x on single-event,
 /// batched and import throughput, and no more memory.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]

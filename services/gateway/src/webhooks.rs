@@ -74,7 +74,7 @@ pub struct Webhooks {
     hooks: sled::Tree,
     dead: sled::Tree,
     /// Flushed durably once a registration is answered.
-    db: pathway_log::Disk,
+    disk: pathway_log::Disk,
     projector: Projector,
     client: reqwest::Client,
     /// The first retry's delay; doubled on each failure.
@@ -127,7 +127,7 @@ impl Webhooks {
         Ok(Webhooks {
             hooks: db.open_tree("hooks")?,
             dead: db.open_tree("dead")?,
-            db: pathway_log::Disk::open(db, dir)?,
+            disk: pathway_log::Disk::open(db, dir)?,
             projector,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -195,7 +195,7 @@ impl Webhooks {
             last_error: None,
         };
         self.save(&hook)?;
-        self.db.flush().map_err(internal)?;
+        self.disk.flush().map_err(internal)?;
         let mut answer = hook.public();
         answer["secret"] = json!(hook.secret);
         Ok(answer)

@@ -25,14 +25,14 @@ pub struct Disk {
 }
 
 impl Disk {
-    /// The log's database in `dir`, with a handle to its file. Fails, rather than running
+    /// The database in `dir`, with a handle to its file. Fails, rather than running
     /// without durability, if the file is not where sled 0.34 puts it (a sled upgrade that
     /// moved it must be looked at again).
     pub fn open(db: sled::Db, dir: &Path) -> Result<Disk, LogError> {
         let path = dir.join(SLED_FILE);
         let file = File::open(&path).map_err(|e| {
             LogError::Storage(format!(
-                "cannot open {} to make the log's writes durable: {e}",
+                "cannot open {} to make its writes durable: {e}",
                 path.display()
             ))
         })?;
@@ -55,7 +55,7 @@ impl Disk {
     /// Flushes sled's buffers and makes them durable.
     pub fn flush(&self) -> Result<(), LogError> {
         self.db.flush()?;
-        (self.sync)().map_err(|e| LogError::Storage(format!("cannot fdatasync the log: {e}")))
+        (self.sync)().map_err(|e| LogError::Storage(format!("cannot fdatasync: {e}")))
     }
 }
 
