@@ -1,48 +1,49 @@
-//! The per-event index (the `i` id keys and `s` stream keys), written behind the writer.
+//! The per-event index behind the writer: each event's stream key (`s`) and its id in the
+//! id index ([`crate::ids`]).
 //!
-//! Each new event needs two keys at random places in a large tree, and sled 0.34 copies a
-//! leaf for every insert and an index node for every split: those inserts were most of the
-//! writer's time, on the one thread every append waits for. So the writer stores a group's
-//! index as a few keys at the log's right edge (`x` chunks, durable with the group's
-//! entries before anyone is answered) and hands the group to the indexer thread, which
-//! inserts the `i` and `s` keys on the other core and then removes the chunks.
+//! Each new event needs a stream key at a random place in a large tree, and sled 0.34
+//! copies a leaf for every insert and an index node for every split: those inserts were
+//! most of the writer's time, on the one thread every append waits for. So the writer
+//! stores a group's id records as a few keys at the log's right edge (`x` chunks, durable
+//! with the group's entries before anyone is answered) and hands the group to the indexer
+//! thread, which inserts the stream keys on the other core, and every
+//! [`crate::LogOptions::ids_per_run`] ids seals them into a run of the id index, which
+//! then removes their chunks. The `log-merger` thread merges runs.
 //!
-//! Until a group is indexed, its events are known from memory: the writer keeps their ids
-//! and versions ([`Pending`]), and readers of a person's stream wait for the indexer to pass
-//! the entries they need ([`Progress::wait_for`]). After a crash, opening the log indexes
-//! whatever chunks are left ([`recover`]); the chunks are what makes that possible, since an
-//! id record's body digest cannot be recomputed from the stored entry.
+//! Until a group's stream keys are written, its versions are known from memory: the
+//! writer keeps them ([`Pending`]), and readers of a person's stream wait for the indexer
+//! to pass the entries they need ([`Progress::wait_for`]). Ids are in the id index's memory
+//! from the moment the group is durable. After a crash or a stop, opening the log writes
+//! whatever stream keys the chunks left show missing and gives their ids back to the index
+//! ([`recover`]); the chunks are what makes that possible, since an id record's body
+//! digest cannot be recomputed from the stored entry.
 //!
 //! # Layout
 //! - [`chunks`]: a group's id records cut into `x` values; [`records`] reads one back.
-//! - [`Indexer`]: the thread, and [`Progress`], how far it has got.
-//! - [`Pending`]: the writer's memory of what the indexer has not yet written.
+//! - [`Indexer`]: the thread, and [`Progress`], how far it has got; [`Merger`], the
+//!   merging thread.
+//! - [`Pending`]: the writer's memory of versions the indexer has not yet written.
 
 use crate::error::LogError;
-use crate::keys::{self, IdRecord};
+use crate::ids::Ids;
+use crate::keys::{self, Indexed, INDEXED};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
-
-/// One new event's index: its id and what the id key will hold (seq, version, person,
-/// digest), from which its stream key follows.
-pub type Indexed = (Uuid, IdRecord);
 
 /// Records in one `x` chunk: 80 bytes each, so a chunk stays near 5 KiB, as small as the
 /// log's runs and for the same reason (sled never fsyncs pages it writes as blob files).
 pub const CHUNK: usize = 64;
 
-const RECORD: usize = 16 + 64;
-
 /// A group's records cut into chunks, each keyed by the seq of its first record (the
 /// records of a group have consecutive seqs).
 pub fn chunks(records: &[Indexed]) -> impl Iterator<Item = ([u8; 9], Vec<u8>)> + '_ {
     records.chunks(CHUNK).map(|chunk| {
-        let mut v = Vec::with_capacity(chunk.len() * RECORD);
+        let mut v = Vec::with_capacity(chunk.len() * INDEXED);
         for (id, r) in chunk {
-            v.extend_from_slice(id.as_bytes());
-            v.extend_from_slice(&r.encode());
+            keys::encode_indexed(&mut v, id, r);
         }
         (keys::pending(chunk[0].1.seq), v)
     })
@@ -51,26 +52,19 @@ pub fn chunks(records: &[Indexed]) -> impl Iterator<Item = ([u8; 9], Vec<u8>)> +
 /// The records of one `x` chunk; a chunk whose length is not a whole number of records is
 /// corrupt, and names the seq of its key.
 pub fn records(key: &[u8], value: &[u8]) -> Result<Vec<Indexed>, LogError> {
-    if !value.len().is_multiple_of(RECORD) {
+    if !value.len().is_multiple_of(INDEXED) {
         return Err(LogError::Corrupt {
             seq: keys::u64_of(&key[1..]),
             reason: "its pending index chunk is truncated".into(),
         });
     }
-    Ok(value
-        .chunks(RECORD)
-        .map(|r| {
-            let id = Uuid::from_slice(&r[..16]).expect("16 bytes");
-            (id, IdRecord::decode(&r[16..]))
-        })
-        .collect())
+    Ok(value.chunks(INDEXED).map(keys::decode_indexed).collect())
 }
 
-/// Inserts the id and stream keys of `records`. Idempotent: the same records again write
-/// the same values.
+/// Inserts the stream keys of `records`. Idempotent: the same records again write the
+/// same values.
 fn apply(tree: &sled::Tree, records: &[Indexed]) -> sled::Result<()> {
-    for (id, r) in records {
-        tree.insert(keys::id(*id), &r.encode()[..])?;
+    for (_, r) in records {
         tree.insert(
             keys::stream(r.young_person, r.version),
             &r.seq.to_be_bytes()[..],
@@ -79,38 +73,47 @@ fn apply(tree: &sled::Tree, records: &[Indexed]) -> sled::Result<()> {
     Ok(())
 }
 
-/// Removes the chunks of the group `first..=last` (by the seqs of their keys).
-fn remove_chunks(tree: &sled::Tree, first: u64, last: u64) -> sled::Result<()> {
-    let mut seq = first;
-    while seq <= last {
-        tree.remove(keys::pending(seq))?;
-        seq += CHUNK as u64;
-    }
-    Ok(())
+/// What opening the log found in the `x` chunks.
+pub struct Recovered {
+    /// Id records of durable groups not yet in a run: back in the id index's memory, and
+    /// the indexer's first run to seal.
+    pub unsealed: Vec<Indexed>,
+    /// Entries whose stream key was missing (the indexer had not reached them).
+    pub restored: usize,
 }
 
-/// At open, after the head is made whole: indexes every chunk left at or below `head` and
-/// removes it; removes chunks past `head` (a group cut short: never acknowledged). Returns
-/// how many events it indexed.
-pub fn recover(tree: &sled::Tree, head: u64) -> Result<usize, LogError> {
-    let mut indexed = 0;
-    let mut done = Vec::new();
+/// At open, after the head is made whole and the id index opened: removes chunks the id
+/// index covers and chunks past `head` (a group cut short: never acknowledged); for the
+/// rest, writes the stream keys missing and gives their ids back to the index.
+pub fn recover(tree: &sled::Tree, head: u64, ids: &Ids) -> Result<Recovered, LogError> {
+    let covered = ids.covered();
+    let mut found = Recovered {
+        unsealed: Vec::new(),
+        restored: 0,
+    };
+    let mut removed = false;
     for kv in tree.scan_prefix(keys::PENDING_PREFIX) {
         let (k, v) = kv?;
-        if keys::u64_of(&k[1..]) <= head {
-            let records = records(&k, &v)?;
-            apply(tree, &records)?;
-            indexed += records.len();
-        }
-        done.push(k);
-    }
-    if !done.is_empty() {
-        for k in done {
+        let first = keys::u64_of(&k[1..]);
+        if first <= covered || first > head {
             tree.remove(k)?;
+            removed = true;
+            continue;
         }
+        for (id, r) in records(&k, &v)? {
+            let stream = keys::stream(r.young_person, r.version);
+            if tree.get(stream)?.is_none_or(|v| keys::u64_of(&v) != r.seq) {
+                tree.insert(stream, &r.seq.to_be_bytes()[..])?;
+                found.restored += 1;
+            }
+            found.unsealed.push((id, r));
+        }
+    }
+    ids.add(&found.unsealed);
+    if removed || found.restored > 0 {
         tree.flush()?;
     }
-    Ok(indexed)
+    Ok(found)
 }
 
 /// How far the indexer has got: every group with seqs up to `done` has its keys in the tree.
@@ -195,6 +198,11 @@ pub const QUEUE: usize = 8;
 pub struct Indexer {
     pub tree: sled::Tree,
     pub progress: Arc<Progress>,
+    pub ids: Arc<Ids>,
+    /// Id records of groups indexed but not yet in a run, starting with those opening found.
+    pub unsealed: Vec<Indexed>,
+    /// Wakes the merger after each seal.
+    pub merges: mpsc::Sender<()>,
 }
 
 /// Tells readers the indexer is gone if its thread unwinds, so that none waits out its
@@ -210,19 +218,52 @@ impl Drop for Unwinding<'_> {
 }
 
 impl Indexer {
-    pub fn run(self, jobs: mpsc::Receiver<Job>) {
-        let _unwinding = Unwinding(&self.progress);
+    pub fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        let progress = self.progress.clone();
+        let _unwinding = Unwinding(&progress);
         for Job(records) in jobs {
             let (first, last) = (records[0].1.seq, records[records.len() - 1].1.seq);
-            let indexed =
-                apply(&self.tree, &records).and_then(|()| remove_chunks(&self.tree, first, last));
-            match indexed {
-                Ok(()) => self.progress.advance(last),
-                Err(e) => {
-                    // The chunks stay, so opening the log again indexes this group.
-                    tracing::error!(error = %e, first, last, "log indexer stopped");
-                    self.progress.fail(e.to_string());
-                    return;
+            if let Err(e) = self.index(&records, last) {
+                // The chunks stay, so opening the log again indexes this group.
+                tracing::error!(error = %e, first, last, "log indexer stopped");
+                self.progress.fail(e.to_string());
+                return;
+            }
+        }
+    }
+
+    fn index(&mut self, records: &[Indexed], last: u64) -> Result<(), LogError> {
+        apply(&self.tree, records)?;
+        self.progress.advance(last);
+        self.unsealed.extend_from_slice(records);
+        if self.unsealed.len() >= self.ids.per_run() {
+            self.ids.seal(std::mem::take(&mut self.unsealed), last)?;
+            let _ = self.merges.send(());
+        }
+        Ok(())
+    }
+}
+
+/// The merging thread's loop: after each seal, merges while any level has
+/// [`crate::ids::FANOUT`] runs. `stop` abandons a merge midway, at shutdown; the run it was
+/// writing is unnamed, so the next open removes it.
+pub struct Merger {
+    pub ids: Arc<Ids>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Merger {
+    pub fn run(self, wake: mpsc::Receiver<()>) {
+        while wake.recv().is_ok() {
+            while !self.stop.load(Ordering::Relaxed) {
+                match self.ids.merge_once(&self.stop) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        // Lookups stay right with more runs; only slower.
+                        tracing::error!(error = %e, "the id index's merger stopped");
+                        return;
+                    }
                 }
             }
         }
@@ -230,18 +271,17 @@ impl Indexer {
 }
 
 /// What the writer has handed to the indexer and the indexer has not yet written: the
-/// writer's lookups of ids and versions look here before the tree.
+/// writer's lookups of versions look here before the tree. (Ids need no such memory: the
+/// id index holds a group's ids from the moment it is durable.)
 #[derive(Default)]
 pub struct Pending {
-    ids: HashMap<Uuid, IdRecord>,
     versions: HashMap<Uuid, u64>,
     groups: VecDeque<Arc<[Indexed]>>,
 }
 
 impl Pending {
     pub fn add(&mut self, records: Arc<[Indexed]>) {
-        for (id, r) in records.iter() {
-            self.ids.insert(*id, *r);
+        for (_, r) in records.iter() {
             self.versions.insert(r.young_person, r.version);
         }
         self.groups.push_back(records);
@@ -254,17 +294,12 @@ impl Pending {
             if group.last().is_some_and(|(_, r)| r.seq > done) {
                 break;
             }
-            for (id, r) in self.groups.pop_front().iter().flat_map(|g| g.iter()) {
-                self.ids.remove(id);
+            for (_, r) in self.groups.pop_front().iter().flat_map(|g| g.iter()) {
                 if self.versions.get(&r.young_person) == Some(&r.version) {
                     self.versions.remove(&r.young_person);
                 }
             }
         }
-    }
-
-    pub fn id(&self, id: &Uuid) -> Option<&IdRecord> {
-        self.ids.get(id)
     }
 
     pub fn version(&self, young_person: &Uuid) -> Option<u64> {
@@ -275,6 +310,7 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::IdRecord;
 
     fn record(seq: u64, version: u64, yp: u128) -> Indexed {
         (
@@ -309,7 +345,7 @@ mod tests {
             .map(|(id, r)| (*id, r.seq, r.version, r.young_person, r.digest))
             .collect();
         assert_eq!(back, want);
-        assert!(records(&cut[0].0, &cut[0].1[..RECORD + 1]).is_err());
+        assert!(records(&cut[0].0, &cut[0].1[..INDEXED + 1]).is_err());
     }
 
     /// A reader waits until the indexer has passed what it needs, and no longer than until
@@ -370,10 +406,8 @@ mod tests {
         p.add(first.clone().into());
         p.add(second.clone().into());
         p.forget_through(2);
-        assert!(p.id(&first[0].0).is_none());
         assert_eq!(p.version(&Uuid::from_u128(7)), Some(2));
         assert_eq!(p.version(&Uuid::from_u128(8)), None);
-        assert_eq!(p.id(&second[0].0).map(|r| r.seq), Some(3));
         p.forget_through(3);
         assert_eq!(p.version(&Uuid::from_u128(7)), None);
     }

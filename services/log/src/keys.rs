@@ -1,12 +1,15 @@
 //! The key space of the `log` tree. Big-endian numbers, so sled's byte order is log order.
 //!
 //! - `e` seq → [`crate::record::Entry`] bytes
-//! - `i` event id → seq, version, young person, body digest (idempotency)
+//! - `i` event id → seq, version, young person, body digest: written by earlier versions
+//!   of the log, one key per id; opening moves them into the id index's runs
+//! - `j` run, first id → a chunk of a run of the id index; `f` run, part → its filter;
+//!   `m` → the id index's manifest (see [`crate::ids`])
 //! - `s` young person, version → seq (per-person reads; the last one is the current version)
 //! - `h` → the last seq of the last whole group: moved after everything a group writes, so
 //!   it is where the log ends after a crash (see [`crate::writer::Head::recover`])
-//! - `x` seq → the `i` and `s` keys still to be written for the entries from seq on
-//!   (see [`crate::index`])
+//! - `x` seq → the id records of the entries from seq on, kept until the id index holds
+//!   them in a run; their stream keys are written meanwhile (see [`crate::index`])
 
 use uuid::Uuid;
 
@@ -30,6 +33,9 @@ pub const PENDING_PREFIX: &[u8] = b"x";
 pub fn pending(first: u64) -> [u8; 9] {
     at_seq(b'x', first)
 }
+
+/// Keys of logs written before the id index kept runs ([`crate::ids`]); opening moves them.
+pub const ID_PREFIX: &[u8] = b"i";
 
 pub fn id(id: Uuid) -> [u8; 17] {
     let mut k = [b'i'; 17];
@@ -86,4 +92,22 @@ impl IdRecord {
             digest,
         }
     }
+}
+
+/// One new event's index: its id and what the id index will hold for it (seq, version,
+/// person, digest), from which its stream key follows.
+pub type Indexed = (Uuid, IdRecord);
+
+/// The stored size of an [`Indexed`]: the id, then the encoded record.
+pub const INDEXED: usize = 16 + 64;
+
+pub fn encode_indexed(out: &mut Vec<u8>, id: &Uuid, r: &IdRecord) {
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&r.encode());
+}
+
+/// Reads an [`Indexed`] from exactly [`INDEXED`] bytes.
+pub fn decode_indexed(b: &[u8]) -> Indexed {
+    let id = Uuid::from_slice(&b[..16]).expect("16 bytes");
+    (id, IdRecord::decode(&b[16..INDEXED]))
 }

@@ -8,7 +8,9 @@
 //! - `runs`: how a group's entries share one key.
 //! - [`writer`]: the one thread that appends, with group commit.
 //! - `disk`: what makes a flush durable (sled's own stops short of it).
-//! - [`index`]: the thread behind it that writes each event's id and stream keys.
+//! - [`index`]: the thread behind it that writes each event's stream key and seals ids
+//!   into runs.
+//! - [`ids`]: the event-id index (idempotency), as sorted runs merged in the background.
 //! - [`verify`]: recomputing the chain.
 //!
 //! Everything lives in one sled tree with prefixed keys. A group is written key by key with
@@ -19,6 +21,7 @@
 pub mod checkpoint;
 mod disk;
 mod error;
+mod ids;
 mod index;
 mod keys;
 pub mod record;
@@ -49,6 +52,9 @@ pub struct LogOptions {
     /// People whose version and key stay in memory at most (and whose policy state the
     /// projector keeps); [`PEOPLE_CACHED`] unless a test wants eviction all the time.
     pub people_cached: usize,
+    /// Ids the indexer gathers before it seals them into a run of the id index
+    /// ([`IDS_PER_RUN`] unless a test wants runs sealed and merged all the time).
+    pub ids_per_run: usize,
 }
 
 impl Default for LogOptions {
@@ -57,6 +63,7 @@ impl Default for LogOptions {
             clock: Arc::new(time::OffsetDateTime::now_utc),
             cache_bytes: 64 << 20,
             people_cached: PEOPLE_CACHED,
+            ids_per_run: IDS_PER_RUN,
         }
     }
 }
@@ -65,6 +72,10 @@ impl Default for LogOptions {
 /// caches are emptied and refilled from the store on demand, so memory stays bounded
 /// however many people the exchange holds (a million-row import, for one).
 pub const PEOPLE_CACHED: usize = 100_000;
+
+/// Ids a run of the id index starts with: about 2.6 MB of records, so sealing is rare, the
+/// ids waiting for it stay small in memory, and at most that many are read back at open.
+pub const IDS_PER_RUN: usize = 32_768;
 
 /// Opens a sled database, waiting (up to ten seconds) for a lock its previous owner in this
 /// process has let go of but sled has not yet released: dropping a `sled::Db` does not
@@ -152,11 +163,12 @@ impl Log {
         )?;
         let tree = db.open_tree("log")?;
         let head = writer::Head::recover(&tree)?;
-        let reindexed = index::recover(&tree, head.seq)?;
-        if reindexed > 0 {
+        let ids = Arc::new(ids::Ids::open(tree.clone(), options.ids_per_run)?);
+        let found = index::recover(&tree, head.seq, &ids)?;
+        if found.restored > 0 {
             tracing::warn!(
                 head = head.seq,
-                entries = reindexed,
+                entries = found.restored,
                 "the log's last groups were not yet indexed at shutdown; indexed them now"
             );
         }
@@ -177,6 +189,8 @@ impl Log {
                 vault: vault.clone(),
                 people_cached,
                 progress: indexed.clone(),
+                ids,
+                unsealed: found.unsealed,
             },
             head,
         )?;

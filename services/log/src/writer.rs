@@ -4,19 +4,21 @@
 //! each batch against the log plus what earlier batches of the same group staged, writes the
 //! accepted ones key by key with the head key last, fsyncs once, and only then answers them
 //! all. While it waits on the disk, the next group queues up: under load, one fsync serves
-//! many callers. The group's id and stream keys are left to the indexer thread
-//! ([`crate::index`]).
+//! many callers. The group's stream keys and its ids' place in a run of the id index are
+//! left to the indexer thread ([`crate::index`], [`crate::ids`]).
 
 use crate::disk::Disk;
 use crate::error::{AppendError, LogError};
-use crate::index::{self, Indexed, Pending, Progress};
-use crate::keys::{self, IdRecord};
+use crate::ids::Ids;
+use crate::index::{self, Pending, Progress};
+use crate::keys::{self, IdRecord, Indexed};
 use crate::record::{Entry, Record, GENESIS};
 use crate::runs;
 use crate::vault::{self, Vault};
 use pathway_core::catalogue::EventType;
 use pathway_core::envelope::Submitted;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{oneshot, watch};
@@ -176,7 +178,10 @@ pub(crate) struct Writer {
     /// What the indexer has been handed and not yet written.
     pending: Pending,
     progress: Arc<Progress>,
+    ids: Arc<Ids>,
     indexer: Option<(mpsc::SyncSender<index::Job>, std::thread::JoinHandle<()>)>,
+    /// The merging thread and the flag that stops it.
+    merger: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 /// What one group has staged but not yet written.
@@ -205,21 +210,40 @@ pub(crate) struct Parts {
     pub vault: Arc<Vault>,
     pub people_cached: usize,
     pub progress: Arc<Progress>,
+    pub ids: Arc<Ids>,
+    /// Ids of durable groups not yet in a run, found at open: the indexer's first run.
+    pub unsealed: Vec<Indexed>,
 }
 
 impl Writer {
-    /// The writer, with its indexer thread started.
-    pub fn new(parts: Parts, head: Head) -> Result<Writer, LogError> {
+    /// The writer, with its indexer and merger threads started.
+    pub fn new(mut parts: Parts, head: Head) -> Result<Writer, LogError> {
+        let spawn_failed = |e: std::io::Error| LogError::Storage(e.to_string());
+        let (wake, woken) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let merger = index::Merger {
+            ids: parts.ids.clone(),
+            stop: stop.clone(),
+        };
+        let merging = std::thread::Builder::new()
+            .name("log-merger".into())
+            .spawn(move || merger.run(woken))
+            .map_err(spawn_failed)?;
         let (jobs, rx) = mpsc::sync_channel(index::QUEUE);
         let indexer = index::Indexer {
             tree: parts.tree.clone(),
             progress: parts.progress.clone(),
+            ids: parts.ids.clone(),
+            unsealed: std::mem::take(&mut parts.unsealed),
+            merges: wake,
         };
         let thread = std::thread::Builder::new()
             .name("log-indexer".into())
             .spawn(move || indexer.run(rx))
-            .map_err(|e| LogError::Storage(e.to_string()))?;
-        Ok(Writer::with_indexer(parts, head, jobs, thread))
+            .map_err(spawn_failed)?;
+        let mut w = Writer::with_indexer(parts, head, jobs, thread);
+        w.merger = Some((stop, merging));
+        Ok(w)
     }
 
     fn with_indexer(
@@ -239,14 +263,21 @@ impl Writer {
             people_cached: parts.people_cached,
             pending: Pending::default(),
             progress: parts.progress,
+            ids: parts.ids,
             indexer: Some((jobs, thread)),
+            merger: None,
         }
     }
 
-    /// Closes the indexer's queue and waits for it to write what it holds.
+    /// Closes the indexer's queue and waits for it to write what it holds; then stops the
+    /// merger, abandoning a merge midway rather than holding up a shutdown.
     fn stop_indexer(&mut self) {
         if let Some((jobs, thread)) = self.indexer.take() {
             drop(jobs);
+            let _ = thread.join();
+        }
+        if let Some((stop, thread)) = self.merger.take() {
+            stop.store(true, Ordering::Relaxed);
             let _ = thread.join();
         }
     }
@@ -329,6 +360,7 @@ impl Writer {
                 seq: group.seq,
                 hash: group.hash,
             };
+            self.ids.add(&group.index);
             if self.versions.len() >= self.people_cached {
                 // A cache, re-read from each person's stream key on a miss: bounded, so
                 // memory does not grow with the number of people in the log.
@@ -391,19 +423,12 @@ impl Writer {
         group: &Stage,
         stage: &Stage,
     ) -> Result<Option<IdRecord>, AppendError> {
-        if let Some(r) = stage
-            .ids
-            .get(&id)
-            .or_else(|| group.ids.get(&id))
-            .or_else(|| self.pending.id(&id))
-        {
+        if let Some(r) = stage.ids.get(&id).or_else(|| group.ids.get(&id)) {
             return Ok(Some(*r));
         }
-        let stored = self
-            .tree
-            .get(keys::id(id))
-            .map_err(|e| AppendError::Storage(e.to_string()))?;
-        Ok(stored.map(|v| IdRecord::decode(&v)))
+        self.ids
+            .get(&id)
+            .map_err(|e| AppendError::Storage(e.to_string()))
     }
 
     fn version(&mut self, yp: Uuid, group: &Stage, stage: &Stage) -> Result<u64, AppendError> {
@@ -682,6 +707,8 @@ mod tests {
             vault,
             people_cached,
             progress: Arc::new(Progress::new(0)),
+            ids: Arc::new(Ids::open(tree.clone(), crate::IDS_PER_RUN).unwrap()),
+            unsealed: Vec::new(),
         };
         let head = Head {
             seq: 0,

@@ -145,14 +145,17 @@ impl Model {
 
 /// Runs `ops` against the log and the model. `people_cached` bounds the writer's memory of
 /// versions: at 1 it forgets nearly every person after each group, so versions come from
-/// what the indexer has not yet written or from the store.
-fn run(ops: Vec<Op>, people_cached: usize) {
+/// what the indexer has not yet written or from the store. `ids_per_run` at 3 seals ids
+/// into runs of the id index every group or two and merges them every few groups, on the
+/// merger thread, racing the appends; a reopen often finds ids not yet sealed.
+fn run(ops: Vec<Op>, people_cached: usize, ids_per_run: usize) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     let options = LogOptions {
         people_cached,
+        ids_per_run,
         ..LogOptions::default()
     };
     let mut log = Log::open(dir.path(), options.clone()).unwrap();
@@ -227,14 +230,21 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
     fn the_log_behaves_like_its_model(ops in proptest::collection::vec(op(), 1..24)) {
-        run(ops, pathway_log::PEOPLE_CACHED);
+        run(ops, pathway_log::PEOPLE_CACHED, pathway_log::IDS_PER_RUN);
     }
 
     #[test]
     fn the_log_behaves_like_its_model_remembering_one_person(
         ops in proptest::collection::vec(op(), 1..24)
     ) {
-        run(ops, 1);
+        run(ops, 1, pathway_log::IDS_PER_RUN);
+    }
+
+    #[test]
+    fn the_log_behaves_like_its_model_sealing_and_merging_ids_all_the_time(
+        ops in proptest::collection::vec(op(), 1..24)
+    ) {
+        run(ops, pathway_log::PEOPLE_CACHED, 3);
     }
 }
 
@@ -659,15 +669,17 @@ fn the_log_keeps_acknowledged_entries_out_of_sleds_unsynced_blob_files() {
     assert_eq!(blobs, 0, "pages of the log were written as blob files");
 }
 
-/// The writer leaves a group's id and stream keys to the indexer thread, with the group's
-/// index stored beside its entries (`x` chunks: per event its id and the 64-byte id record)
-/// until the indexer has written them. A crash in between leaves acknowledged events without
-/// their keys; opening the log indexes them from the chunks, so they are read in their
+/// The writer leaves a group's stream keys to the indexer thread, and its ids to the id
+/// index's memory until they are sealed into a run, with the group's id records stored
+/// beside its entries (`x` chunks: per event its id and the 64-byte id record) meanwhile. A
+/// crash leaves acknowledged events whose stream keys were never written and whose ids
+/// were in no run; opening the log indexes them from the chunks, so they are read in their
 /// person's stream, a repeat gets the first answer and a different body under the same id
 /// is still a conflict.
 #[test]
 fn acknowledged_events_the_indexer_had_not_reached_are_indexed_at_open() {
-    // Given a log whose last group (seqs 2 and 3) is durable but was never indexed
+    // Given a log whose last group (seqs 2 and 3) is durable, its ids in no run and its
+    // stream keys never written
     let (dir, rt, log) = racing();
     let yp = racer(0);
     let at_risk = |k: u64, variant: u64| send(k * RACE_PEOPLE as u64, variant);
@@ -684,22 +696,19 @@ fn acknowledged_events_the_indexer_had_not_reached_are_indexed_at_open() {
     {
         let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
         let tree = db.open_tree("log").unwrap();
-        let mut chunk = Vec::new();
-        for (k, version) in [(0u64, 2u64), (1, 3)] {
-            let id = race_id(k * RACE_PEOPLE as u64);
-            let mut key = vec![b'i'];
-            key.extend_from_slice(id.as_bytes());
-            let record = tree.remove(&key).unwrap().expect("indexed at close");
-            chunk.extend_from_slice(id.as_bytes());
-            chunk.extend_from_slice(&record);
+        let mut chunk = vec![b'x'];
+        chunk.extend_from_slice(&2u64.to_be_bytes());
+        assert!(
+            tree.get(&chunk).unwrap().is_some(),
+            "the group's id records"
+        );
+        assert!(tree.scan_prefix(b"j").next().is_none(), "no run yet");
+        for version in [2u64, 3] {
             let mut stream = vec![b's'];
             stream.extend_from_slice(yp.as_bytes());
             stream.extend_from_slice(&version.to_be_bytes());
             assert!(tree.remove(&stream).unwrap().is_some());
         }
-        let mut key = vec![b'x'];
-        key.extend_from_slice(&2u64.to_be_bytes());
-        tree.insert(key, chunk).unwrap();
         db.flush().unwrap();
     }
 
@@ -724,4 +733,103 @@ fn acknowledged_events_the_indexer_had_not_reached_are_indexed_at_open() {
     let next = rt.block_on(log.append(vec![at_risk(2, 0)])).unwrap();
     assert_eq!((next[0].seq, next[0].version), (4, 4));
     assert_eq!(log.verify(None).unwrap().entries, 4);
+}
+
+/// Earlier versions of the log kept one `i` key per event id. Such a log opens with those
+/// ids moved into a run of the id index: a repeat still gets the first answer, another body
+/// under a known id is still a conflict, and the old keys are gone.
+#[test]
+fn a_log_with_one_key_per_id_keeps_its_ids() {
+    // Given a log as an earlier version left it: every id under its own `i` key
+    let (dir, rt, log) = racing();
+    let first = rt.block_on(async {
+        log.append(racers_registered()).await.unwrap();
+        let sent: Vec<_> = (0..100).map(|k| send(IDS + k, 0)).collect();
+        log.append(sent).await.unwrap()
+    });
+    drop(log);
+    drop(rt);
+    {
+        let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
+        let tree = db.open_tree("log").unwrap();
+        let mut moved = 0;
+        for kv in tree.scan_prefix(b"x") {
+            let (k, v) = kv.unwrap();
+            for record in v.chunks(80) {
+                let mut key = vec![b'i'];
+                key.extend_from_slice(&record[..16]);
+                tree.insert(key, &record[16..]).unwrap();
+                moved += 1;
+            }
+            tree.remove(k).unwrap();
+        }
+        assert_eq!(moved as u128, RACE_PEOPLE + 100);
+        db.flush().unwrap();
+    }
+
+    // When it opens
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+
+    // Then every id is known, with its first answer
+    let again: Vec<_> = (0..100).map(|k| send(IDS + k, 0)).collect();
+    let answers = rt.block_on(log.append(again)).unwrap();
+    assert!(answers.iter().all(|r| r.duplicate));
+    assert_eq!(
+        answers.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        first.iter().map(|r| r.seq).collect::<Vec<_>>()
+    );
+    let other = rt.block_on(log.append(vec![send(IDS + 7, 1)]));
+    assert!(
+        matches!(other, Err(AppendError::Conflict { index: 0, .. })),
+        "{other:?}"
+    );
+    assert_eq!(log.head(), RACE_PEOPLE as u64 + 100);
+    drop(log);
+    let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
+    let tree = db.open_tree("log").unwrap();
+    assert!(tree.scan_prefix(b"i").next().is_none());
+}
+
+/// Ids a stop leaves unsealed (in memory and in their `x` chunks) go into the next run the
+/// indexer seals, whose sealing removes those chunks: so across a second reopen a repeat
+/// still gets the first answer.
+#[test]
+fn ids_unsealed_at_a_reopen_go_into_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let options = LogOptions {
+        ids_per_run: 4,
+        ..LogOptions::default()
+    };
+    let open = || Log::open(dir.path(), options.clone()).unwrap();
+    // Given two ids left unsealed by a stop
+    let log = open();
+    let first = rt.block_on(async {
+        log.append(racers_registered()).await.unwrap();
+        log.append(vec![send(IDS, 0), send(IDS + 1, 0)])
+            .await
+            .unwrap()
+    });
+    drop(log);
+    // When, after a reopen, more ids than a run holds are appended, and it stops again
+    let log = open();
+    for k in 2..8 {
+        rt.block_on(log.append(vec![send(IDS + k, 0)])).unwrap();
+    }
+    drop(log);
+    // Then the first two are still known, with their first answers
+    let log = open();
+    let again = rt
+        .block_on(log.append(vec![send(IDS, 0), send(IDS + 1, 0)]))
+        .unwrap();
+    assert!(again.iter().all(|r| r.duplicate), "{again:?}");
+    assert_eq!(
+        again.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        first.iter().map(|r| r.seq).collect::<Vec<_>>()
+    );
 }
