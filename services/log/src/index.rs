@@ -27,6 +27,7 @@
 use crate::error::LogError;
 use crate::ids::Ids;
 use crate::keys::{self, Indexed, INDEXED};
+use crate::streams;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -61,18 +62,6 @@ pub fn records(key: &[u8], value: &[u8]) -> Result<Vec<Indexed>, LogError> {
     Ok(value.chunks(INDEXED).map(keys::decode_indexed).collect())
 }
 
-/// Inserts the stream keys of `records`. Idempotent: the same records again write the
-/// same values.
-fn apply(tree: &sled::Tree, records: &[Indexed]) -> sled::Result<()> {
-    for (_, r) in records {
-        tree.insert(
-            keys::stream(r.young_person, r.version),
-            &r.seq.to_be_bytes()[..],
-        )?;
-    }
-    Ok(())
-}
-
 /// What opening the log found in the `x` chunks.
 pub struct Recovered {
     /// Id records of durable groups not yet in a run: back in the id index's memory, and
@@ -100,14 +89,9 @@ pub fn recover(tree: &sled::Tree, head: u64, ids: &Ids) -> Result<Recovered, Log
             removed = true;
             continue;
         }
-        for (id, r) in records(&k, &v)? {
-            let stream = keys::stream(r.young_person, r.version);
-            if tree.get(stream)?.is_none_or(|v| keys::u64_of(&v) != r.seq) {
-                tree.insert(stream, &r.seq.to_be_bytes()[..])?;
-                found.restored += 1;
-            }
-            found.unsealed.push((id, r));
-        }
+        let records = records(&k, &v)?;
+        found.restored += streams::apply(tree, &records)?;
+        found.unsealed.extend(records);
     }
     ids.add(&found.unsealed);
     if removed || found.restored > 0 {
@@ -233,7 +217,7 @@ impl Indexer {
     }
 
     fn index(&mut self, records: &[Indexed], last: u64) -> Result<(), LogError> {
-        apply(&self.tree, records)?;
+        streams::apply(&self.tree, records)?;
         self.progress.advance(last);
         self.unsealed.extend_from_slice(records);
         if self.unsealed.len() >= self.ids.per_run() {

@@ -5,7 +5,9 @@
 //!   of the log, one key per id; opening moves them into the id index's runs
 //! - `j` run, first id → a chunk of a run of the id index; `f` run, part → its filter;
 //!   `m` → the id index's manifest (see [`crate::ids`])
-//! - `s` young person, version → seq (per-person reads; the last one is the current version)
+//! - `s` young person, version → seq: written by earlier versions, one key per event;
+//!   opening moves them into `t` segments
+//! - `t` young person, first version → the seqs of 64 versions (see [`crate::streams`])
 //! - `h` → the last seq of the last whole group: moved after everything a group writes, so
 //!   it is where the log ends after a crash (see [`crate::writer::Head::recover`])
 //! - `x` seq → the id records of the entries from seq on, kept until the id index holds
@@ -42,6 +44,10 @@ pub fn id(id: Uuid) -> [u8; 17] {
     k[1..].copy_from_slice(id.as_bytes());
     k
 }
+
+/// Keys of logs written by earlier versions, one per event; opening moves them into
+/// segments ([`crate::streams`]).
+pub const STREAM_PREFIX: &[u8] = b"s";
 
 pub fn stream_prefix(yp: Uuid) -> [u8; 17] {
     let mut k = [b's'; 17];

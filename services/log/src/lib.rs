@@ -6,6 +6,7 @@
 //! - [`record`]: what one stored entry holds and how its hash is computed.
 //! - [`keys`]: the key space inside the single sled tree.
 //! - `runs`: how a group's entries share one key.
+//! - `streams`: each person's seqs, 64 versions a key.
 //! - [`writer`]: the one thread that appends, with group commit.
 //! - `disk`: what makes a flush durable (sled's own stops short of it).
 //! - [`index`]: the thread behind it that writes each event's stream key and seals ids
@@ -26,6 +27,7 @@ mod index;
 mod keys;
 pub mod record;
 mod runs;
+mod streams;
 pub mod vault;
 mod verify;
 mod writer;
@@ -163,6 +165,7 @@ impl Log {
         )?;
         let tree = db.open_tree("log")?;
         let head = writer::Head::recover(&tree)?;
+        streams::migrate(&tree)?;
         let ids = Arc::new(ids::Ids::open(tree.clone(), options.ids_per_run)?);
         let found = index::recover(&tree, head.seq, &ids)?;
         if found.restored > 0 {
@@ -341,13 +344,7 @@ impl Log {
             .indexed
             .wait_for(head.min(before.saturating_sub(1)))?;
         let mut out = Vec::new();
-        for kv in self
-            .inner
-            .tree
-            .scan_prefix(keys::stream_prefix(young_person))
-        {
-            let (_, seq) = kv?;
-            let seq = keys::u64_of(&seq);
+        for seq in streams::seqs(&self.inner.tree, young_person)? {
             if seq > head || seq >= before {
                 break;
             }
@@ -369,14 +366,11 @@ impl Log {
         wanted: impl Fn(&Record) -> bool,
     ) -> Result<Option<Entry>, LogError> {
         self.inner.indexed.wait_for(self.head())?;
-        for kv in self
-            .inner
-            .tree
-            .scan_prefix(keys::stream_prefix(young_person))
+        for seq in streams::seqs(&self.inner.tree, young_person)?
+            .into_iter()
             .rev()
         {
-            let (_, seq) = kv?;
-            match self.sealed(keys::u64_of(&seq))? {
+            match self.sealed(seq)? {
                 Some(entry) if wanted(&entry.record) => return self.open_entry(entry).map(Some),
                 _ => {}
             }

@@ -62,7 +62,9 @@ impl Head {
     /// so after a crash mid-group the head key names the last whole group, and its runs
     /// past the head are removed here (its chunks past the head go in [`index::recover`]).
     /// None of it was acknowledged. Id and stream keys pointing into those runs exist only
-    /// in logs written before the indexer, when a group wrote them itself; they go too. A
+    /// in logs written before the indexer, when a group wrote them itself; they go too, and
+    /// so does any stream slot pointing past the head (the indexer writes a group's slots
+    /// only once the group is durable, so none should). A
     /// person key it wrote for a registration stays; it opens nothing in the log. A log
     /// from before the head key (every group one sled batch) ends at its last run, and gets
     /// its head key now.
@@ -153,6 +155,7 @@ impl Head {
                 if tree.get(stream)?.is_some_and(|v| keys::u64_of(&v) == seq) {
                     keys_to_remove.push(stream.to_vec());
                 }
+                crate::streams::cut(tree, r.young_person, r.version, seq)?;
             }
             keys_to_remove.push(k.to_vec());
         }
@@ -441,14 +444,8 @@ impl Writer {
         if let Some(v) = self.versions.get(&yp) {
             return Ok(*v);
         }
-        // A person's version is the version of their last stream key.
-        let last = self
-            .tree
-            .scan_prefix(keys::stream_prefix(yp))
-            .next_back()
-            .transpose()
+        let v = crate::streams::version(&self.tree, yp)
             .map_err(|e| AppendError::Storage(e.to_string()))?;
-        let v = last.map_or(0, |(k, _)| keys::u64_of(&k[17..]));
         self.versions.insert(yp, v);
         Ok(v)
     }
@@ -804,7 +801,7 @@ mod tests {
         )
         .unwrap();
         append(&mut w, vec![event(21, Some(q), "place.at-risk", Some(1))]).unwrap();
-        assert!(tree.scan_prefix(keys::stream_prefix(p)).next().is_none());
+        assert!(tree.scan_prefix(crate::streams::prefix(p)).next().is_none());
 
         // When p, forgotten by the cache and not in the store's index, is appended to again
         let next = append(&mut w, vec![event(12, Some(p), "place.at-risk", Some(2))]);

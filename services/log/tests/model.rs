@@ -703,12 +703,13 @@ fn acknowledged_events_the_indexer_had_not_reached_are_indexed_at_open() {
             "the group's id records"
         );
         assert!(tree.scan_prefix(b"j").next().is_none(), "no run yet");
-        for version in [2u64, 3] {
-            let mut stream = vec![b's'];
-            stream.extend_from_slice(yp.as_bytes());
-            stream.extend_from_slice(&version.to_be_bytes());
-            assert!(tree.remove(&stream).unwrap().is_some());
-        }
+        // The person's segment (versions from 1) as it stood before the group: seq 1 only.
+        let mut segment = vec![b't'];
+        segment.extend_from_slice(yp.as_bytes());
+        segment.extend_from_slice(&1u64.to_be_bytes());
+        let seqs = tree.get(&segment).unwrap().expect("the person's segment");
+        assert_eq!(seqs.len(), 3 * 8);
+        tree.insert(&segment, &seqs[..8]).unwrap();
         db.flush().unwrap();
     }
 
@@ -735,11 +736,13 @@ fn acknowledged_events_the_indexer_had_not_reached_are_indexed_at_open() {
     assert_eq!(log.verify(None).unwrap().entries, 4);
 }
 
-/// Earlier versions of the log kept one `i` key per event id. Such a log opens with those
-/// ids moved into a run of the id index: a repeat still gets the first answer, another body
-/// under a known id is still a conflict, and the old keys are gone.
+/// Earlier versions of the log kept one `i` key per event id and one `s` key per event.
+/// Such a log opens with those ids moved into a run of the id index and those streams into
+/// segments: a repeat still gets the first answer, another body under a known id is still
+/// a conflict, streams read as before and go on from their versions, and the old keys are
+/// gone.
 #[test]
-fn a_log_with_one_key_per_id_keeps_its_ids() {
+fn a_log_with_one_key_per_id_and_per_event_keeps_its_ids_and_streams() {
     // Given a log as an earlier version left it: every id under its own `i` key
     let (dir, rt, log) = racing();
     let first = rt.block_on(async {
@@ -764,6 +767,21 @@ fn a_log_with_one_key_per_id_keeps_its_ids() {
             tree.remove(k).unwrap();
         }
         assert_eq!(moved as u128, RACE_PEOPLE + 100);
+        // and every person's stream as one `s` key per event
+        let mut events = 0;
+        for kv in tree.scan_prefix(b"t") {
+            let (k, v) = kv.unwrap();
+            let first = u64::from_be_bytes(k[17..25].try_into().unwrap());
+            for (i, seq) in v.chunks(8).enumerate() {
+                let mut key = vec![b's'];
+                key.extend_from_slice(&k[1..17]);
+                key.extend_from_slice(&(first + i as u64).to_be_bytes());
+                tree.insert(key, seq).unwrap();
+                events += 1;
+            }
+            tree.remove(k).unwrap();
+        }
+        assert_eq!(events as u128, RACE_PEOPLE + 100);
         db.flush().unwrap();
     }
 
@@ -787,10 +805,27 @@ fn a_log_with_one_key_per_id_keeps_its_ids() {
         "{other:?}"
     );
     assert_eq!(log.head(), RACE_PEOPLE as u64 + 100);
+    // and every person's stream reads as before, and goes on from its version
+    let racer_zero: Vec<u64> = (0..100u64)
+        .filter(|k| (IDS + k).is_multiple_of(RACE_PEOPLE as u64))
+        .map(|k| first[k as usize].seq)
+        .collect();
+    let mut want = vec![1];
+    want.extend(&racer_zero);
+    let stream: Vec<u64> = log
+        .read_person(racer(0))
+        .unwrap()
+        .iter()
+        .map(|e| e.record.seq)
+        .collect();
+    assert_eq!(stream, want);
+    let next = rt.block_on(log.append(vec![send(IDS + 1000, 0)])).unwrap();
+    assert_eq!(next[0].version, want.len() as u64 + 1);
     drop(log);
     let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
     let tree = db.open_tree("log").unwrap();
     assert!(tree.scan_prefix(b"i").next().is_none());
+    assert!(tree.scan_prefix(b"s").next().is_none());
 }
 
 /// Ids a stop leaves unsealed (in memory and in their `x` chunks) go into the next run the
