@@ -280,6 +280,19 @@ impl Log {
 
     /// Durable entries with `seq > after`, at most `limit`.
     pub fn read_from(&self, after: u64, limit: usize) -> Result<Vec<Entry>, LogError> {
+        self.read_from_opening(after, limit, |_| true)
+    }
+
+    /// Durable entries with `seq > after`, at most `limit`, with the data of only those
+    /// records `open` chooses opened; the rest keep their sealed data (`{"$sealed": ...}`)
+    /// and `erased` unset. For a reader that needs the data of few event types (the
+    /// projector): opening is an AES-GCM open and a JSON check per entry.
+    pub fn read_from_opening(
+        &self,
+        after: u64,
+        limit: usize,
+        open: impl Fn(&Record) -> bool,
+    ) -> Result<Vec<Entry>, LogError> {
         let head = self.head();
         let mut out = Vec::with_capacity(limit.min(4096));
         if after >= head || limit == 0 {
@@ -301,7 +314,12 @@ impl Log {
                 if seq > head || out.len() >= limit {
                     return Ok(out);
                 }
-                out.push(self.open_entry(decode_at(seq, bytes)?)?);
+                let entry = decode_at(seq, bytes)?;
+                out.push(if open(&entry.record) {
+                    self.open_entry(entry)?
+                } else {
+                    entry
+                });
             }
         }
         Ok(out)
@@ -433,5 +451,47 @@ mod tests {
         };
         assert!(lock_busy(&err), "{err}");
         assert!(!lock_busy(&sled::Error::Unsupported("x".into())));
+    }
+
+    /// A reader that opens only some entries gets the others with their data still sealed,
+    /// and the ones it chose exactly as `read_from` gives them.
+    #[test]
+    fn entries_not_chosen_keep_their_data_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        let registration = serde_json::json!({"id": Uuid::from_u128(1),
+            "type": "young-person.registered", "occurred_at": "2026-10-01T10:00:00Z",
+            "data": pathway_core::samples::data(pathway_core::EventType::YoungPersonRegistered)});
+        let first = NewEvent {
+            submitted: pathway_core::envelope::validate(&registration).unwrap(),
+            source: "demo-la".into(),
+        };
+        let yp = rt.block_on(log.append(vec![first])).unwrap()[0].young_person;
+        let risk = serde_json::json!({"id": Uuid::from_u128(2), "type": "place.at-risk",
+            "young_person": yp, "occurred_at": "2026-10-02T10:00:00Z",
+            "data": {"date": "2026-10-02", "risk": "finance"}});
+        let second = NewEvent {
+            submitted: pathway_core::envelope::validate(&risk).unwrap(),
+            source: "demo-la".into(),
+        };
+        rt.block_on(log.append(vec![second])).unwrap();
+
+        let registrations_only = log
+            .read_from_opening(0, 10, |r| {
+                r.event_type == pathway_core::EventType::YoungPersonRegistered
+            })
+            .unwrap();
+        let all = log.read_from(0, 10).unwrap();
+        assert_eq!(registrations_only.len(), 2);
+        assert_eq!(
+            registrations_only[0].record.data.get(),
+            all[0].record.data.get()
+        );
+        assert!(vault::Vault::sealed(&registrations_only[1].record.data).is_some());
+        assert!(vault::Vault::sealed(&all[1].record.data).is_none());
+        assert!(all[1].record.data.get().contains("finance"));
     }
 }

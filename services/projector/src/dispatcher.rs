@@ -388,7 +388,10 @@ impl Projector {
 
     /// Applies up to `max` entries past the checkpoint; returns how many. Blocking.
     pub fn step(&self, max: usize) -> Result<usize, ProjectionError> {
-        let entries = self.inner.log.read_from(self.checkpoint(), max)?;
+        let entries = self
+            .inner
+            .log
+            .read_from_opening(self.checkpoint(), max, opened)?;
         self.apply(&entries)
     }
 
@@ -585,7 +588,9 @@ impl Projector {
         let log = self.inner.log.clone();
         let mut cursor = self.checkpoint();
         let reader = std::thread::spawn(move || loop {
-            let chunk = log.read_from(cursor, 4096).map_err(ProjectionError::from);
+            let chunk = log
+                .read_from_opening(cursor, 4096, opened)
+                .map_err(ProjectionError::from);
             let done = match &chunk {
                 Ok(entries) => match entries.last() {
                     Some(e) => {
@@ -687,6 +692,23 @@ impl Projector {
 /// What a grant at `fact` brings each recipient, for the pairs it newly covers (see
 /// [`pathway_core::policy::restore`]). The person's history is read only when some consent
 /// flow could carry a restored category to a recipient.
+/// Whether the projection step reads an entry's data: for the person's policy state
+/// (registrations, corrections and the consent category, retention purges among it:
+/// [`PersonState::changed_by`], which also covers what `policy::decide` reads of consent
+/// events), the identity registry (identity events) and the latest-destination digests.
+/// Every other entry is projected with its data still sealed, which spares most events an
+/// AES-GCM open and a JSON check. Whatever else parses an entry's data (restores, replays,
+/// read models) reads it opened, by seq.
+fn reads_data(ty: EventType) -> bool {
+    PersonState::changed_by(ty)
+        || ty.category() == Category::Identity
+        || ty == EventType::DestinationRecorded
+}
+
+fn opened(record: &pathway_log::Record) -> bool {
+    reads_data(record.event_type)
+}
+
 fn restore(
     log: &Log,
     agreements: &Agreements,
