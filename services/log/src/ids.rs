@@ -716,6 +716,14 @@ mod tests {
         (dir, tree)
     }
 
+    /// The runs that have keys under `prefix` (chunks or filters).
+    fn stored_runs(tree: &sled::Tree, prefix: u8) -> std::collections::BTreeSet<u64> {
+        tree.scan_prefix([prefix])
+            .keys()
+            .map(|k| keys::u64_of(&k.unwrap()[1..]))
+            .collect()
+    }
+
     fn seq_of(ids: &Ids, n: u64) -> Option<u64> {
         ids.get(&record(n).0).unwrap().map(|r| r.seq)
     }
@@ -745,12 +753,8 @@ mod tests {
         assert_eq!(absent, 0);
         assert!(ids.lock().fresh.is_empty());
         // The merged runs' keys are gone; only three runs' chunks and filters remain.
-        let runs: std::collections::BTreeSet<u64> = tree
-            .scan_prefix([RUN])
-            .keys()
-            .map(|k| keys::u64_of(&k.unwrap()[1..]))
-            .collect();
-        assert_eq!(runs.len(), 3);
+        assert_eq!(stored_runs(&tree, RUN).len(), 3);
+        assert_eq!(stored_runs(&tree, FILTER).len(), 3);
     }
 
     /// The filter answers "maybe" for every id it holds and rarely for others.
@@ -799,12 +803,8 @@ mod tests {
         assert_eq!(ids.runs(), vec![(0, 10); 4]);
         assert_eq!(seq_of(&ids, 99), None);
         assert!((1..=40).all(|n| seq_of(&ids, n) == Some(n)));
-        let runs: std::collections::BTreeSet<u64> = tree
-            .scan_prefix([FILTER])
-            .keys()
-            .map(|k| keys::u64_of(&k.unwrap()[1..]))
-            .collect();
-        assert_eq!(runs.len(), 4);
+        assert_eq!(stored_runs(&tree, RUN).len(), 4);
+        assert_eq!(stored_runs(&tree, FILTER).len(), 4);
     }
 
     /// A log from before runs, with one `i` key per id, opens with those ids in a run and

@@ -294,19 +294,7 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::IdRecord;
-
-    fn record(seq: u64, version: u64, yp: u128) -> Indexed {
-        (
-            Uuid::from_u128(1000 + seq as u128),
-            IdRecord {
-                seq,
-                version,
-                young_person: Uuid::from_u128(yp),
-                digest: [seq as u8; 32],
-            },
-        )
-    }
+    use crate::keys::indexed as record;
 
     /// A chunk reads back as the records written into it, and a group of more than one
     /// chunk is keyed by the seq of each chunk's first record.

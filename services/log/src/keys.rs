@@ -112,6 +112,20 @@ pub fn encode_indexed(out: &mut Vec<u8>, id: &Uuid, r: &IdRecord) {
     out.extend_from_slice(&r.encode());
 }
 
+/// The index record of the entry at `seq`, version `version` of person `yp`, for tests.
+#[cfg(test)]
+pub fn indexed(seq: u64, version: u64, yp: u128) -> Indexed {
+    (
+        Uuid::from_u128(1000 + seq as u128),
+        IdRecord {
+            seq,
+            version,
+            young_person: Uuid::from_u128(yp),
+            digest: [seq as u8; 32],
+        },
+    )
+}
+
 /// Reads an [`Indexed`] from exactly [`INDEXED`] bytes.
 pub fn decode_indexed(b: &[u8]) -> Indexed {
     let id = Uuid::from_slice(&b[..16]).expect("16 bytes");

@@ -185,19 +185,7 @@ pub fn migrate(tree: &sled::Tree) -> Result<usize, LogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::IdRecord;
-
-    fn record(seq: u64, version: u64, yp: u128) -> Indexed {
-        (
-            Uuid::from_u128(1000 + seq as u128),
-            IdRecord {
-                seq,
-                version,
-                young_person: Uuid::from_u128(yp),
-                digest: [0; 32],
-            },
-        )
-    }
+    use crate::keys::indexed as record;
 
     fn tree() -> (tempfile::TempDir, sled::Tree) {
         let dir = tempfile::tempdir().unwrap();
