@@ -372,26 +372,33 @@ impl Ids {
         level
     }
 
+    /// Writes `records` (in id order) as a new run, at the level its size belongs at; the
+    /// caller names it in the manifest.
+    fn new_run(
+        &self,
+        capacity: u64,
+        records: impl Iterator<Item = Result<Indexed, LogError>>,
+    ) -> Result<Arc<Run>, LogError> {
+        let no = self.reserve();
+        let (filter, count) = self
+            .write_run(no, capacity, records, None)?
+            .expect("only a merge is ever stopped");
+        Ok(Arc::new(Run {
+            no,
+            level: self.level_of(count),
+            count,
+            filter,
+        }))
+    }
+
     /// Writes `records` (the ids of every group up to seq `through`, not yet in a run) as a
     /// run, names it, forgets them from fresh, and removes their `x` chunks.
     pub fn seal(&self, mut records: Vec<Indexed>, through: u64) -> Result<(), LogError> {
         records.sort_unstable_by_key(|(id, _)| *id);
-        let no = self.reserve();
-        let written = self.write_run(
-            no,
-            records.len() as u64,
-            records.iter().map(|r| Ok(*r)),
-            None,
-        )?;
-        let (filter, count) = written.expect("a seal is never stopped");
+        let run = self.new_run(records.len() as u64, records.iter().map(|r| Ok(*r)))?;
         {
             let mut s = self.lock();
-            s.runs.push(Arc::new(Run {
-                no,
-                level: self.level_of(count),
-                count,
-                filter,
-            }));
+            s.runs.push(run);
             s.covered = s.covered.max(through);
             for (id, _) in &records {
                 s.fresh.remove(id);
@@ -497,7 +504,6 @@ impl Ids {
         if count == 0 {
             return Ok(());
         }
-        let no = self.reserve();
         let records =
             self.tree
                 .scan_prefix(keys::ID_PREFIX)
@@ -507,17 +513,11 @@ impl Ids {
                         .map_err(|_| LogError::Storage("an id key is malformed".into()))?;
                     Ok((id, IdRecord::decode(&v)))
                 });
-        let (filter, count) = self
-            .write_run(no, count, records, None)?
-            .expect("never stopped");
+        let run = self.new_run(count, records)?;
+        let (no, count) = (run.no, run.count);
         {
             let mut s = self.lock();
-            s.runs.push(Arc::new(Run {
-                no,
-                level: self.level_of(count),
-                count,
-                filter,
-            }));
+            s.runs.push(run);
             self.commit(&mut s)?;
         }
         for k in self.tree.scan_prefix(keys::ID_PREFIX).keys() {
