@@ -39,11 +39,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
-/// Runs of one level merged at once: few enough that a lookup checks few filters (at most
-/// `FANOUT - 1` runs a level), enough that each id is rewritten once a level only.
+/// Runs of one level merged at once. Small, so a lookup checks few filters (fewer than
+/// `FANOUT` runs a level once the merger has caught up); each id is rewritten once a level,
+/// and the levels grow by this factor, so there are few of them.
 pub const FANOUT: usize = 4;
 
-/// Records a chunk: 80 bytes each, so a chunk stays near 5 KiB, as small as the log's runs
+/// Records in a chunk: 80 bytes each, so a chunk stays near 5 KiB, as small as the log's runs
 /// and for the same reason (sled never fsyncs pages it writes as blob files).
 const CHUNK: usize = 64;
 
