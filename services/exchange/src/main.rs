@@ -68,8 +68,9 @@ enum Command {
         #[arg(long, value_name = "MIB", default_value_t = 2048)]
         cache_mib: u64,
     },
-    /// Recompute the log's hash chain and check its signed checkpoints; names the first bad
-    /// entry and exits non-zero if any.
+    /// Recompute the log's hash chain, check its signed checkpoints, and check every entry
+    /// against the id index and its person's stream; names the first bad entry and exits
+    /// non-zero if any.
     Verify {
         #[arg(long, value_name = "DIR", default_value = "./data")]
         data: PathBuf,

@@ -140,6 +140,8 @@ struct Inner {
     /// How far the indexer has written id and stream keys; readers of a person's stream
     /// wait on it.
     indexed: Arc<index::Progress>,
+    /// The id index, which the writer consults and `verify` checks.
+    ids: Arc<ids::Ids>,
 }
 
 impl Drop for Inner {
@@ -192,7 +194,7 @@ impl Log {
                 vault: vault.clone(),
                 people_cached,
                 progress: indexed.clone(),
-                ids,
+                ids: ids.clone(),
                 unsealed: found.unsealed,
             },
             head,
@@ -212,6 +214,7 @@ impl Log {
                 vault,
                 people_cached,
                 indexed,
+                ids,
             }),
         })
     }
@@ -397,9 +400,45 @@ impl Log {
     }
 
     /// Recomputes the whole chain and checks every signed checkpoint (against `trusted`, the
-    /// exchange's public key, when given); names the first bad entry.
+    /// exchange's public key, when given), and that every entry is where the indexes derived
+    /// from it say (the id index gives its id its seq, version and person; its person's
+    /// stream holds it at its version): idempotency and per-person reads rest on them. Names
+    /// the first bad entry. Entries appended while it runs are checked for their chain only.
     pub fn verify(&self, trusted: Option<&[u8]>) -> Result<VerifyReport, VerifyError> {
-        verify::verify(&self.inner.tree, trusted)
+        let head = self.head();
+        self.inner.indexed.wait_for(head).map_err(|e| VerifyError {
+            seq: head,
+            reason: e.to_string(),
+        })?;
+        let (tree, ids) = (&self.inner.tree, &self.inner.ids);
+        verify::verify(tree, trusted, |r| {
+            if r.seq > head {
+                return Ok(());
+            }
+            match ids.get(&r.id).map_err(|e| e.to_string())? {
+                None => return Err("its id is not in the id index".into()),
+                Some(x)
+                    if (x.seq, x.version, x.young_person) != (r.seq, r.version, r.young_person) =>
+                {
+                    return Err(format!(
+                        "the id index gives its id to entry {} (version {})",
+                        x.seq, x.version
+                    ))
+                }
+                Some(_) => {}
+            }
+            match streams::slot(tree, r.young_person, r.version).map_err(|e| e.to_string())? {
+                Some(seq) if seq == r.seq => Ok(()),
+                Some(seq) => Err(format!(
+                    "its person's stream holds entry {seq} at its version {}",
+                    r.version
+                )),
+                None => Err(format!(
+                    "its person's stream does not reach its version {}",
+                    r.version
+                )),
+            }
+        })
     }
 
     /// Signs a checkpoint at the durable head, unless the head is already signed (or empty).

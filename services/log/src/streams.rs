@@ -121,6 +121,16 @@ pub fn cut(tree: &sled::Tree, yp: Uuid, version: u64, seq: u64) -> Result<bool, 
     Ok(true)
 }
 
+/// The seq at `version` of a person's stream, if the stream reaches it.
+pub fn slot(tree: &sled::Tree, yp: Uuid, version: u64) -> Result<Option<u64>, LogError> {
+    let first = first_of(version);
+    let at = (version - first) as usize * 8;
+    Ok(tree
+        .get(key(yp, first))?
+        .filter(|segment| segment.len() >= at + 8)
+        .map(|segment| keys::u64_of(&segment[at..])))
+}
+
 /// A person's seqs, in version order.
 pub fn seqs(tree: &sled::Tree, yp: Uuid) -> Result<Vec<u64>, LogError> {
     let mut out = Vec::new();

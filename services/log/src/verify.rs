@@ -1,4 +1,5 @@
-//! Recomputes the hash chain over every stored entry and names the first one that breaks it.
+//! Recomputes the hash chain over every stored entry and names the first one that breaks it;
+//! the caller may check each entry against the indexes derived from it as well.
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::keys;
@@ -23,8 +24,13 @@ pub struct VerifyError {
 }
 
 /// Checks the chain and every signed checkpoint (with `trusted` as the only acceptable key,
-/// when given).
-pub fn verify(tree: &sled::Tree, trusted: Option<&[u8]>) -> Result<VerifyReport, VerifyError> {
+/// when given), and asks `indexed` about each entry's record (whose `Err` names what is
+/// wrong with the indexes about it).
+pub fn verify(
+    tree: &sled::Tree,
+    trusted: Option<&[u8]>,
+    mut indexed: impl FnMut(&Record) -> Result<(), String>,
+) -> Result<VerifyReport, VerifyError> {
     let mut checkpoints = std::collections::BTreeMap::new();
     for kv in tree.scan_prefix(checkpoint::PREFIX) {
         let (k, v) = kv.map_err(|e| VerifyError {
@@ -71,6 +77,7 @@ pub fn verify(tree: &sled::Tree, trusted: Option<&[u8]>) -> Result<VerifyReport,
             if record.seq != seq {
                 return Err(bad(seq, format!("stored as {seq} but says {}", record.seq)));
             }
+            indexed(&record).map_err(|reason| bad(seq, reason))?;
             prev.copy_from_slice(&v[32..64]);
             if let Some(cp) = checkpoints.get(&seq) {
                 checkpoint::check(cp, &prev, trusted)

@@ -868,3 +868,70 @@ fn ids_unsealed_at_a_reopen_go_into_the_next_run() {
         first.iter().map(|r| r.seq).collect::<Vec<_>>()
     );
 }
+
+/// `verify` checks each entry against the indexes idempotency and per-person reads rest on,
+/// and names the first entry they have lost: one missing from its person's stream, one whose
+/// id the id index no longer knows.
+#[test]
+fn verify_names_an_entry_its_indexes_lost() {
+    // Given a log whose group 9..=13 is recorded and indexed, its ids sealed into a run
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        ids_per_run: 1,
+        ..LogOptions::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    let group = rt.block_on(async {
+        log.append(racers_registered()).await.unwrap();
+        log.append((0..5).map(|k| send(IDS + k, 0)).collect())
+            .await
+            .unwrap()
+    });
+    assert_eq!((group[0].seq, group[4].seq), (9, 13));
+    assert_eq!(log.verify(None).unwrap().entries, 13);
+    drop(log);
+    let tamper = |change: &dyn Fn(&sled::Tree)| {
+        let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
+        let tree = db.open_tree("log").unwrap();
+        assert!(tree.scan_prefix(b"x").next().is_none(), "every id in a run");
+        change(&tree);
+        db.flush().unwrap();
+    };
+    let verified = || {
+        Log::open(dir.path(), options.clone())
+            .unwrap()
+            .verify(None)
+            .unwrap_err()
+    };
+
+    // When entry 11's person's stream loses it (their segment cut back to their registration)
+    let eleventh = racer(u128::from(IDS + 2) % RACE_PEOPLE);
+    tamper(&|tree| {
+        let mut segment = vec![b't'];
+        segment.extend_from_slice(eleventh.as_bytes());
+        segment.extend_from_slice(&1u64.to_be_bytes());
+        let seqs = tree.get(&segment).unwrap().unwrap();
+        assert_eq!(seqs.len(), 16, "the registration and entry 11");
+        tree.insert(&segment, &seqs[..8]).unwrap();
+    });
+    // Then verify names entry 11
+    let err = verified();
+    assert_eq!(err.seq, 11, "{err}");
+    assert!(err.reason.contains("stream"), "{err}");
+
+    // And when the id index loses its runs' records
+    tamper(&|tree| {
+        let chunks: Vec<_> = tree.scan_prefix(b"j").keys().map(|k| k.unwrap()).collect();
+        assert!(!chunks.is_empty());
+        chunks.into_iter().for_each(|k| {
+            tree.remove(k).unwrap();
+        });
+    });
+    // Then verify names the first entry
+    let err = verified();
+    assert_eq!(err.seq, 1, "{err}");
+    assert!(err.reason.contains("id index"), "{err}");
+}
