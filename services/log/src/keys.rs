@@ -10,10 +10,36 @@
 //! - `t` young person, first version → the seqs of 64 versions (see [`crate::streams`])
 //! - `h` → the last seq of the last whole group: moved after everything a group writes, so
 //!   it is where the log ends after a crash (see [`crate::writer::Head::recover`])
+//! - `v` → the layout of these keys ([`LAYOUT_NOW`])
 //! - `x` seq → the id records of the entries from seq on, kept until the id index holds
 //!   them in a run; their stream keys are written meanwhile (see [`crate::index`])
 
+use crate::error::LogError;
 use uuid::Uuid;
+
+pub const LAYOUT: &[u8] = b"v";
+
+/// The layout of the log's keys: 2 since ids went into runs and streams into segments.
+/// Opening moves a log in an older layout forward (see [`crate::ids`] and
+/// [`crate::streams`]); a log in a newer one is refused, because this build would misread
+/// it, and misreading the id index would take every repeat for a new event.
+pub const LAYOUT_NOW: &[u8] = b"2";
+
+/// Refuses a log whose layout is newer than this build's.
+pub fn check_layout(tree: &sled::Tree) -> Result<(), LogError> {
+    let Some(found) = tree.get(LAYOUT)? else {
+        return Ok(());
+    };
+    let number = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u32>().ok();
+    match (number(&found), number(LAYOUT_NOW)) {
+        (Some(found), Some(now)) if found <= now => Ok(()),
+        _ => Err(LogError::Storage(format!(
+            "the log's layout ({}) is newer than this build's ({}): open it with the build that wrote it",
+            String::from_utf8_lossy(&found),
+            String::from_utf8_lossy(LAYOUT_NOW)
+        ))),
+    }
+}
 
 /// A one-byte prefix and a sequence number: the shape of every key the log orders by seq.
 pub(crate) fn at_seq(prefix: u8, seq: u64) -> [u8; 9] {

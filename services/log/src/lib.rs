@@ -166,9 +166,11 @@ impl Log {
                 .mode(sled::Mode::HighThroughput),
         )?;
         let tree = db.open_tree("log")?;
+        keys::check_layout(&tree)?;
         let head = writer::Head::recover(&tree)?;
         streams::migrate(&tree)?;
         let ids = Arc::new(ids::Ids::open(tree.clone(), options.ids_per_run)?);
+        tree.insert(keys::LAYOUT, keys::LAYOUT_NOW)?;
         let found = index::recover(&tree, head.seq, &ids)?;
         if found.restored > 0 {
             tracing::warn!(
