@@ -69,35 +69,64 @@ fn place(segment: &mut Vec<u8>, first: u64, version: u64, seq: u64) -> Result<bo
     }
 }
 
+/// A segment being filled: read once, written back once if a slot changed.
+struct Open {
+    key: [u8; 25],
+    first: u64,
+    slots: Vec<u8>,
+    dirty: bool,
+}
+
+/// Writes slots given as (person, version, seq) in person-then-version order, with one
+/// read and at most one write per segment they touch. Returns how many slots changed.
+fn write_slots(
+    tree: &sled::Tree,
+    slots: impl IntoIterator<Item = Result<(Uuid, u64, u64), LogError>>,
+) -> Result<usize, LogError> {
+    let close = |open: Option<Open>| -> Result<(), LogError> {
+        if let Some(o) = open.filter(|o| o.dirty) {
+            tree.insert(o.key, o.slots)?;
+        }
+        Ok(())
+    };
+    let mut changed = 0;
+    let mut open: Option<Open> = None;
+    for slot in slots {
+        let (yp, version, seq) = slot?;
+        let first = first_of(version);
+        let k = key(yp, first);
+        if open.as_ref().is_none_or(|o| o.key != k) {
+            close(open.take())?;
+            let slots = tree.get(k)?.map(|v| v.to_vec()).unwrap_or_default();
+            open = Some(Open {
+                key: k,
+                first,
+                slots,
+                dirty: false,
+            });
+        }
+        let o = open.as_mut().expect("just opened");
+        if place(&mut o.slots, o.first, version, seq)? {
+            o.dirty = true;
+            changed += 1;
+        }
+    }
+    close(open)?;
+    Ok(changed)
+}
+
 /// Writes the stream slots of `records` (in seq order, as a group holds them), one write
 /// per segment they touch. Returns how many slots were not already as given.
 pub fn apply(tree: &sled::Tree, records: &[Indexed]) -> Result<usize, LogError> {
     let mut order: Vec<&Indexed> = records.iter().collect();
     // By person and version; a person's versions rise with seq, so stable order suffices.
     order.sort_by_key(|(_, r)| (r.young_person, r.version));
-    let mut changed = 0;
-    let mut i = 0;
-    while i < order.len() {
-        let (yp, first) = (order[i].1.young_person, first_of(order[i].1.version));
-        let k = key(yp, first);
-        let mut segment = tree.get(k)?.map(|v| v.to_vec()).unwrap_or_default();
-        let mut dirty = false;
-        while i < order.len()
-            && order[i].1.young_person == yp
-            && first_of(order[i].1.version) == first
-        {
-            let r = &order[i].1;
-            if place(&mut segment, first, r.version, r.seq)? {
-                dirty = true;
-                changed += 1;
-            }
-            i += 1;
-        }
-        if dirty {
-            tree.insert(k, segment)?;
-        }
-    }
-    Ok(changed)
+    write_slots(
+        tree,
+        order
+            .into_iter()
+            .map(|(_, r)| Ok((r.young_person, r.version, r.seq))),
+    )
 }
 
 /// Forgets `version` and the later versions of its segment, if the slot of `version` holds
@@ -154,32 +183,16 @@ pub fn version(tree: &sled::Tree, yp: Uuid) -> Result<u64, LogError> {
 /// into the same slots. Returns how many it moved.
 pub fn migrate(tree: &sled::Tree) -> Result<usize, LogError> {
     let mut moved = 0;
-    let mut current: Option<([u8; 25], Vec<u8>)> = None;
-    let flush = |current: &mut Option<([u8; 25], Vec<u8>)>| -> Result<(), LogError> {
-        if let Some((k, v)) = current.take() {
-            tree.insert(k, v)?;
-        }
-        Ok(())
-    };
-    for kv in tree.scan_prefix(keys::STREAM_PREFIX) {
+    let slots = tree.scan_prefix(keys::STREAM_PREFIX).map(|kv| {
         let (k, v) = kv?;
         if k.len() != 25 || v.len() != 8 {
             return Err(LogError::Storage("a stream key is malformed".into()));
         }
-        let yp = Uuid::from_slice(&k[1..17]).expect("16 bytes");
-        let (version, seq) = (keys::u64_of(&k[17..]), keys::u64_of(&v));
-        let first = first_of(version);
-        let target = key(yp, first);
-        if current.as_ref().is_none_or(|(k, _)| *k != target) {
-            flush(&mut current)?;
-            let existing = tree.get(target)?.map(|v| v.to_vec()).unwrap_or_default();
-            current = Some((target, existing));
-        }
-        let (_, segment) = current.as_mut().expect("just set");
-        place(segment, first, version, seq)?;
         moved += 1;
-    }
-    flush(&mut current)?;
+        let yp = Uuid::from_slice(&k[1..17]).expect("16 bytes");
+        Ok((yp, keys::u64_of(&k[17..]), keys::u64_of(&v)))
+    });
+    write_slots(tree, slots)?;
     if moved > 0 {
         for k in tree.scan_prefix(keys::STREAM_PREFIX).keys() {
             tree.remove(k?)?;
