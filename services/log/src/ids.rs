@@ -58,7 +58,7 @@ const BLOCK_WORDS: usize = 8;
 
 const RUN: u8 = b'j';
 const FILTER: u8 = b'f';
-pub const MANIFEST: &[u8] = b"m";
+const MANIFEST: &[u8] = b"m";
 
 fn chunk_key(run: u64, first: Uuid) -> [u8; 25] {
     let mut k = [0u8; 25];
@@ -153,6 +153,12 @@ struct State {
 }
 
 impl State {
+    /// A number for a new run, never one the manifest names.
+    fn reserve(&mut self) -> u64 {
+        self.next_run += 1;
+        self.next_run - 1
+    }
+
     fn manifest(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(16 + self.runs.len() * 20);
         v.extend_from_slice(&self.covered.to_be_bytes());
@@ -293,12 +299,6 @@ impl Ids {
         Ok(None)
     }
 
-    fn reserve(&self) -> u64 {
-        let mut s = self.lock();
-        s.next_run += 1;
-        s.next_run - 1
-    }
-
     /// Writes a run: chunks, then the filter. Returns the filter and how many records it
     /// holds, or nothing if `stop` was raised first (the run is then unnamed: the next
     /// open removes it).
@@ -380,7 +380,7 @@ impl Ids {
         capacity: u64,
         records: impl Iterator<Item = Result<Indexed, LogError>>,
     ) -> Result<Arc<Run>, LogError> {
-        let no = self.reserve();
+        let no = self.lock().reserve();
         let (filter, count) = self
             .write_run(no, capacity, records, None)?
             .expect("only a merge is ever stopped");
@@ -441,8 +441,7 @@ impl Ids {
                 .take(FANOUT)
                 .cloned()
                 .collect();
-            s.next_run += 1;
-            (inputs, level, s.next_run - 1)
+            (inputs, level, s.reserve())
         };
         let capacity = inputs.iter().map(|r| r.count).sum();
         let merged = Merged::new(
@@ -795,7 +794,7 @@ mod tests {
             let stop = AtomicBool::new(true);
             assert!(!ids.merge_once(&stop).unwrap(), "stopped after one chunk");
             // An unfinished seal: chunks and filter of a run the manifest never names.
-            let orphan = ids.reserve();
+            let orphan = ids.lock().reserve();
             ids.write_run(orphan, 1, std::iter::once(Ok(record(99))), None)
                 .unwrap();
         }

@@ -1,20 +1,18 @@
-//! The per-event index behind the writer: each event's stream key (`s`) and its id in the
-//! id index ([`crate::ids`]).
+//! The per-event index behind the writer: each event's slot in its person's stream
+//! ([`crate::streams`]) and its id in the id index ([`crate::ids`]).
 //!
-//! Each new event needs a stream key at a random place in a large tree, and sled 0.34
-//! copies a leaf for every insert and an index node for every split: those inserts were
-//! most of the writer's time, on the one thread every append waits for. So the writer
-//! stores a group's id records as a few keys at the log's right edge (`x` chunks, durable
-//! with the group's entries before anyone is answered) and hands the group to the indexer
-//! thread, which inserts the stream keys on the other core, and every
+//! Indexing was most of the writer's time, on the one thread every append waits for. So
+//! the writer stores a group's id records as a few keys at the log's right edge (`x`
+//! chunks, durable with the group's entries before anyone is answered) and hands the group
+//! to the indexer thread, which writes the stream slots on the other core, and every
 //! [`crate::LogOptions::ids_per_run`] ids seals them into a run of the id index, which
 //! then removes their chunks. The `log-merger` thread merges runs.
 //!
-//! Until a group's stream keys are written, its versions are known from memory: the
+//! Until a group's stream slots are written, its versions are known from memory: the
 //! writer keeps them ([`Pending`]), and readers of a person's stream wait for the indexer
 //! to pass the entries they need ([`Progress::wait_for`]). Ids are in the id index's memory
 //! from the moment the group is durable. After a crash or a stop, opening the log writes
-//! whatever stream keys the chunks left show missing and gives their ids back to the index
+//! whatever stream slots the chunks left show missing and gives their ids back to the index
 //! ([`recover`]); the chunks are what makes that possible, since an id record's body
 //! digest cannot be recomputed from the stored entry.
 //!

@@ -25,6 +25,15 @@ pub const LAYOUT: &[u8] = b"v";
 /// it, and misreading the id index would take every repeat for a new event.
 pub const LAYOUT_NOW: &[u8] = b"2";
 
+/// Records this build's layout, once opening has moved the log to it; a write only when
+/// it changes, so an ordinary open writes nothing.
+pub fn settle_layout(tree: &sled::Tree) -> Result<(), LogError> {
+    if tree.get(LAYOUT)?.as_deref() != Some(LAYOUT_NOW) {
+        tree.insert(LAYOUT, LAYOUT_NOW)?;
+    }
+    Ok(())
+}
+
 /// Refuses a log whose layout is newer than this build's.
 pub fn check_layout(tree: &sled::Tree) -> Result<(), LogError> {
     let Some(found) = tree.get(LAYOUT)? else {
@@ -138,6 +147,12 @@ pub fn encode_indexed(out: &mut Vec<u8>, id: &Uuid, r: &IdRecord) {
     out.extend_from_slice(&r.encode());
 }
 
+/// Reads an [`Indexed`] from exactly [`INDEXED`] bytes.
+pub fn decode_indexed(b: &[u8]) -> Indexed {
+    let id = Uuid::from_slice(&b[..16]).expect("16 bytes");
+    (id, IdRecord::decode(&b[16..INDEXED]))
+}
+
 /// The index record of the entry at `seq`, version `version` of person `yp`, for tests.
 #[cfg(test)]
 pub fn indexed(seq: u64, version: u64, yp: u128) -> Indexed {
@@ -150,10 +165,4 @@ pub fn indexed(seq: u64, version: u64, yp: u128) -> Indexed {
             digest: [seq as u8; 32],
         },
     )
-}
-
-/// Reads an [`Indexed`] from exactly [`INDEXED`] bytes.
-pub fn decode_indexed(b: &[u8]) -> Indexed {
-    let id = Uuid::from_slice(&b[..16]).expect("16 bytes");
-    (id, IdRecord::decode(&b[16..INDEXED]))
 }

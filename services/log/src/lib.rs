@@ -137,8 +137,8 @@ struct Inner {
     clock: Clock,
     vault: Arc<vault::Vault>,
     people_cached: usize,
-    /// How far the indexer has written id and stream keys; readers of a person's stream
-    /// wait on it.
+    /// How far the indexer has written stream slots; readers of a person's stream wait on
+    /// it.
     indexed: Arc<index::Progress>,
     /// The id index, which the writer consults and `verify` checks.
     ids: Arc<ids::Ids>,
@@ -170,7 +170,7 @@ impl Log {
         let head = writer::Head::recover(&tree)?;
         streams::migrate(&tree)?;
         let ids = Arc::new(ids::Ids::open(tree.clone(), options.ids_per_run)?);
-        tree.insert(keys::LAYOUT, keys::LAYOUT_NOW)?;
+        keys::settle_layout(&tree)?;
         let found = index::recover(&tree, head.seq, &ids)?;
         if found.restored > 0 {
             tracing::warn!(
@@ -412,35 +412,37 @@ impl Log {
             seq: head,
             reason: e.to_string(),
         })?;
-        let (tree, ids) = (&self.inner.tree, &self.inner.ids);
-        verify::verify(tree, trusted, |r| {
+        verify::verify(&self.inner.tree, trusted, |r| {
             if r.seq > head {
                 return Ok(());
             }
-            match ids.get(&r.id).map_err(|e| e.to_string())? {
-                None => return Err("its id is not in the id index".into()),
-                Some(x)
-                    if (x.seq, x.version, x.young_person) != (r.seq, r.version, r.young_person) =>
-                {
-                    return Err(format!(
-                        "the id index gives its id to entry {} (version {})",
-                        x.seq, x.version
-                    ))
-                }
-                Some(_) => {}
-            }
-            match streams::slot(tree, r.young_person, r.version).map_err(|e| e.to_string())? {
-                Some(seq) if seq == r.seq => Ok(()),
-                Some(seq) => Err(format!(
-                    "its person's stream holds entry {seq} at its version {}",
-                    r.version
-                )),
-                None => Err(format!(
-                    "its person's stream does not reach its version {}",
-                    r.version
-                )),
-            }
+            self.indexed_as_recorded(r)
         })
+    }
+
+    /// Whether the id index and the person's stream place `r` where it is.
+    fn indexed_as_recorded(&self, r: &Record) -> Result<(), String> {
+        let x = self.inner.ids.get(&r.id).map_err(|e| e.to_string())?;
+        let x = x.ok_or("its id is not in the id index")?;
+        if (x.seq, x.version, x.young_person) != (r.seq, r.version, r.young_person) {
+            return Err(format!(
+                "the id index gives its id to entry {} (version {})",
+                x.seq, x.version
+            ));
+        }
+        match streams::slot(&self.inner.tree, r.young_person, r.version)
+            .map_err(|e| e.to_string())?
+        {
+            Some(seq) if seq == r.seq => Ok(()),
+            Some(seq) => Err(format!(
+                "its person's stream holds entry {seq} at its version {}",
+                r.version
+            )),
+            None => Err(format!(
+                "its person's stream does not reach its version {}",
+                r.version
+            )),
+        }
     }
 
     /// Signs a checkpoint at the durable head, unless the head is already signed (or empty).

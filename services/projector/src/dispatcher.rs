@@ -391,7 +391,7 @@ impl Projector {
         let entries = self
             .inner
             .log
-            .read_from_opening(self.checkpoint(), max, opened)?;
+            .read_from_opening(self.checkpoint(), max, reads_data)?;
         self.apply(&entries)
     }
 
@@ -589,7 +589,7 @@ impl Projector {
         let mut cursor = self.checkpoint();
         let reader = std::thread::spawn(move || loop {
             let chunk = log
-                .read_from_opening(cursor, 4096, opened)
+                .read_from_opening(cursor, 4096, reads_data)
                 .map_err(ProjectionError::from);
             let done = match &chunk {
                 Ok(entries) => match entries.last() {
@@ -689,9 +689,6 @@ impl Projector {
     }
 }
 
-/// What a grant at `fact` brings each recipient, for the pairs it newly covers (see
-/// [`pathway_core::policy::restore`]). The person's history is read only when some consent
-/// flow could carry a restored category to a recipient.
 /// Whether the projection step reads an entry's data: for the person's policy state
 /// (registrations, corrections and the consent category, retention purges among it:
 /// [`PersonState::changed_by`], which also covers what `policy::decide` reads of consent
@@ -699,16 +696,16 @@ impl Projector {
 /// Every other entry is projected with its data still sealed, which spares most events an
 /// AES-GCM open and a JSON check. Whatever else parses an entry's data (restores, replays,
 /// read models) reads it opened, by seq.
-fn reads_data(ty: EventType) -> bool {
+fn reads_data(record: &pathway_log::Record) -> bool {
+    let ty = record.event_type;
     PersonState::changed_by(ty)
         || ty.category() == Category::Identity
         || ty == EventType::DestinationRecorded
 }
 
-fn opened(record: &pathway_log::Record) -> bool {
-    reads_data(record.event_type)
-}
-
+/// What a grant at `fact` brings each recipient, for the pairs it newly covers (see
+/// [`pathway_core::policy::restore`]). The person's history is read only when some consent
+/// flow could carry a restored category to a recipient.
 fn restore(
     log: &Log,
     agreements: &Agreements,
