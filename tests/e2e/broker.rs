@@ -52,12 +52,18 @@ impl Node {
         node
     }
 
-    /// A single broker from deploy/nats/exchange.conf, running.
+    /// A single broker from deploy/nats/exchange.conf, running. A port found free can be
+    /// taken by another test before the broker binds it; the broker then exits at once, and
+    /// a fresh pair of ports is tried.
     pub fn single(store: &Path) -> Node {
-        let mut node = Node::single_stopped(store);
-        node.start();
-        node.wait_healthy();
-        node
+        for _ in 0..3 {
+            let mut node = Node::single_stopped(store);
+            node.start();
+            if node.become_healthy() {
+                return node;
+            }
+        }
+        panic!("nats-server exited at start three times, on fresh ports each time");
     }
 
     /// The same, configured on its ports but not started.
@@ -107,7 +113,16 @@ impl Node {
     }
 
     /// Waits until the node answers its monitoring health check with JetStream up.
-    pub fn wait_healthy(&self) {
+    pub fn wait_healthy(&mut self) {
+        assert!(
+            self.become_healthy(),
+            "nats-server on port {} exited before it became healthy",
+            self.port
+        );
+    }
+
+    /// Waits until the node is healthy (true) or its process has exited (false).
+    fn become_healthy(&mut self) -> bool {
         // Generous: a cluster node elects its JetStream leader slowly on a loaded machine.
         let deadline = Instant::now() + Duration::from_secs(90);
         let url = format!(
@@ -116,7 +131,15 @@ impl Node {
         );
         while Instant::now() < deadline {
             if http::blocking_get_ok(&url) {
-                return;
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                self.child = None;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -140,7 +163,7 @@ impl Cluster {
         let ports: Vec<(u16, u16, u16)> = (0..3)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
-        let nodes: Vec<Node> = (0..3)
+        let mut nodes: Vec<Node> = (0..3)
             .map(|i| {
                 let (port, monitor, route) = ports[i];
                 let routes: Vec<String> = (0..3)
@@ -165,7 +188,7 @@ impl Cluster {
                 Node::spawn(args, port, monitor)
             })
             .collect();
-        for n in &nodes {
+        for n in &mut nodes {
             n.wait_healthy();
         }
         Cluster { nodes }
