@@ -53,6 +53,9 @@ impl Override {
 pub struct Grant {
     pub recorded_by: String,
     pub review_due: Day,
+    /// Where the grant sits in the log, so the consent review can show it without a search.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -118,6 +121,7 @@ impl PersonState {
                     Grant {
                         recorded_by: fact.source.to_owned(),
                         review_due: g.review_due,
+                        seq: fact.seq,
                     },
                 );
                 change.grants_ended = self.unreferenced(replaced);

@@ -43,6 +43,10 @@ pub struct Args {
     /// Log size for the rebuild run.
     #[arg(long, default_value_t = 1_000_000)]
     rebuild_events: usize,
+    /// Rebuild the same log this many times (the first opening replays sled's log; later
+    /// ones do not), to compare projecting speeds on one machine-state.
+    #[arg(long, default_value_t = 1)]
+    rebuild_repeat: usize,
     /// The nats-server for the NATS run [default: $NATS_SERVER, or nats-server on PATH;
     /// scripts/install-nats prints one].
     #[arg(long, value_name = "PATH")]
@@ -325,7 +329,27 @@ async fn sse(root: &std::path::Path, rate: u64, total: usize) -> anyhow::Result<
     Ok(())
 }
 
-async fn rebuild(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
+/// CPU seconds (user and system, every thread) this process has used so far: steadier than
+/// the wall clock on a shared machine, and what two builds' A/B compares.
+pub(crate) fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) closed by ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+async fn rebuild(root: &std::path::Path, total: usize, repeat: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(root)?;
     let log = app::open_log(dir.path())?;
     let agreements = config::parse(config::DEMO, "demo")?.agreements;
@@ -379,23 +403,32 @@ async fn rebuild(root: &std::path::Path, total: usize) -> anyhow::Result<()> {
     // Close the log, then rebuild exactly as `exchange rebuild` does in a fresh process
     // (the operating system's file cache is warm; the log's own cache is not).
     drop(log);
-    let data = dir.path().to_path_buf();
-    let (opened, projected, applied) = tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let log = app::open_log_for_rebuild(&data, 2 << 30)?;
-        let opened = started.elapsed();
-        let applied = app::rebuild_from(log, agreements, &data)?;
-        anyhow::Ok((opened, started.elapsed() - opened, applied))
-    })
-    .await??;
-    let (opened, projected) = (opened.as_secs_f64(), projected.as_secs_f64());
-    let secs = opened + projected;
-    println!(
-        "rebuild: {applied} events projected in {secs:.2} s, {:.0} events/s \
-         (opening the log {opened:.2} s; projecting {projected:.2} s, {:.0} events/s)",
-        applied as f64 / secs,
-        applied as f64 / projected
-    );
+    for _ in 0..repeat.max(1) {
+        let data = dir.path().to_path_buf();
+        let agreements = agreements.clone();
+        let (opened, projected, applied, cpu) = tokio::task::spawn_blocking(move || {
+            let (started, cpu) = (Instant::now(), cpu_seconds());
+            let log = app::open_log_for_rebuild(&data, 2 << 30)?;
+            let opened = started.elapsed();
+            let applied = app::rebuild_from(log, agreements, &data)?;
+            anyhow::Ok((
+                opened,
+                started.elapsed() - opened,
+                applied,
+                cpu_seconds() - cpu,
+            ))
+        })
+        .await??;
+        let (opened, projected) = (opened.as_secs_f64(), projected.as_secs_f64());
+        let secs = opened + projected;
+        println!(
+            "rebuild: {applied} events projected in {secs:.2} s, {:.0} events/s \
+             (opening the log {opened:.2} s; projecting {projected:.2} s, {:.0} events/s; \
+             CPU {cpu:.2} s)",
+            applied as f64 / secs,
+            applied as f64 / projected
+        );
+    }
     Ok(())
 }
 
@@ -421,7 +454,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             sse(&root, args.sse_rate, args.sse_events).await?;
         }
         if wants("rebuild") {
-            rebuild(&root, args.rebuild_events).await?;
+            rebuild(&root, args.rebuild_events, args.rebuild_repeat).await?;
         }
         if wants("policy") {
             crate::bench_policy::run(&root).await?;

@@ -310,6 +310,57 @@ async fn consent_reviews_list_grants_past_their_date_for_the_agency_that_recorde
 }
 
 #[tokio::test]
+async fn the_consent_review_lists_an_agencys_grants_by_review_date_across_people() {
+    let app = spawn_app(); // today: 2026-11-02
+    let a = app.register("2008-01-01").await;
+    let b = app.register("2008-02-02").await;
+    // Two grants of one person, both in force (different pairs), and one of another person
+    // due between them: whatever order the people are stored in, only sorting by date puts
+    // the other person in the middle.
+    let a_late = seq_of(
+        &app,
+        LA,
+        &grant(a, &["demo-college"], &["support"], "2027-09-01"),
+    )
+    .await;
+    let a_early = seq_of(
+        &app,
+        LA,
+        &grant(a, &["demo-careers"], &["placement"], "2027-01-01"),
+    )
+    .await;
+    let b_middle = seq_of(
+        &app,
+        LA,
+        &grant(b, &["demo-college"], &["support"], "2027-05-01"),
+    )
+    .await;
+    app.set_today("2027-12-01");
+    app.drain();
+    let (s, v) = app.get(LA, "/v1/consent/review").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let listed: Vec<(u64, String)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["seq"].as_u64().unwrap(),
+                i["review_due"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (a_early, "2027-01-01".to_owned()),
+            (b_middle, "2027-05-01".to_owned()),
+            (a_late, "2027-09-01".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn retention_purges_what_recipients_kept_too_long_and_records_it() {
     let app = spawn_app(); // today: 2026-11-02
     let yp = app.register("2008-01-01").await;

@@ -77,8 +77,9 @@ struct Pending<'t> {
     open_feed: HashMap<String, OpenRun>,
     open_disclosures: Option<OpenRun>,
     purges: BTreeMap<Vec<u8>, Purges>,
-    /// Consent review keys: `Some(grant seq)` to write, `None` to remove.
-    reviews: BTreeMap<Vec<u8>, Option<u64>>,
+    /// Consent review keys: `Some(value)` to write, `None` to remove. The last event of a
+    /// step about (agency, person) decides, since each value is their whole state.
+    reviews: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Identity registry keys to write, by person (each person's are also listed under
     /// `r` + person, so that erasure can remove them).
     identities: BTreeMap<Uuid, Vec<Vec<u8>>>,
@@ -304,7 +305,7 @@ impl<'t> Pending<'t> {
         }
         for (k, review) in self.reviews {
             match review {
-                Some(seq) => writes.insert(k, &seq.to_be_bytes()[..]),
+                Some(value) => writes.insert(k, value),
                 None => writes.remove(k),
             }
         }
@@ -496,13 +497,21 @@ impl Projector {
                     Err(_) => {}
                 }
             }
-            if let Some(grant) = person.grants().get(&fact.id) {
-                let key = store::review(&grant.recorded_by, grant.review_due, yp, fact.id);
-                pending.reviews.insert(key, Some(fact.seq));
-            }
-            for (id, grant) in &change.grants_ended {
-                let key = store::review(&grant.recorded_by, grant.review_due, yp, *id);
-                pending.reviews.insert(key, None);
+            let started = person.grants().get(&fact.id);
+            let ended = change.grants_ended.iter().map(|(_, g)| g);
+            for by in started.into_iter().chain(ended).map(|g| &g.recorded_by) {
+                let in_force: Vec<store::Review> = person
+                    .grants()
+                    .iter()
+                    .filter(|(_, g)| g.recorded_by == *by)
+                    .map(|(id, g)| store::Review {
+                        due: g.review_due,
+                        grant: *id,
+                        seq: g.seq,
+                    })
+                    .collect();
+                let value = (!in_force.is_empty()).then(|| store::encode_reviews(in_force));
+                pending.reviews.insert(store::reviews(by, yp), value);
             }
             // Withdrawal takes effect at once: the recipient's read model stops showing what
             // it held about this person on consent for these categories.

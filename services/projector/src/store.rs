@@ -6,8 +6,11 @@
 //! - `f` agency 0 first-seq → [`FeedItem`]s: a run of the agency's disclosures (binary, `codec`)
 //! - `d` first-seq → [`DisclosureRecord`]s: a run of the disclosure log (binary, `codec`)
 //! - `w` agency 0 person → [`Purges`]: where withdrawals cut off consent-based data
-//! - `g` agency 0 review-due person grant → grant's seq: grants in force, by the agency that
-//!   recorded them and their review date, so the consent review is one range read
+//! - `g` agency 0 person → [`Review`]s: the person's grants in force that the agency
+//!   recorded, each with its review date and seq. One key per (agency, person), rewritten
+//!   from the person's state whenever a grant starts or ends: a renewal is one write, where
+//!   a key per grant cost an insert and a remove (a quarter of a rebuild's writes). The
+//!   review reads the agency's keys and keeps those due, an occasional scan of one prefix.
 //! - `v` → the layout of this tree ([`LAYOUT`]); a tree in another layout is cleared and
 //!   projected again at open
 //! - `x` SHA-256(scheme, scope, value) → the people (16 bytes each) registered under that
@@ -123,8 +126,9 @@ pub fn purged(purges: &Purges, category: Category, basis: &Basis, at: u64) -> bo
 
 pub const CHECKPOINT: &[u8] = b"c";
 pub const LAYOUT_KEY: &[u8] = b"v";
-/// Changed whenever a key's meaning changes (2: registry values list people; `l` keys).
-pub const LAYOUT: &[u8] = b"2";
+/// Changed whenever a key's meaning changes (2: registry values list people; `l` keys;
+/// 3: `g` keys per person; destination digests over day numbers).
+pub const LAYOUT: &[u8] = b"3";
 
 fn agency_key(tag: u8, agency: &str, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + agency.len() + rest.len());
@@ -209,11 +213,50 @@ pub fn review_prefix(agency: &str) -> Vec<u8> {
     agency_key(b'g', agency, &[])
 }
 
-pub fn review(agency: &str, due: Day, yp: Uuid, grant: Uuid) -> Vec<u8> {
-    let mut rest = due.to_string().into_bytes();
-    rest.extend_from_slice(yp.as_bytes());
-    rest.extend_from_slice(grant.as_bytes());
-    agency_key(b'g', agency, &rest)
+pub fn reviews(agency: &str, yp: Uuid) -> Vec<u8> {
+    agency_key(b'g', agency, yp.as_bytes())
+}
+
+/// A grant in force, as the consent review lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Review {
+    pub due: Day,
+    pub grant: Uuid,
+    pub seq: u64,
+}
+
+const REVIEW_BYTES: usize = 4 + 16 + 8;
+
+/// Review date as a Julian day number (4 bytes), grant id, seq; in the order given.
+pub fn encode_reviews(reviews: impl IntoIterator<Item = Review>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in reviews {
+        out.extend_from_slice(&r.due.0.to_julian_day().to_be_bytes());
+        out.extend_from_slice(r.grant.as_bytes());
+        out.extend_from_slice(&r.seq.to_be_bytes());
+    }
+    out
+}
+
+pub fn decode_reviews(bytes: &[u8]) -> Result<Vec<Review>, ProjectionError> {
+    let items = bytes.chunks_exact(REVIEW_BYTES);
+    if !items.remainder().is_empty() {
+        return Err(ProjectionError::Corrupt(
+            "a consent review value cut short".into(),
+        ));
+    }
+    items
+        .map(|b| {
+            let julian = i32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
+            let due = time::Date::from_julian_day(julian)
+                .map_err(|_| ProjectionError::Corrupt("a review date out of range".into()))?;
+            Ok(Review {
+                due: Day(due),
+                grant: Uuid::from_slice(&b[4..20]).expect("16 bytes"),
+                seq: u64::from_be_bytes(b[20..].try_into().expect("8 bytes")),
+            })
+        })
+        .collect()
 }
 
 fn digest_key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -261,8 +304,8 @@ pub fn destination_digest(yp: Uuid, activity_code: &str, start: Day, ascertained
         &[
             yp.as_bytes(),
             activity_code.as_bytes(),
-            start.to_string().as_bytes(),
-            ascertained.to_string().as_bytes(),
+            &start.0.to_julian_day().to_be_bytes(),
+            &ascertained.0.to_julian_day().to_be_bytes(),
         ],
     )
 }
@@ -366,6 +409,26 @@ pub fn open(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), ProjectionE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn review_values_round_trip_and_refuse_a_cut_value() {
+        let reviews = vec![
+            Review {
+                due: Day::parse("2027-09-01").unwrap(),
+                grant: Uuid::new_v4(),
+                seq: 7,
+            },
+            Review {
+                due: Day::parse("1999-12-31").unwrap(),
+                grant: Uuid::new_v4(),
+                seq: u64::MAX,
+            },
+        ];
+        let bytes = encode_reviews(reviews.clone());
+        assert_eq!(decode_reviews(&bytes).unwrap(), reviews);
+        assert!(decode_reviews(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_reviews(&[]).unwrap().is_empty());
+    }
 
     #[test]
     fn a_registry_value_is_the_same_set_in_the_same_order_however_it_was_built() {

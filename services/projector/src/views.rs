@@ -322,13 +322,22 @@ pub fn consent_review(
     agency: &str,
     today: Day,
 ) -> Result<Vec<Value>, ProjectionError> {
-    let prefix = store::review_prefix(agency);
-    let mut end = prefix.clone();
-    end.extend_from_slice(today.to_string().as_bytes());
+    let mut due = Vec::new();
+    for kv in p.tree().scan_prefix(store::review_prefix(agency)) {
+        let (key, value) = kv?;
+        let yp = Uuid::from_slice(&key[key.len() - 16..])
+            .map_err(|_| ProjectionError::Corrupt("a consent review key cut short".into()))?;
+        for r in store::decode_reviews(&value)? {
+            if r.due < today {
+                due.push((r.due, yp, r.grant, r.seq));
+            }
+        }
+    }
+    // By review date, as the review works through them.
+    due.sort_unstable();
     let mut out = Vec::new();
-    for kv in p.tree().range(prefix.clone()..end) {
-        let (_, v) = kv?;
-        let e = entry(p, store::seq_suffix(&v))?;
+    for (_, _, _, seq) in due {
+        let e = entry(p, seq)?;
         let rec = &e.record;
         let data = rec.data_value();
         out.push(json!({
