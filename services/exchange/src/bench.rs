@@ -329,6 +329,19 @@ async fn sse(root: &std::path::Path, rate: u64, total: usize) -> anyhow::Result<
     Ok(())
 }
 
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
 /// CPU seconds (user and system, every thread) this process has used so far: steadier than
 /// the wall clock on a shared machine, and what two builds' A/B compares.
 pub(crate) fn cpu_seconds() -> f64 {
@@ -396,13 +409,15 @@ async fn rebuild(root: &std::path::Path, total: usize, repeat: usize) -> anyhow:
         }
         appended += n;
     }
-    println!(
-        "rebuild: filled a log of {total} events in {:.1} s",
-        filled.elapsed().as_secs_f64()
-    );
-    // Close the log, then rebuild exactly as `exchange rebuild` does in a fresh process
-    // (the operating system's file cache is warm; the log's own cache is not).
     drop(log);
+    // What opening the log replays: sled reads back everything written since its last open.
+    println!(
+        "rebuild: filled a log of {total} events in {:.1} s ({:.0} MB on disk)",
+        filled.elapsed().as_secs_f64(),
+        dir_bytes(dir.path()) as f64 / 1e6
+    );
+    // Closed above; now rebuild exactly as `exchange rebuild` does in a fresh process
+    // (the operating system's file cache is warm; the log's own cache is not).
     for _ in 0..repeat.max(1) {
         let data = dir.path().to_path_buf();
         let agreements = agreements.clone();
