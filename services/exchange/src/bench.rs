@@ -439,9 +439,10 @@ async fn rebuild(root: &std::path::Path, total: usize, repeat: usize) -> anyhow:
         println!(
             "rebuild: {applied} events projected in {secs:.2} s, {:.0} events/s \
              (opening the log {opened:.2} s; projecting {projected:.2} s, {:.0} events/s; \
-             CPU {cpu:.2} s)",
+             CPU {cpu:.2} s; projections {:.0} MB on disk)",
             applied as f64 / secs,
-            applied as f64 / projected
+            applied as f64 / projected,
+            dir_bytes(&app::paths(dir.path()).projections) as f64 / 1e6
         );
     }
     Ok(())

@@ -127,8 +127,9 @@ pub fn purged(purges: &Purges, category: Category, basis: &Basis, at: u64) -> bo
 pub const CHECKPOINT: &[u8] = b"c";
 pub const LAYOUT_KEY: &[u8] = b"v";
 /// Changed whenever a key's meaning changes (2: registry values list people; `l` keys;
-/// 3: `g` keys per person; destination digests over day numbers).
-pub const LAYOUT: &[u8] = b"3";
+/// 3: `g` keys per person; destination digests over day numbers; 4: runs in `codec`'s
+/// version 3).
+pub const LAYOUT: &[u8] = b"4";
 
 fn agency_key(tag: u8, agency: &str, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + agency.len() + rest.len());
