@@ -235,6 +235,23 @@ fn rebuild_needs_to_be_told_which_agreements_apply() {
     assert!(out.contains("rebuilt projections from 0 entries"), "{out}");
 }
 
+/// The allocator's options are compiled into the binary (`.cargo/config.toml`): huge pages,
+/// which made opening a large log three times faster, and an arena a core. jemalloc prints
+/// the options in force when asked to print its statistics at exit.
+#[cfg(feature = "jemalloc")]
+#[test]
+fn the_binary_runs_with_its_allocator_options() {
+    let out = std::process::Command::new(crate::support::BIN)
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("opt.thp: \"always\""), "{printed}");
+    assert!(printed.contains("opt.narenas: 2\n"), "{printed}");
+}
+
 /// `exchange report quarterly` fetches the review from a running exchange with the agency's
 /// token: CSV for the MI officer's spreadsheet, and a clear failure with a wrong token.
 #[tokio::test]

@@ -5,6 +5,16 @@
 /// own threads), which glibc's per-thread arenas handle badly: its `malloc`/`free` were a
 /// quarter of a profile. Measured (BENCHMARKS.md, session 9): 1.3-1.6x on single-event,
 /// batched and import throughput, and no more memory.
+///
+/// Its options are compiled in (`.cargo/config.toml`, `JEMALLOC_SYS_WITH_MALLOC_CONF`):
+/// - `thp:always`: jemalloc backs its memory with transparent huge pages where the kernel
+///   allows (its `madvise` mode included). Opening a log, sled reads back every segment
+///   written since the last open into freshly allocated buffers, and faulting those in 4 KiB
+///   at a time was most of the open: a million-event log opened in 0.85 s before, 0.30 s
+///   with it (BENCHMARKS.md, session 11).
+/// - `narenas:2`: one arena a core rather than four. Each arena holds memory of its own, and
+///   two cores gain nothing from eight: a 200,000-row import peaked at 446 MB with both
+///   options against 498 MB with neither, ingest unchanged.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
