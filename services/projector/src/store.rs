@@ -1,6 +1,7 @@
-//! The projections tree. One sled tree with prefixed keys, so one step's writes (including
-//! the checkpoint) are one atomic batch: after a crash the projections are exactly those of
-//! some prefix of the log, and the dispatcher resumes from there.
+//! The projections tree. One sled tree with prefixed keys. A step writes its keys one by
+//! one and the checkpoint last (not as a sled batch: see `dispatcher::Writes`); after a
+//! crash, opening removes the runs past the checkpoint and the step is projected again,
+//! rewriting every other key as it was, so the projections are those of a prefix of the log.
 //!
 //! - `c` → checkpoint (last applied seq)
 //! - `f` agency 0 first-seq → [`FeedItem`]s: a run of the agency's disclosures (binary, `codec`)
