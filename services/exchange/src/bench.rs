@@ -344,7 +344,7 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 
 /// CPU seconds (user and system, every thread) this process has used so far: steadier than
 /// the wall clock on a shared machine, and what two builds' A/B compares.
-pub(crate) fn cpu_seconds() -> f64 {
+fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which may hold spaces) closed by ')'.
     let fields: Vec<&str> = stat

@@ -36,6 +36,25 @@ async fn seq_of(app: &TestApp, token: &str, event: &Value) -> u64 {
     v["seq"].as_u64().unwrap()
 }
 
+/// The agency's consent review once the projector has caught up: (seq, review date) of
+/// each grant listed, in the order given.
+async fn consent_review(app: &TestApp, token: &str) -> Vec<(u64, String)> {
+    app.drain();
+    let (s, v) = app.get(token, "/v1/consent/review").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["seq"].as_u64().unwrap(),
+                i["review_due"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 async fn disclosures(app: &TestApp, token: &str, yp: Uuid) -> (StatusCode, Vec<Value>) {
     app.drain();
     let (s, v) = app
@@ -266,14 +285,10 @@ async fn consent_reviews_list_grants_past_their_date_for_the_agency_that_recorde
     let review = |token: &'static str| {
         let app = &app;
         async move {
-            app.drain();
-            let (s, v) = app.get(token, "/v1/consent/review").await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-            v["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| i["seq"].as_u64().unwrap())
+            consent_review(app, token)
+                .await
+                .into_iter()
+                .map(|(seq, _)| seq)
                 .collect::<Vec<_>>()
         }
     };
@@ -336,22 +351,8 @@ async fn the_consent_review_lists_an_agencys_grants_by_review_date_across_people
     )
     .await;
     app.set_today("2027-12-01");
-    app.drain();
-    let (s, v) = app.get(LA, "/v1/consent/review").await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let listed: Vec<(u64, String)> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["seq"].as_u64().unwrap(),
-                i["review_due"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
     assert_eq!(
-        listed,
+        consent_review(&app, LA).await,
         vec![
             (a_early, "2027-01-01".to_owned()),
             (b_middle, "2027-05-01".to_owned()),

@@ -10,7 +10,7 @@ use pathway_core::person::PersonState;
 use pathway_core::policy::{self, decide, Basis, Disclosure, Restored};
 use pathway_core::{Agreements, Category, EventType, FlowBasis};
 use pathway_log::Log;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -497,20 +497,28 @@ impl Projector {
                     Err(_) => {}
                 }
             }
+            // Each agency whose grants changed gets its whole list again, from the person's
+            // state; an empty list removes the key.
             let started = person.grants().get(&fact.id);
             let ended = change.grants_ended.iter().map(|(_, g)| g);
-            for by in started.into_iter().chain(ended).map(|g| &g.recorded_by) {
-                let in_force: Vec<store::Review> = person
-                    .grants()
-                    .iter()
-                    .filter(|(_, g)| g.recorded_by == *by)
-                    .map(|(id, g)| store::Review {
-                        due: g.review_due,
-                        grant: *id,
-                        seq: g.seq,
-                    })
-                    .collect();
-                let value = (!in_force.is_empty()).then(|| store::encode_reviews(in_force));
+            let changed: BTreeSet<&str> = started
+                .into_iter()
+                .chain(ended)
+                .map(|g| g.recorded_by.as_str())
+                .collect();
+            for by in changed {
+                let value = store::encode_reviews(
+                    person
+                        .grants()
+                        .iter()
+                        .filter(|(_, g)| g.recorded_by == by)
+                        .map(|(id, g)| store::Review {
+                            due: g.review_due,
+                            grant: *id,
+                            seq: g.seq,
+                        }),
+                );
+                let value = (!value.is_empty()).then_some(value);
                 pending.reviews.insert(store::reviews(by, yp), value);
             }
             // Withdrawal takes effect at once: the recipient's read model stops showing what

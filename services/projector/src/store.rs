@@ -229,11 +229,17 @@ pub struct Review {
 
 const REVIEW_BYTES: usize = 4 + 16 + 8;
 
-/// Review date as a Julian day number (4 bytes), grant id, seq; in the order given.
+/// A day as 4 bytes (its Julian day number): fixed width, and no date formatting on the
+/// projector's path.
+fn day_bytes(day: Day) -> [u8; 4] {
+    day.0.to_julian_day().to_be_bytes()
+}
+
+/// Review date ([`day_bytes`]), grant id, seq; in the order given.
 pub fn encode_reviews(reviews: impl IntoIterator<Item = Review>) -> Vec<u8> {
     let mut out = Vec::new();
     for r in reviews {
-        out.extend_from_slice(&r.due.0.to_julian_day().to_be_bytes());
+        out.extend_from_slice(&day_bytes(r.due));
         out.extend_from_slice(r.grant.as_bytes());
         out.extend_from_slice(&r.seq.to_be_bytes());
     }
@@ -306,8 +312,8 @@ pub fn destination_digest(yp: Uuid, activity_code: &str, start: Day, ascertained
         &[
             yp.as_bytes(),
             activity_code.as_bytes(),
-            &start.0.to_julian_day().to_be_bytes(),
-            &ascertained.0.to_julian_day().to_be_bytes(),
+            &day_bytes(start),
+            &day_bytes(ascertained),
         ],
     )
 }
