@@ -345,7 +345,12 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 /// CPU seconds (user and system, every thread) this process has used so far: steadier than
 /// the wall clock on a shared machine, and what two builds' A/B compares.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("self")
+}
+
+/// CPU seconds used so far by process `pid` ("self" for this one).
+pub(crate) fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) closed by ')'.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
