@@ -461,7 +461,7 @@ async fn a_long_file_streams_through_in_chunks_and_people_span_them() {
         "registrations, destinations, one onset"
     );
 
-    let (s, again) = send(&app, stream(csv)).await;
+    let (s, again) = send(&app, stream(csv.clone())).await;
     assert_eq!(s, StatusCode::OK, "{again}");
     // Person 0's first row is older than the latest destination held (its last row): history,
     // not news.
@@ -471,6 +471,51 @@ async fn a_long_file_streams_through_in_chunks_and_people_span_them() {
         (json!(1), json!(0))
     );
     assert_eq!(app.log.head(), head, "the same file twice appends nothing");
+
+    // A file that repeats its first chunk and then changes: the import reads on in larger
+    // chunks after a quiet one, which must still register, change and keep what it should.
+    let mut changed = csv.clone();
+    let (first, rest) = changed.split_at(changed.find('\n').unwrap() + 1);
+    let mut lines: Vec<String> = rest.lines().map(str::to_owned).collect();
+    for line in &mut lines[6000..rows - 1] {
+        *line = line
+            .replace(",230,", ",310,")
+            .replace(",2026-09-20,", ",2026-11-01,");
+    }
+    for i in 0..500 {
+        let id = 100_000 + i;
+        lines.push(format!(
+            "{id:013},2009-{:02}-{:02},{},Newcomer,230,2026-09-01,2026-11-01,878\r",
+            1 + i % 12,
+            1 + i % 28,
+            exchange::bench_import::letters(id),
+        ));
+    }
+    changed = format!("{first}{}\n", lines.join("\n"));
+    let (s, third) = send(&app, stream(changed)).await;
+    assert_eq!(s, StatusCode::OK, "{third}");
+    assert_eq!(third["rows"].as_u64().unwrap() as usize, rows + 500);
+    assert_eq!(
+        (
+            third["registered"].clone(),
+            third["changed"].clone(),
+            third["unchanged"].clone(),
+            third["superseded"].clone()
+        ),
+        (
+            json!(500),
+            json!(rows - 1 - 6000 + 500),
+            json!(6000),
+            json!(1)
+        ),
+        "{third}"
+    );
+    assert_eq!(third["rejected"], json!([]));
+    assert_eq!(
+        app.log.head() as usize,
+        head as usize + 500 + (rows - 1 - 6000) + 500,
+        "a registration and a destination for each newcomer, a destination for each change"
+    );
 }
 
 /// The projector's digest of each agency's latest destination, which lets an unchanged

@@ -154,33 +154,71 @@ fn latest_destination(
     ))
 }
 
+/// Who a row or child says they are: the agency's own identifier, national ones, the name
+/// and date of birth.
+struct Claim<'a> {
+    own: (Scheme, &'a str),
+    national: Vec<(Scheme, &'a str)>,
+    names: (Option<&'a str>, Option<&'a str>),
+    dob: Option<Day>,
+}
+
 /// What the registry says of a claim: the match, the people its identifiers found, and those
 /// the agency's own identifier already names (if the match is not among them, the import
 /// records the link).
-fn identify(
+type Identified = (Match, BTreeSet<Uuid>, BTreeSet<Uuid>);
+
+/// What the registry says of each claim, in order. All the claims' identifiers are read in
+/// one pass in key order ([`views::get_many`]), then the names of those no identifier found.
+fn identify_all(
     p: &Projector,
     agency: &str,
-    own: (Scheme, &str),
-    national: &[(Scheme, Option<&String>)],
-    names: (Option<&str>, Option<&str>),
-    dob: Option<Day>,
-) -> Result<(Match, BTreeSet<Uuid>, BTreeSet<Uuid>), HttpProblem> {
-    let own_known = views::lookup(p, own.0, own.0.scope(agency), own.1).map_err(internal)?;
-    let mut by_id = own_known.clone();
-    for (scheme, value) in national {
-        if let Some(v) = value {
-            by_id.extend(views::lookup(p, *scheme, scheme.scope(agency), v).map_err(internal)?);
+    claims: &[Claim],
+) -> Result<Vec<Identified>, HttpProblem> {
+    let mut asked = Vec::new();
+    let mut whose = Vec::new();
+    for (i, c) in claims.iter().enumerate() {
+        for (n, (scheme, value)) in std::iter::once(&c.own).chain(&c.national).enumerate() {
+            asked.push((*scheme, scheme.scope(agency), *value));
+            whose.push((i, n == 0));
         }
+    }
+    let mut by_id = vec![BTreeSet::new(); claims.len()];
+    let mut own_known = vec![BTreeSet::new(); claims.len()];
+    for ((i, own), people) in whose
+        .into_iter()
+        .zip(views::lookup_many(p, &asked).map_err(internal)?)
+    {
+        if own {
+            own_known[i] = people.clone();
+        }
+        by_id[i].extend(people);
     }
     // The name is only consulted when no identifier matched (`identity::decide`): most rows
     // of a repeated file match by identifier, and this saves them a lookup.
-    let by_name = match (identity::normalise_name(names.0, names.1), dob) {
-        (Some(name), Some(dob)) if by_id.is_empty() => {
-            views::lookup_name(p, dob, &name).map_err(internal)?
-        }
-        _ => BTreeSet::new(),
-    };
-    Ok((identity::decide(&by_id, &by_name), by_id, own_known))
+    let names: Vec<(usize, Day, String)> = claims
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| by_id[*i].is_empty())
+        .filter_map(|(i, c)| {
+            let name = identity::normalise_name(c.names.0, c.names.1)?;
+            Some((i, c.dob?, name))
+        })
+        .collect();
+    let asked: Vec<(Day, &str)> = names.iter().map(|(_, dob, n)| (*dob, n.as_str())).collect();
+    let mut by_name = vec![BTreeSet::new(); claims.len()];
+    for ((i, _, _), people) in names
+        .iter()
+        .zip(views::lookup_names(p, &asked).map_err(internal)?)
+    {
+        by_name[*i] = people;
+    }
+    Ok(by_id
+        .into_iter()
+        .zip(by_name)
+        .zip(own_known)
+        .map(|((by_id, by_name), own)| (identity::decide(&by_id, &by_name), by_id, own))
+        .collect())
 }
 
 /// The `identity.linked` event for a match found other than by the agency's own identifier.
@@ -196,64 +234,55 @@ fn link(agency: &str, yp: Uuid, ids: Value, how: &str, on: Day) -> Value {
 
 /// What the registry says of a row, and where the agency's latest destination for the
 /// matched person is when the row repeats it.
-type Looked = ((Match, BTreeSet<Uuid>, BTreeSet<Uuid>), Option<u64>);
+type Looked = (Identified, Option<u64>);
 
 /// Every row's reads, done before the rows are planned in order: they only read the
 /// projections (caught up before the chunk, and not written until its plan is appended), so
-/// they are split across the cores. Planning in order then needs no more reads for the
+/// they go in batches, in key order. Planning in order then needs no more reads for the
 /// rows of a repeated file, which are most rows.
 fn look_up(
     p: &Projector,
     agency: &str,
     rows: &[DestinationRow],
 ) -> Result<Vec<Looked>, HttpProblem> {
-    let one = |row: &DestinationRow| -> Result<Looked, HttpProblem> {
-        let identified = identify(
-            p,
-            agency,
-            (Scheme::NccisId, &row.nccis_id),
-            &[
-                (Scheme::Uln, row.uln.as_ref()),
-                (Scheme::Upn, row.upn.as_ref()),
-            ],
-            (row.given_name.as_deref(), row.family_name.as_deref()),
-            Some(row.date_of_birth),
-        )?;
-        let held = match identified.0 {
-            Match::Exact(yp) | Match::NameAndDateOfBirth(yp) => views::latest_destination_if(
-                p,
-                agency,
-                yp,
-                &row.activity_code,
-                row.start_date,
-                row.date_ascertained,
-            )
-            .map_err(internal)?,
+    let claims: Vec<Claim> = rows
+        .iter()
+        .map(|row| Claim {
+            own: (Scheme::NccisId, &row.nccis_id),
+            national: [(Scheme::Uln, &row.uln), (Scheme::Upn, &row.upn)]
+                .into_iter()
+                .filter_map(|(scheme, v)| Some((scheme, v.as_deref()?)))
+                .collect(),
+            names: (row.given_name.as_deref(), row.family_name.as_deref()),
+            dob: Some(row.date_of_birth),
+        })
+        .collect();
+    let identified = identify_all(p, agency, &claims)?;
+    let (matched, queries): (Vec<usize>, Vec<views::DestinationQuery>) = identified
+        .iter()
+        .zip(rows)
+        .enumerate()
+        .filter_map(|(i, ((found, _, _), row))| match found {
+            Match::Exact(yp) | Match::NameAndDateOfBirth(yp) => Some((
+                i,
+                views::DestinationQuery {
+                    young_person: *yp,
+                    activity_code: &row.activity_code,
+                    start: row.start_date,
+                    ascertained: row.date_ascertained,
+                },
+            )),
             _ => None,
-        };
-        Ok((identified, held))
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || rows.len() < 256 {
-        return rows.iter().map(one).collect();
+        })
+        .unzip();
+    let mut held = vec![None; rows.len()];
+    for (i, seq) in matched
+        .into_iter()
+        .zip(views::latest_destinations_if(p, agency, &queries).map_err(internal)?)
+    {
+        held[i] = seq;
     }
-    let per = rows.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = rows
-            .chunks(per)
-            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
-            .collect();
-        let mut out = Vec::with_capacity(rows.len());
-        for part in parts {
-            let done = part
-                .join()
-                .map_err(|_| internal("an import lookup thread panicked"))?;
-            for r in done {
-                out.push(r?);
-            }
-        }
-        Ok(out)
-    })
+    Ok(identified.into_iter().zip(held).collect())
 }
 
 fn plan(
@@ -603,6 +632,12 @@ pub fn review_queue(state: &AppState, agency: &str) -> Result<Vec<Value>, HttpPr
 /// chunk finds the people earlier chunks registered through the identity registry and
 /// nothing about earlier chunks is kept: memory stays bounded however long the file.
 const CHUNK_ROWS: usize = 5_000;
+/// Rows planned together after a chunk that appended events for at most a tenth of its rows,
+/// as most chunks of a repeated quarterly file do. More reads made together in key order
+/// ([`views::get_many`]) share more of sled's nodes, and rows that change nothing plan into
+/// almost nothing; a chunk of new people, which plans into events, stays at [`CHUNK_ROWS`].
+/// 20,000 measured best against 5,000 and 50,000 (BENCHMARKS.md, session 12).
+const QUIET_CHUNK_ROWS: usize = 20_000;
 /// Problems listed in a summary; beyond this they are counted (`unlisted_problems`).
 const MAX_LISTED: usize = 10_000;
 
@@ -621,6 +656,7 @@ where
     let mut total = Summary::default();
     let mut pending: Vec<DestinationRow> = Vec::new();
     let mut started = false;
+    let mut chunk_rows = CHUNK_ROWS;
     loop {
         let piece = body.next().await;
         let done = piece.is_none();
@@ -656,11 +692,19 @@ where
             &mut total.unlisted_problems,
         );
         pending.extend(rows.valid);
-        while pending.len() >= CHUNK_ROWS || (done && !pending.is_empty()) {
+        while pending.len() >= chunk_rows || (done && !pending.is_empty()) {
             let chunk: Vec<DestinationRow> =
-                pending.drain(..pending.len().min(CHUNK_ROWS)).collect();
+                pending.drain(..pending.len().min(chunk_rows)).collect();
+            let rows = chunk.len();
             started = true;
+            let appended = total.registered + total.linked + total.changed;
             apply_destinations(state, agency, chunk, &mut total).await?;
+            let appended = total.registered + total.linked + total.changed - appended;
+            chunk_rows = if appended * 10 <= rows {
+                QUIET_CHUNK_ROWS
+            } else {
+                CHUNK_ROWS
+            };
         }
         if done {
             break;
@@ -789,7 +833,28 @@ fn plan_list(
                 message: message.to_owned(),
             });
         };
-    for child in children {
+    let claims: Vec<Claim> = children
+        .iter()
+        .map(|child| {
+            let header = child.header.as_ref();
+            Claim {
+                own: (Scheme::LaChildId, &child.child),
+                national: header
+                    .and_then(|h| h.upn.as_deref())
+                    .map(|u| (Scheme::Upn, u))
+                    .into_iter()
+                    .collect(),
+                names: (
+                    header.and_then(|h| h.given_name.as_deref()),
+                    header.and_then(|h| h.family_name.as_deref()),
+                ),
+                dob: header.map(|h| h.dob).or(child.oc3.as_ref().map(|o| o.dob)),
+            }
+        })
+        .collect();
+    let identified = identify_all(p, agency, &claims)?;
+    drop(claims);
+    for (child, (found, by_id, own_known)) in children.into_iter().zip(identified) {
         let events = match ssda903::events(&child, today, year_end) {
             Ok(e) => e,
             Err(e) => {
@@ -798,18 +863,6 @@ fn plan_list(
             }
         };
         let header = child.header.as_ref();
-        let dob = header.map(|h| h.dob).or(child.oc3.as_ref().map(|o| o.dob));
-        let (found, by_id, own_known) = identify(
-            p,
-            agency,
-            (Scheme::LaChildId, &child.child),
-            &[(Scheme::Upn, header.and_then(|h| h.upn.as_ref()))],
-            (
-                header.and_then(|h| h.given_name.as_deref()),
-                header.and_then(|h| h.family_name.as_deref()),
-            ),
-            dob,
-        )?;
         let who = match found {
             Match::Exact(yp) | Match::NameAndDateOfBirth(yp) => {
                 if !own_known.contains(&yp) {

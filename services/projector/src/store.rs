@@ -14,10 +14,10 @@
 //!   review reads the agency's keys and keeps those due, an occasional scan of one prefix.
 //! - `v` → the layout of this tree ([`LAYOUT`]); a tree in another layout is cleared and
 //!   projected again at open
-//! - `x` SHA-256(scheme, scope, value) → the people (16 bytes each) registered under that
+//! - `x` SHA-256(scheme, scope, value), cut to 16 bytes → the people (16 bytes each) registered under that
 //!   identifier: the identity registry, one `get` per lookup (a prefix scan of a key per
 //!   person cost sled two tree descents)
-//! - `n` SHA-256(date of birth, normalised name) → the people: the registry's fallback
+//! - `n` SHA-256(date of birth, normalised name), cut to 16 bytes → the people: the registry's fallback
 //!
 //! - `r` person → the registry keys written for them (so erasure removes them)
 //! - `l` person agency → [`destination_digest`] of the latest `destination.recorded` that
@@ -129,8 +129,8 @@ pub const CHECKPOINT: &[u8] = b"c";
 pub const LAYOUT_KEY: &[u8] = b"v";
 /// Changed whenever a key's meaning changes (2: registry values list people; `l` keys;
 /// 3: `g` keys per person; destination digests over day numbers; 4: runs in `codec`'s
-/// version 3).
-pub const LAYOUT: &[u8] = b"4";
+/// version 3; 5: digests cut to fit sled's inline keys and values).
+pub const LAYOUT: &[u8] = b"5";
 
 fn agency_key(tag: u8, agency: &str, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + agency.len() + rest.len());
@@ -267,14 +267,29 @@ pub fn decode_reviews(bytes: &[u8]) -> Result<Vec<Review>, ProjectionError> {
         .collect()
 }
 
-fn digest_key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+/// sled keeps a key or value of up to 22 bytes inline in its node and allocates every longer
+/// one apart; its leaves hold about 16 entries, so a million people's registry is about
+/// 100,000 small nodes, each read whole from disk when the cache no longer holds it. Hence
+/// digests cut to [`KEY_DIGEST`] bytes (the tag makes 17), and destination digests to
+/// [`DESTINATION_DIGEST`] (with the seq, 22): a chance collision among the keys stays far
+/// below anything that could matter (2^-128 and 2^-112 a pair), and the nodes hold no
+/// allocation per entry.
+const KEY_DIGEST: usize = 16;
+const DESTINATION_DIGEST: usize = 14;
+
+fn digest(parts: &[&[u8]]) -> ring::digest::Digest {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     for p in parts {
         ctx.update(&(p.len() as u32).to_be_bytes());
         ctx.update(p);
     }
-    let mut k = vec![tag];
-    k.extend_from_slice(ctx.finish().as_ref());
+    ctx.finish()
+}
+
+fn digest_key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + KEY_DIGEST);
+    k.push(tag);
+    k.extend_from_slice(&digest(parts).as_ref()[..KEY_DIGEST]);
     k
 }
 
@@ -307,15 +322,14 @@ pub fn latest_destinations(yp: Uuid) -> Vec<u8> {
 /// What an import compares a row with: a digest of the person and the destination's three
 /// facts (activity, start, ascertained), so the projections keep no destination in the clear.
 pub fn destination_digest(yp: Uuid, activity_code: &str, start: Day, ascertained: Day) -> Vec<u8> {
-    digest_key(
-        b'l',
-        &[
-            yp.as_bytes(),
-            activity_code.as_bytes(),
-            &day_bytes(start),
-            &day_bytes(ascertained),
-        ],
-    )
+    digest(&[
+        yp.as_bytes(),
+        activity_code.as_bytes(),
+        &day_bytes(start),
+        &day_bytes(ascertained),
+    ])
+    .as_ref()[..DESTINATION_DIGEST]
+        .to_vec()
 }
 
 /// The people under one registry key while a step changes them. A set, because one key can
@@ -417,6 +431,24 @@ pub fn open(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), ProjectionE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What keeps a million people's registry cheap to read (see `KEY_DIGEST`): its keys
+    /// and the destination digests with their seq fit sled's inline 22 bytes.
+    #[test]
+    fn registry_keys_and_destination_values_fit_inline_in_sled_nodes() {
+        const INLINE: usize = 22;
+        let long = "x".repeat(200);
+        let day = Day::parse("2026-09-01").unwrap();
+        assert!(identifier_key(Scheme::NccisId, &long, &long).len() <= INLINE);
+        assert!(identifier_key(Scheme::Uln, "", "1000000001").len() <= INLINE);
+        assert!(name_key(day, &long).len() <= INLINE);
+        assert!(destination_digest(Uuid::new_v4(), "230", day, day).len() + 8 <= INLINE);
+        assert_ne!(
+            identifier_key(Scheme::Uln, "", "1000000001"),
+            identifier_key(Scheme::Upn, "", "1000000001"),
+            "the scheme is part of the key"
+        );
+    }
 
     #[test]
     fn review_values_round_trip_and_refuse_a_cut_value() {
