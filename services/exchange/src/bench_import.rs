@@ -42,7 +42,14 @@ fn start(data: &Path) -> anyhow::Result<Server> {
                 .to_owned();
         }
     };
-    std::thread::spawn(move || lines.for_each(drop));
+    // The server's warnings and errors are the bench's too: an import that fails says why.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if line.contains("WARN") || line.contains("ERROR") || line.contains("panicked") {
+                eprintln!("server: {line}");
+            }
+        }
+    });
     Ok(Server {
         child,
         base: format!("http://{addr}"),

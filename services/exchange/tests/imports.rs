@@ -677,3 +677,68 @@ async fn the_latest_destination_digest_follows_every_destination_and_erasure() {
         "erasure removes the digests"
     );
 }
+
+/// A file that cannot be read on part-way: what was applied before stays applied, the answer
+/// says the import stopped there, and sending the corrected file applies only the rest.
+#[tokio::test]
+async fn a_file_broken_part_way_stops_there_and_the_corrected_file_finishes_it() {
+    let app = spawn_app();
+    let header =
+        "YoungPersonsID,DOB,GivenName,FamilyName,ActivityCode,StartDate,DateAscertained,LEACode\n";
+    let row = |i: usize| {
+        format!(
+            "{i:013},2008-{:02}-{:02},{},Person,230,2026-09-01,2026-09-20,878\n",
+            1 + i % 12,
+            1 + i % 28,
+            exchange::bench_import::letters(i),
+        )
+    };
+    let good: Vec<u8> = std::iter::once(header.to_owned())
+        .chain((0..6010).map(row))
+        .collect::<String>()
+        .into_bytes();
+    // Not text from row 6,000 on: the first chunk of 5,000 rows is applied by then.
+    let mut broken = good.clone();
+    let at = String::from_utf8_lossy(&good)
+        .match_indices('\n')
+        .nth(6000)
+        .unwrap()
+        .0
+        + 1;
+    broken.splice(at..at, [0xff, 0xfe, b'\n']);
+    let stream = |bytes: Vec<u8>| {
+        let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+            bytes.chunks(1021).map(|c| Ok(c.to_vec())).collect();
+        axum::http::Request::builder()
+            .method("POST")
+            .uri("/v1/imports/destinations")
+            .header("authorization", format!("Bearer {CAREERS}"))
+            .header("content-type", "text/csv")
+            .body(axum::body::Body::from_stream(futures::stream::iter(pieces)))
+            .unwrap()
+    };
+
+    let (s, v) = send(&app, stream(broken)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["code"], "unreadable-file");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("The import stopped here"),
+        "{v}"
+    );
+    assert_eq!(
+        app.log.head(),
+        2 * 5000,
+        "the first chunk's registrations and destinations, and nothing after it"
+    );
+
+    let (s, v) = send(&app, stream(good)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["registered"].clone(), v["unchanged"].clone()),
+        (json!(1010), json!(5000))
+    );
+    assert_eq!(app.log.head(), 2 * 6010);
+}

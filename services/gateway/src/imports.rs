@@ -641,75 +641,130 @@ const QUIET_CHUNK_ROWS: usize = 20_000;
 /// Problems listed in a summary; beyond this they are counted (`unlisted_problems`).
 const MAX_LISTED: usize = 10_000;
 
-/// Imports a destinations file for `agency` as it arrives.
-pub async fn destinations<S, E>(
-    state: &AppState,
-    agency: &str,
+/// What the file's reader hands the importer: a chunk of valid rows, with the count and the
+/// problems of the lines read for it; or why the file cannot be read on.
+enum Piece {
+    Chunk {
+        rows: Vec<DestinationRow>,
+        read: usize,
+        rejected: Vec<RowError>,
+    },
+    Unreadable(Problem),
+    BrokeOff(Problem),
+}
+
+/// Problems the reader holds before handing them on, so a file of bad rows stays bounded too.
+const REJECTED_PER_PIECE: usize = 1_000;
+
+/// Reads and parses the file into chunks of `chunk_rows` (read afresh for each chunk) until
+/// it ends, breaks, or the importer stops taking them.
+async fn read_chunks<S, E>(
     mut body: S,
-) -> Result<Summary, HttpProblem>
-where
+    chunk_rows: &std::sync::atomic::AtomicUsize,
+    tx: tokio::sync::mpsc::Sender<Piece>,
+) where
     S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     use futures::StreamExt;
     let mut reader = imports::DestinationReader::default();
-    let mut total = Summary::default();
-    let mut pending: Vec<DestinationRow> = Vec::new();
-    let mut started = false;
-    let mut chunk_rows = CHUNK_ROWS;
+    let (mut pending, mut read, mut rejected) = (Vec::new(), 0, Vec::new());
     loop {
         let piece = body.next().await;
         let done = piece.is_none();
-        let rows = match piece {
+        let parsed = match piece {
             Some(Ok(bytes)) => reader.feed(&bytes),
             Some(Err(e)) => {
-                return Err(failed(
-                    Problem::new(400, "malformed-request", "The upload broke off")
-                        .detail(format!("{e}.")),
-                ))
+                let p = Problem::new(400, "malformed-request", "The upload broke off")
+                    .detail(format!("{e}."));
+                let _ = tx.send(Piece::BrokeOff(p)).await;
+                return;
             }
             None => reader.finish(),
-        }
-        .map_err(|e| {
-            let p = Problem::new(422, "unreadable-file", "The file cannot be imported").detail(
-                format!(
-                    "line {}: {}{}",
-                    e.line,
-                    e.column.map(|c| format!("{c}: ")).unwrap_or_default(),
-                    e.message
-                ),
-            );
-            if started {
-                failed(p)
-            } else {
-                p.into()
+        };
+        let rows = match parsed {
+            Ok(rows) => rows,
+            Err(e) => {
+                let p = Problem::new(422, "unreadable-file", "The file cannot be imported").detail(
+                    format!(
+                        "line {}: {}{}",
+                        e.line,
+                        e.column.map(|c| format!("{c}: ")).unwrap_or_default(),
+                        e.message
+                    ),
+                );
+                let _ = tx.send(Piece::Unreadable(p)).await;
+                return;
             }
-        })?;
-        total.rows += rows.read;
-        list(
-            &mut total.rejected,
-            rows.rejected,
-            &mut total.unlisted_problems,
-        );
+        };
+        read += rows.read;
+        rejected.extend(rows.rejected);
         pending.extend(rows.valid);
-        while pending.len() >= chunk_rows || (done && !pending.is_empty()) {
-            let chunk: Vec<DestinationRow> =
-                pending.drain(..pending.len().min(chunk_rows)).collect();
+        loop {
+            let size = chunk_rows.load(std::sync::atomic::Ordering::Relaxed);
+            if !(done || pending.len() >= size || rejected.len() >= REJECTED_PER_PIECE) {
+                break;
+            }
+            let chunk = Piece::Chunk {
+                rows: pending.drain(..pending.len().min(size)).collect(),
+                read: std::mem::take(&mut read),
+                rejected: std::mem::take(&mut rejected),
+            };
+            if tx.send(chunk).await.is_err() || (done && pending.is_empty()) {
+                return;
+            }
+        }
+    }
+}
+
+/// Imports a destinations file for `agency` as it arrives. The file is read and parsed a
+/// chunk ahead of the one being planned and appended (two futures of one task: parsing goes
+/// on while the plan runs on a blocking thread), so no more than three chunks are held.
+pub async fn destinations<S, E>(
+    state: &AppState,
+    agency: &str,
+    body: S,
+) -> Result<Summary, HttpProblem>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let chunk_rows = std::sync::atomic::AtomicUsize::new(CHUNK_ROWS);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let apply = async {
+        let mut total = Summary::default();
+        let mut started = false;
+        while let Some(piece) = rx.recv().await {
+            let (chunk, read, rejected) = match piece {
+                Piece::Chunk {
+                    rows,
+                    read,
+                    rejected,
+                } => (rows, read, rejected),
+                Piece::Unreadable(p) if !started => return Err(p.into()),
+                Piece::Unreadable(p) | Piece::BrokeOff(p) => return Err(failed(p)),
+            };
+            total.rows += read;
+            list(&mut total.rejected, rejected, &mut total.unlisted_problems);
+            if chunk.is_empty() {
+                continue;
+            }
             let rows = chunk.len();
             started = true;
             let appended = total.registered + total.linked + total.changed;
             apply_destinations(state, agency, chunk, &mut total).await?;
             let appended = total.registered + total.linked + total.changed - appended;
-            chunk_rows = if appended * 10 <= rows {
+            let next = if appended * 10 <= rows {
                 QUIET_CHUNK_ROWS
             } else {
                 CHUNK_ROWS
             };
+            chunk_rows.store(next, std::sync::atomic::Ordering::Relaxed);
         }
-        if done {
-            break;
-        }
-    }
+        Ok::<_, HttpProblem>(total)
+    };
+    let ((), total) = futures::join!(read_chunks(body, &chunk_rows, tx), apply);
+    let total = total?;
     tracing::info!(
         rows = total.rows,
         registered = total.registered,
