@@ -399,9 +399,25 @@ async fn exports_give_each_agency_its_own_list_in_csv() {
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
+/// A destinations upload as the careers service, its body sent in pieces of 1,021 bytes, as
+/// a slow connection would deliver it.
+fn streamed(bytes: Vec<u8>) -> axum::http::Request<axum::body::Body> {
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(1021).map(|c| Ok(c.to_vec())).collect();
+    axum::http::Request::builder()
+        .method("POST")
+        .uri("/v1/imports/destinations")
+        .header("authorization", format!("Bearer {CAREERS}"))
+        .header("content-type", "text/csv")
+        .body(axum::body::Body::from_stream(futures::stream::iter(pieces)))
+        .unwrap()
+}
+
 /// A file longer than one chunk, sent in pieces that cut lines (and the byte-order mark)
 /// anywhere: the person on its first and last lines is registered once, both destinations
-/// are recorded, and sending it again appends nothing.
+/// are recorded, and sending it again appends nothing. A third file repeats the first 6,000
+/// rows and then changes, so the changes arrive in one of the larger chunks that follow a
+/// quiet one.
 #[tokio::test]
 async fn a_long_file_streams_through_in_chunks_and_people_span_them() {
     let app = spawn_app();
@@ -423,20 +439,7 @@ async fn a_long_file_streams_through_in_chunks_and_people_span_them() {
             exchange::bench_import::letters(id),
         ));
     }
-    let stream = |csv: String| {
-        let pieces: Vec<Result<Vec<u8>, std::io::Error>> = csv
-            .into_bytes()
-            .chunks(1021)
-            .map(|c| Ok(c.to_vec()))
-            .collect();
-        axum::http::Request::builder()
-            .method("POST")
-            .uri("/v1/imports/destinations")
-            .header("authorization", format!("Bearer {CAREERS}"))
-            .header("content-type", "text/csv")
-            .body(axum::body::Body::from_stream(futures::stream::iter(pieces)))
-            .unwrap()
-    };
+    let stream = |csv: String| streamed(csv.into_bytes());
     let (s, summary) = send(&app, stream(csv.clone())).await;
     assert_eq!(s, StatusCode::OK, "{summary}");
     assert_eq!(summary["rows"], rows);
@@ -706,17 +709,7 @@ async fn a_file_broken_part_way_stops_there_and_the_corrected_file_finishes_it()
         .0
         + 1;
     broken.splice(at..at, [0xff, 0xfe, b'\n']);
-    let stream = |bytes: Vec<u8>| {
-        let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
-            bytes.chunks(1021).map(|c| Ok(c.to_vec())).collect();
-        axum::http::Request::builder()
-            .method("POST")
-            .uri("/v1/imports/destinations")
-            .header("authorization", format!("Bearer {CAREERS}"))
-            .header("content-type", "text/csv")
-            .body(axum::body::Body::from_stream(futures::stream::iter(pieces)))
-            .unwrap()
-    };
+    let stream = streamed;
 
     let (s, v) = send(&app, stream(broken)).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
