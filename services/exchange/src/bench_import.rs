@@ -193,7 +193,14 @@ pub async fn run(root: &Path, rows: usize, children: usize) -> anyhow::Result<()
     let pid = server.child.id();
     let before = peak_mb(pid)?;
     for pass in ["new", "unchanged"] {
-        let (summary, secs) = destinations(&server, &file).await?;
+        let (summary, secs) = match destinations(&server, &file).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                // Time for the server's last words to reach the console before it is stopped.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                return Err(e);
+            }
+        };
         println!(
             "import destinations ({pass}): {} rows ({:.0} MB) in {secs:.1} s, {:.0} rows/s; {} registered, {} changed, {} unchanged; server peak memory {:.0} MB (at start {before:.0} MB)",
             summary["rows"],
