@@ -29,6 +29,7 @@ use pathway_projector::{views, Projector};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use uuid::Uuid;
 
 /// What an import did, row by row in sum.
@@ -660,7 +661,7 @@ const REJECTED_PER_PIECE: usize = 1_000;
 /// it ends, breaks, or the importer stops taking them.
 async fn read_chunks<S, E>(
     mut body: S,
-    chunk_rows: &std::sync::atomic::AtomicUsize,
+    chunk_rows: &AtomicUsize,
     tx: tokio::sync::mpsc::Sender<Piece>,
 ) where
     S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
@@ -701,7 +702,7 @@ async fn read_chunks<S, E>(
         rejected.extend(rows.rejected);
         pending.extend(rows.valid);
         loop {
-            let size = chunk_rows.load(std::sync::atomic::Ordering::Relaxed);
+            let size = chunk_rows.load(Ordering::Relaxed);
             if !(done || pending.len() >= size || rejected.len() >= REJECTED_PER_PIECE) {
                 break;
             }
@@ -729,7 +730,7 @@ where
     S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let chunk_rows = std::sync::atomic::AtomicUsize::new(CHUNK_ROWS);
+    let chunk_rows = AtomicUsize::new(CHUNK_ROWS);
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let apply = async {
         let mut total = Summary::default();
@@ -751,15 +752,13 @@ where
             }
             let rows = chunk.len();
             started = true;
-            let appended = total.registered + total.linked + total.changed;
-            apply_destinations(state, agency, chunk, &mut total).await?;
-            let appended = total.registered + total.linked + total.changed - appended;
+            let appended = apply_destinations(state, agency, chunk, &mut total).await?;
             let next = if appended * 10 <= rows {
                 QUIET_CHUNK_ROWS
             } else {
                 CHUNK_ROWS
             };
-            chunk_rows.store(next, std::sync::atomic::Ordering::Relaxed);
+            chunk_rows.store(next, Ordering::Relaxed);
         }
         Ok::<_, HttpProblem>(total)
     };
@@ -775,13 +774,14 @@ where
     Ok(total)
 }
 
-/// Plans and appends one chunk of valid rows, adding what it did to `total`.
+/// Plans and appends one chunk of valid rows, adding what it did to `total`. Returns how
+/// many of its rows appended anything (a registration, link or destination).
 async fn apply_destinations(
     state: &AppState,
     agency: &str,
     rows: Vec<DestinationRow>,
     total: &mut Summary,
-) -> Result<(), HttpProblem> {
+) -> Result<usize, HttpProblem> {
     caught_up(state).await?;
     let projector = state.projector.clone();
     let owner = agency.to_owned();
@@ -793,6 +793,7 @@ async fn apply_destinations(
         append(state, agency, &plan.registrations, &plan.links, plan.events).await?;
     record_review(state, agency, &plan.summary.held_for_review, &plan.resolved)?;
     let s = plan.summary;
+    let appended = registered + linked + s.changed;
     total.registered += registered;
     total.linked += linked;
     total.changed += s.changed;
@@ -809,7 +810,7 @@ async fn apply_destinations(
         s.rejected,
         &mut total.unlisted_problems,
     );
-    Ok(())
+    Ok(appended)
 }
 
 /// Adds to a summary's list up to its limit, counting the rest.
@@ -908,7 +909,6 @@ fn plan_list(
         })
         .collect();
     let identified = identify_all(p, agency, &claims)?;
-    drop(claims);
     for (child, (found, by_id, own_known)) in children.into_iter().zip(identified) {
         let events = match ssda903::events(&child, today, year_end) {
             Ok(e) => e,

@@ -14,10 +14,11 @@
 //!   review reads the agency's keys and keeps those due, an occasional scan of one prefix.
 //! - `v` → the layout of this tree ([`LAYOUT`]); a tree in another layout is cleared and
 //!   projected again at open
-//! - `x` SHA-256(scheme, scope, value), cut to 16 bytes → the people (16 bytes each) registered under that
-//!   identifier: the identity registry, one `get` per lookup (a prefix scan of a key per
-//!   person cost sled two tree descents)
-//! - `n` SHA-256(date of birth, normalised name), cut to 16 bytes → the people: the registry's fallback
+//! - `x` SHA-256(scheme, scope, value), cut to 16 bytes → the people (16 bytes each)
+//!   registered under that identifier: the identity registry, one `get` per lookup (a
+//!   prefix scan of a key per person cost sled two tree descents)
+//! - `n` SHA-256(date of birth, normalised name), cut to 16 bytes → the people: the
+//!   registry's fallback
 //!
 //! - `r` person → the registry keys written for them (so erasure removes them)
 //! - `l` person agency → [`destination_digest`] of the latest `destination.recorded` that

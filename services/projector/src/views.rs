@@ -507,7 +507,7 @@ pub fn lookup(
     scope: &str,
     value: &str,
 ) -> Result<BTreeSet<Uuid>, ProjectionError> {
-    people_under(p, store::identifier_key(scheme, scope, value))
+    people_in(p.tree().get(store::identifier_key(scheme, scope, value))?)
 }
 
 /// Where the latest destination `agency` recorded about the person is, if it is exactly
@@ -520,30 +520,17 @@ pub fn latest_destination_if(
     start: Day,
     ascertained: Day,
 ) -> Result<Option<u64>, ProjectionError> {
-    let Some(stored) = p.tree().get(store::latest_destination(yp, agency))? else {
-        return Ok(None);
+    let query = DestinationQuery {
+        young_person: yp,
+        activity_code,
+        start,
+        ascertained,
     };
-    held_at(&stored, yp, activity_code, start, ascertained)
-}
-
-/// The seq a stored latest-destination value says, if its digest is of this destination.
-fn held_at(
-    stored: &[u8],
-    yp: Uuid,
-    activity_code: &str,
-    start: Day,
-    ascertained: Day,
-) -> Result<Option<u64>, ProjectionError> {
-    let digest = store::destination_digest(yp, activity_code, start, ascertained);
-    match stored.strip_prefix(digest.as_slice()) {
-        Some(seq) => {
-            let seq: [u8; 8] = seq.try_into().map_err(|_| {
-                ProjectionError::Corrupt("a latest destination without its seq".into())
-            })?;
-            Ok(Some(u64::from_be_bytes(seq)))
-        }
-        None => Ok(None),
-    }
+    Ok(
+        latest_destinations_if(p, agency, std::slice::from_ref(&query))?
+            .pop()
+            .flatten(),
+    )
 }
 
 /// Point reads of many keys, answered in the order asked. They are made in key order and
@@ -598,10 +585,13 @@ pub fn lookup_many(
         .iter()
         .map(|(scheme, scope, value)| store::identifier_key(*scheme, scope, value))
         .collect();
-    people_of_each(get_many(p.tree(), &keys)?)
+    get_many(p.tree(), &keys)?
+        .into_iter()
+        .map(people_in)
+        .collect()
 }
 
-/// [`lookup_name`] for many (date of birth, normalised name) at once, in the order asked.
+/// The people registered with each (date of birth, normalised name), in the order asked.
 pub fn lookup_names(
     p: &Projector,
     names: &[(Day, &str)],
@@ -610,16 +600,9 @@ pub fn lookup_names(
         .iter()
         .map(|(dob, name)| store::name_key(*dob, name))
         .collect();
-    people_of_each(get_many(p.tree(), &keys)?)
-}
-
-fn people_of_each(found: Vec<Option<sled::IVec>>) -> Result<Vec<BTreeSet<Uuid>>, ProjectionError> {
-    found
+    get_many(p.tree(), &keys)?
         .into_iter()
-        .map(|v| match v {
-            Some(people) => Ok(store::people_of(&people)?.into_iter().collect()),
-            None => Ok(BTreeSet::new()),
-        })
+        .map(people_in)
         .collect()
 }
 
@@ -644,26 +627,28 @@ pub fn latest_destinations_if(
     get_many(p.tree(), &keys)?
         .into_iter()
         .zip(queries)
-        .map(|(stored, q)| match stored {
-            Some(stored) => held_at(
-                &stored,
-                q.young_person,
-                q.activity_code,
-                q.start,
-                q.ascertained,
-            ),
-            None => Ok(None),
+        .map(|(stored, q)| {
+            let Some(stored) = stored else {
+                return Ok(None);
+            };
+            let digest =
+                store::destination_digest(q.young_person, q.activity_code, q.start, q.ascertained);
+            match stored.strip_prefix(digest.as_slice()) {
+                Some(seq) => {
+                    let seq: [u8; 8] = seq.try_into().map_err(|_| {
+                        ProjectionError::Corrupt("a latest destination without its seq".into())
+                    })?;
+                    Ok(Some(u64::from_be_bytes(seq)))
+                }
+                None => Ok(None),
+            }
         })
         .collect()
 }
 
-/// The people registered with this date of birth and normalised name.
-pub fn lookup_name(p: &Projector, dob: Day, name: &str) -> Result<BTreeSet<Uuid>, ProjectionError> {
-    people_under(p, store::name_key(dob, name))
-}
-
-fn people_under(p: &Projector, key: Vec<u8>) -> Result<BTreeSet<Uuid>, ProjectionError> {
-    match p.tree().get(&key)? {
+/// The people a registry value lists (none if the key is absent).
+fn people_in(value: Option<sled::IVec>) -> Result<BTreeSet<Uuid>, ProjectionError> {
+    match value {
         Some(people) => Ok(store::people_of(&people)?.into_iter().collect()),
         None => Ok(BTreeSet::new()),
     }
