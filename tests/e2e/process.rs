@@ -180,7 +180,19 @@ fn verify_names_a_tampered_entry_and_exits_non_zero() {
     let data = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     {
-        let server = Server::start(data.path());
+        // The housekeeping pass at start signs the head if it finds entries: let it finish
+        // on the empty log first, so the only checkpoint is the one `checkpoint` signs.
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let server = Server::start_logging(
+            data.path(),
+            "info,exchange::housekeeping=debug",
+            Some(logs.clone()),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !logs.lock().unwrap().contains("housekeeping pass done") {
+            assert!(std::time::Instant::now() < deadline, "no housekeeping pass");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let client = reqwest::Client::new();
         rt.block_on(async {
             for _ in 0..3 {

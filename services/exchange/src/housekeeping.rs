@@ -249,8 +249,9 @@ impl Housekeeper {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            if let Err(e) = self.step().await {
-                tracing::error!(error = %e, "housekeeping pass failed; will retry");
+            match self.step().await {
+                Ok(recorded) => tracing::debug!(recorded, "housekeeping pass done"),
+                Err(e) => tracing::error!(error = %e, "housekeeping pass failed; will retry"),
             }
         }
     }
