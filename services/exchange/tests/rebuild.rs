@@ -197,3 +197,75 @@ async fn projections_stay_out_of_sleds_unsynced_blob_files() {
         "pages of the projections were written as blob files"
     );
 }
+
+/// The live loop and an import's catch-up step the same projector at once. Whichever
+/// finishes its step last must not publish an older checkpoint than the other's: a
+/// checkpoint that went back left `checkpoint() < head` with nothing left to apply, and the
+/// import's catch-up stepped in a hot loop for ever (found under a profiler, 2026-12-06).
+#[tokio::test]
+async fn steps_on_several_threads_reach_the_head_and_never_go_back() {
+    let app = spawn_app();
+    for i in 0..40 {
+        let yp = app.register(&format!("20{:02}-01-01", 8 + i % 5)).await;
+        app.post(LA, &sample("looked-after.started", yp)).await;
+        app.post(CAREERS, &sample("destination.recorded", yp)).await;
+        app.post(LA, &sample("placement.changed", yp)).await;
+    }
+    let head = app.log.head();
+    assert!(head >= 160, "the scenario appended {head} entries");
+
+    for round in 0..50 {
+        let other = tempfile::tempdir().unwrap();
+        let agreements = Arc::new(
+            exchange::config::parse(exchange::config::DEMO, "demo")
+                .unwrap()
+                .agreements,
+        );
+        let projector = Projector::open(other.path(), app.log.clone(), agreements, None).unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let steppers: Vec<_> = (0..4)
+            .map(|t| {
+                let p = projector.clone();
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    // A step that applies nothing while behind the head is allowed while
+                    // another thread publishes; thousands in a row mean nobody will.
+                    let mut idle = 0;
+                    while p.checkpoint() < head {
+                        let checkpoint = p.checkpoint();
+                        seen.lock().unwrap().push(checkpoint);
+                        if p.step(1 + t).unwrap() == 0 {
+                            idle += 1;
+                            if idle > 100_000 {
+                                return Err(checkpoint);
+                            }
+                            std::thread::yield_now();
+                        } else {
+                            idle = 0;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for s in steppers {
+            let stuck = s.join().unwrap();
+            assert_eq!(
+                stuck,
+                Ok(()),
+                "round {round}: a stepper was stuck behind the head"
+            );
+        }
+        assert_eq!(projector.checkpoint(), head, "round {round}");
+        assert_eq!(
+            projector.step(100).unwrap(),
+            0,
+            "round {round}: nothing left"
+        );
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.len() >= head as usize / 4,
+            "round {round}: the steppers ran"
+        );
+    }
+}

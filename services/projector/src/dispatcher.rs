@@ -313,6 +313,20 @@ impl<'t> Pending<'t> {
     }
 }
 
+/// Publishes a step's checkpoint unless a later step's is already out. Steps on two threads
+/// (the live loop, an import catching up) can publish out of order; a checkpoint that went
+/// back would leave `step`, which reads from it, finding only applied entries, and callers
+/// that step until the head is reached looping for ever.
+fn advance(applied: &watch::Sender<u64>, last: u64) {
+    applied.send_if_modified(|published| {
+        let later = last > *published;
+        if later {
+            *published = last;
+        }
+        later
+    });
+}
+
 impl Projector {
     pub fn open(
         dir: &Path,
@@ -585,7 +599,7 @@ impl Projector {
             .insert(store::CHECKPOINT, &last.to_be_bytes()[..])?;
         state.checkpoint = last;
         drop(state);
-        inner.applied.send_replace(last);
+        advance(&inner.applied, last);
         if let Some(egress) = &inner.egress {
             for n in notices {
                 egress.publish(n);
@@ -764,4 +778,19 @@ fn replay_person(log: &Log, yp: Uuid, before: u64) -> Result<PersonState, Projec
         person.evolve(&e.fact());
     }
     Ok(person)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_published_late_does_not_take_it_back() {
+        let (applied, watching) = watch::channel(0);
+        advance(&applied, 800);
+        advance(&applied, 500);
+        assert_eq!(*watching.borrow(), 800);
+        advance(&applied, 801);
+        assert_eq!(*watching.borrow(), 801);
+    }
 }
