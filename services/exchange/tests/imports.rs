@@ -735,3 +735,73 @@ async fn a_file_broken_part_way_stops_there_and_the_corrected_file_finishes_it()
     );
     assert_eq!(app.log.head(), 2 * 6010);
 }
+
+/// Each chunk is planned while the previous one is still being projected, unless it asks
+/// about someone the previous chunk registered or changed. Planned on projections without
+/// the previous chunk, the newcomer below would be registered twice, and the known person's
+/// older destination taken for the latest one.
+#[tokio::test]
+async fn a_chunk_naming_people_the_last_chunk_changed_waits_for_its_projection() {
+    let app = spawn_app();
+    let header = "YoungPersonsID,DOB,GivenName,FamilyName,ActivityCode,StartDate,DateAscertained,LEACode,UniqueLearnerNo\n";
+    let row = |id: &str, i: usize, code: &str, ascertained: &str, uln: &str| {
+        format!(
+            "{id},2008-{:02}-{:02},{},Person,{code},2026-09-01,{ascertained},878,{uln}\n",
+            1 + i % 12,
+            1 + i % 28,
+            exchange::bench_import::letters(i),
+        )
+    };
+    let newcomer = |i: usize| row(&format!("{i:013}"), i, "230", "2026-09-20", "");
+    let summary = |v: &Value| {
+        [
+            "rows",
+            "registered",
+            "linked",
+            "changed",
+            "unchanged",
+            "superseded",
+            "neet_onsets",
+        ]
+        .map(|k| v[k].as_u64().unwrap())
+    };
+    // Known before: one person with a ULN.
+    let known = format!(
+        "{header}{}",
+        row("9000000000001", 90_000, "230", "2026-09-20", "2000000001")
+    );
+    let (s, v) = import(&app, CAREERS, &known).await;
+    assert_eq!(
+        (s, v["registered"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{v}"
+    );
+
+    // By the same id. First chunk: the known person starts an apprenticeship; 4,999
+    // newcomers. Second chunk: newcomer 7 again, now NEET.
+    let mut file = header.to_owned();
+    file += &row("9000000000001", 90_000, "310", "2026-10-20", "2000000001");
+    file += &(1..5000).map(newcomer).collect::<String>();
+    file += &row(&format!("{:013}", 7), 7, "619", "2026-10-20", "");
+    let (s, v) = import(&app, CAREERS, &file).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(summary(&v), [5001, 4999, 0, 5001, 0, 0, 1], "{v}");
+    assert_eq!(app.log.head(), 2 + 4999 + 5001 + 1);
+
+    // By another identifier. First chunk: the known person becomes NEET; the same
+    // newcomers, unchanged; one more. Second chunk: the known person under a new id, found
+    // by ULN, with the apprenticeship the first chunk has just superseded.
+    let mut file = header.to_owned();
+    file += &row("9000000000001", 90_000, "540", "2026-11-20", "2000000001");
+    file += &(1..5001)
+        .filter(|i| *i != 7)
+        .map(newcomer)
+        .collect::<String>();
+    file += &row("9000000000002", 90_000, "310", "2026-10-20", "2000000001");
+    let head = app.log.head();
+    let (s, v) = import(&app, CAREERS, &file).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(summary(&v), [5001, 1, 1, 2, 4998, 1, 1], "{v}");
+    // A destination and NEET onset for the known person, and the link; the newcomer.
+    assert_eq!(app.log.head(), head + 3 + 2);
+}

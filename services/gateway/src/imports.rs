@@ -28,7 +28,7 @@ use pathway_core::EventType;
 use pathway_projector::{views, Projector};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use uuid::Uuid;
 
@@ -87,6 +87,12 @@ struct Plan {
     links: Vec<Value>,
     /// Destination and NEET events, for whom.
     events: Vec<(Who, Value)>,
+    /// Everyone a row matched, changed or not, and what the plan changes: the lookup keys
+    /// (`touch`) of rows that register or link someone, and the people it records anything
+    /// about. Chunks are planned before the previous one is projected (`Unprojected`).
+    matched: HashSet<Uuid>,
+    touched: HashSet<u64>,
+    changed: HashSet<Uuid>,
     summary: Summary,
 }
 
@@ -297,6 +303,9 @@ fn plan(
         registrations: Vec::new(),
         links: Vec::new(),
         events: Vec::new(),
+        matched: HashSet::new(),
+        touched: HashSet::new(),
+        changed: HashSet::new(),
         summary: Summary::default(),
     };
     // Within one file: people registered by it, and each person's latest destination so far.
@@ -308,6 +317,7 @@ fn plan(
         let (found, by_id, own_id_known) = identified;
         let who = match found {
             Match::Exact(yp) | Match::NameAndDateOfBirth(yp) => {
+                plan.matched.insert(yp);
                 let how = if by_id.contains(&yp) {
                     "exact-identifier"
                 } else {
@@ -323,6 +333,8 @@ fn plan(
                     }
                     plan.links
                         .push(link(agency, yp, ids, how, row.date_ascertained));
+                    touch(&mut plan.touched, &row);
+                    plan.changed.insert(yp);
                 }
                 Who::Known(yp)
             }
@@ -374,6 +386,7 @@ fn plan(
                         "data": data,
                     }));
                     new_by_id.insert(row.nccis_id.clone(), i);
+                    touch(&mut plan.touched, &row);
                     Who::New(i)
                 }
             },
@@ -454,6 +467,9 @@ fn plan(
             &row.date_ascertained.to_string(),
             &replaces,
         ]);
+        if let Who::Known(yp) = who {
+            plan.changed.insert(yp);
+        }
         plan.events.push((
             who,
             json!({
@@ -555,8 +571,12 @@ async fn append(
 /// than waiting for the live loop): imports match rows against the identity registry,
 /// which the projector keeps.
 async fn caught_up(state: &AppState) -> Result<(), HttpProblem> {
-    let head = state.projector.log().head();
-    while state.projector.checkpoint() < head {
+    caught_up_to(state, state.projector.log().head()).await
+}
+
+/// Brings the projections up to `seq` at least.
+async fn caught_up_to(state: &AppState, seq: u64) -> Result<(), HttpProblem> {
+    while state.projector.checkpoint() < seq {
         let p = state.projector.clone();
         tokio::task::spawn_blocking(move || p.step(4096))
             .await
@@ -735,6 +755,7 @@ where
     let apply = async {
         let mut total = Summary::default();
         let mut started = false;
+        let mut unprojected = None;
         while let Some(piece) = rx.recv().await {
             let (chunk, read, rejected) = match piece {
                 Piece::Chunk {
@@ -752,7 +773,8 @@ where
             }
             let rows = chunk.len();
             started = true;
-            let appended = apply_destinations(state, agency, chunk, &mut total).await?;
+            let appended =
+                apply_destinations(state, agency, chunk, &mut unprojected, &mut total).await?;
             let next = if appended * 10 <= rows {
                 QUIET_CHUNK_ROWS
             } else {
@@ -764,6 +786,9 @@ where
     };
     let ((), total) = futures::join!(read_chunks(body, &chunk_rows, tx), apply);
     let total = total?;
+    // The answer comes once the file's events are projected too: the agency can look up
+    // the people it has just registered as soon as it hears back.
+    caught_up(state).await?;
     tracing::info!(
         rows = total.rows,
         registered = total.registered,
@@ -774,23 +799,104 @@ where
     Ok(total)
 }
 
+/// The previous chunk, appended but perhaps not yet projected: where it starts in the log
+/// and what it changed. The next chunk is planned while the projector catches up with it,
+/// unless the two share an identifier, a name or a person.
+struct Unprojected {
+    /// The log's head before the chunk's appends: everything up to it must be projected.
+    after: u64,
+    /// `touch` keys of the rows that registered or linked someone.
+    keys: HashSet<u64>,
+    /// People it recorded a destination or link for.
+    people: HashSet<Uuid>,
+}
+
+/// Adds what a row looks a person up by (its identifiers, and date of birth with name
+/// whether or not that is consulted), hashed: equal hashes only make the next chunk wait.
+fn touch(keys: &mut HashSet<u64>, row: &DestinationRow) {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = |parts: &[&str]| BuildHasherDefault::<DefaultHasher>::default().hash_one(parts);
+    keys.insert(hash(&["nccis", &row.nccis_id]));
+    for (scheme, value) in [("uln", &row.uln), ("upn", &row.upn)] {
+        if let Some(v) = value {
+            keys.insert(hash(&[scheme, v]));
+        }
+    }
+    if let Some(name) =
+        identity::normalise_name(row.given_name.as_deref(), row.family_name.as_deref())
+    {
+        keys.insert(hash(&["name", &row.date_of_birth.to_string(), &name]));
+    }
+}
+
+fn touched_by(rows: &[DestinationRow]) -> HashSet<u64> {
+    let mut keys = HashSet::with_capacity(rows.len() * 3);
+    for row in rows {
+        touch(&mut keys, row);
+    }
+    keys
+}
+
 /// Plans and appends one chunk of valid rows, adding what it did to `total`. Returns how
 /// many of its rows appended anything (a registration, link or destination).
 async fn apply_destinations(
     state: &AppState,
     agency: &str,
     rows: Vec<DestinationRow>,
+    unprojected: &mut Option<Unprojected>,
     total: &mut Summary,
 ) -> Result<usize, HttpProblem> {
-    caught_up(state).await?;
-    let projector = state.projector.clone();
-    let owner = agency.to_owned();
-    let plan =
-        tokio::task::spawn_blocking(move || plan(&projector, &owner, rows, Summary::default()))
-            .await
-            .map_err(internal)??;
-    let (registered, linked) =
-        append(state, agency, &plan.registrations, &plan.links, plan.events).await?;
+    // Everything before the previous chunk is always projected first; the previous chunk
+    // only when this one asks about something it changed.
+    let behind = match unprojected.take() {
+        Some(u) if u.keys.is_disjoint(&touched_by(&rows)) => {
+            caught_up_to(state, u.after).await?;
+            Some(u.people)
+        }
+        _ => {
+            caught_up(state).await?;
+            None
+        }
+    };
+    let planned = |rows| {
+        let projector = state.projector.clone();
+        let owner = agency.to_owned();
+        async move {
+            tokio::task::spawn_blocking(move || plan(&projector, &owner, rows, Summary::default()))
+                .await
+                .map_err(internal)?
+        }
+    };
+    let mut plan = match behind {
+        Some(people) => {
+            let plan = planned(rows.clone()).await?;
+            if plan.matched.is_disjoint(&people) {
+                plan
+            } else {
+                // Someone both chunks name (found by different identifiers): plan again on
+                // projections that include the previous chunk.
+                caught_up(state).await?;
+                planned(rows).await?
+            }
+        }
+        None => planned(rows).await?,
+    };
+    let after = state.projector.log().head();
+    let (registered, linked) = append(
+        state,
+        agency,
+        &plan.registrations,
+        &plan.links,
+        std::mem::take(&mut plan.events),
+    )
+    .await?;
+    if !(plan.touched.is_empty() && plan.changed.is_empty()) {
+        *unprojected = Some(Unprojected {
+            after,
+            keys: std::mem::take(&mut plan.touched),
+            people: std::mem::take(&mut plan.changed),
+        });
+    }
     record_review(state, agency, &plan.summary.held_for_review, &plan.resolved)?;
     let s = plan.summary;
     let appended = registered + linked + s.changed;
