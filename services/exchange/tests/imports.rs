@@ -192,6 +192,15 @@ async fn upload(
     query: &str,
     parts: &[(&str, &str)],
 ) -> (StatusCode, Value) {
+    app.drain();
+    send(app, looked_after_request(token, query, parts)).await
+}
+
+fn looked_after_request(
+    token: &str,
+    query: &str,
+    parts: &[(&str, &str)],
+) -> axum::http::Request<axum::body::Body> {
     let boundary = "pathway-test-boundary";
     let mut body = String::new();
     for (name, text) in parts {
@@ -200,8 +209,7 @@ async fn upload(
         ));
     }
     body.push_str(&format!("--{boundary}--\r\n"));
-    app.drain();
-    let req = axum::http::Request::builder()
+    axum::http::Request::builder()
         .method("POST")
         .uri(format!("/v1/imports/looked-after{query}"))
         .header("authorization", format!("Bearer {token}"))
@@ -210,8 +218,7 @@ async fn upload(
             format!("multipart/form-data; boundary={boundary}"),
         )
         .body(axum::body::Body::from(body))
-        .unwrap();
-    send(app, req).await
+        .unwrap()
 }
 
 /// Sends a prepared request to the router; the projections are drained before and after.
@@ -804,4 +811,41 @@ async fn a_chunk_naming_people_the_last_chunk_changed_waits_for_its_projection()
     assert_eq!(summary(&v), [5001, 1, 1, 2, 4998, 1, 1], "{v}");
     // A destination and NEET onset for the known person, and the link; the newcomer.
     assert_eq!(app.log.head(), head + 3 + 2);
+}
+
+/// An import answers once what it appended is projected: the agency can look up the people
+/// it has just sent without waiting for the live loop (the test app has none, so nothing
+/// else projects them).
+#[tokio::test]
+async fn people_an_import_registered_can_be_looked_up_once_it_answers() {
+    let app = spawn_app();
+    let (s, _, v) = app
+        .request(
+            "POST",
+            "/v1/imports/destinations",
+            Some(CAREERS),
+            Some(QUARTER_3.as_bytes().to_vec()),
+        )
+        .await;
+    assert_eq!(
+        (s, v["registered"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{v}"
+    );
+    // Dan, the one row that registers someone.
+    let (_, found) = app
+        .get(CAREERS, "/v1/young-people?nccis_id=0000000000004")
+        .await;
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
+
+    let res = tower::ServiceExt::oneshot(
+        app.router.clone(),
+        looked_after_request(LA, "", &[("header", HEADER), ("episodes", EPISODES)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let (_, found) = app.get(LA, "/v1/young-people?la_child_id=566910").await;
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(app.projector.checkpoint(), app.log.head());
 }

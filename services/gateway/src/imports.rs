@@ -1178,6 +1178,8 @@ pub async fn looked_after(
         append(state, agency, &plan.registrations, &plan.links, plan.events).await?;
     plan.summary.registered = registered;
     plan.summary.linked = linked;
+    // As with destinations: once answered, the list's children can be looked up.
+    caught_up(state).await?;
     tracing::info!(
         rows = plan.summary.rows,
         registered = plan.summary.registered,
