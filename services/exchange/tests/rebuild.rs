@@ -26,15 +26,22 @@ async fn scenario(app: &TestApp) {
     app.drain();
 }
 
-/// What a rebuild from the app's log projects, in a directory of its own.
-fn rebuilt_from_the_log(app: &TestApp) -> Vec<pathway_projector::dispatcher::KeyValue> {
+/// A second projector of the app's log, in a directory of its own (kept with it), that has
+/// projected nothing yet.
+fn another_projector(app: &TestApp) -> (tempfile::TempDir, Projector) {
     let other = tempfile::tempdir().unwrap();
     let agreements = Arc::new(
         exchange::config::parse(exchange::config::DEMO, "demo")
             .unwrap()
             .agreements,
     );
-    let rebuilt = Projector::open(other.path(), app.log.clone(), agreements, None).unwrap();
+    let projector = Projector::open(other.path(), app.log.clone(), agreements, None).unwrap();
+    (other, projector)
+}
+
+/// What a rebuild from the app's log projects, in a directory of its own.
+fn rebuilt_from_the_log(app: &TestApp) -> Vec<pathway_projector::dispatcher::KeyValue> {
+    let (_dir, rebuilt) = another_projector(app);
     rebuilt.catch_up().unwrap();
     rebuilt.dump().unwrap()
 }
@@ -215,13 +222,7 @@ async fn steps_on_several_threads_reach_the_head_and_never_go_back() {
     assert!(head >= 160, "the scenario appended {head} entries");
 
     for round in 0..50 {
-        let other = tempfile::tempdir().unwrap();
-        let agreements = Arc::new(
-            exchange::config::parse(exchange::config::DEMO, "demo")
-                .unwrap()
-                .agreements,
-        );
-        let projector = Projector::open(other.path(), app.log.clone(), agreements, None).unwrap();
+        let (_dir, projector) = another_projector(&app);
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let steppers: Vec<_> = (0..4)
             .map(|t| {
