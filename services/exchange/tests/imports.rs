@@ -848,3 +848,31 @@ async fn people_an_import_registered_can_be_looked_up_once_it_answers() {
     assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
     assert_eq!(app.projector.checkpoint(), app.log.head());
 }
+
+/// The registry's keys are also known in memory, so that identifiers never seen are not
+/// read (`registry_filter`); after a restart that knowledge is rebuilt from the store, and a
+/// file sent again matches everyone it registered before.
+#[tokio::test]
+async fn after_a_restart_a_file_sent_again_matches_everyone_it_registered() {
+    let app = spawn_app();
+    let (s, v) = import(&app, CAREERS, QUARTER_3).await;
+    assert_eq!(
+        (s, v["registered"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{v}"
+    );
+    let head = app.log.head();
+
+    let app = app.restart();
+    let (_, found) = app
+        .get(CAREERS, "/v1/young-people?nccis_id=0000000000004")
+        .await;
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
+    let (s, v) = import(&app, CAREERS, QUARTER_3).await;
+    assert_eq!(
+        (s, v["registered"].clone(), v["unchanged"].clone()),
+        (StatusCode::OK, json!(0), json!(1)),
+        "{v}"
+    );
+    assert_eq!(app.log.head(), head, "nothing appended");
+}

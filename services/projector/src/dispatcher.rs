@@ -1,6 +1,7 @@
 //! The dispatcher: tails the log and applies each entry to the projections.
 
 use crate::codec::{self, DecisionRef, RunWriter};
+use crate::registry_filter::RegistryFilter;
 use crate::store::{self, ProjectionError, Purges};
 use pathway_bus::{Egress, Notice};
 use pathway_core::events::EventData;
@@ -60,6 +61,7 @@ struct Inner {
     egress: Option<Arc<dyn Egress>>,
     state: Mutex<State>,
     applied: watch::Sender<u64>,
+    registry: RegistryFilter,
 }
 
 /// One stored key and its value.
@@ -70,6 +72,7 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// read-modify-write.
 struct Pending<'t> {
     tree: &'t sled::Tree,
+    registry: &'t RegistryFilter,
     /// Runs filled to [`store::RUN`] in this step.
     full: Vec<OpenRun>,
     /// Each agency's run being filled in this step, found by agency with one hash lookup:
@@ -146,9 +149,10 @@ impl OpenRun {
 }
 
 impl<'t> Pending<'t> {
-    fn new(tree: &'t sled::Tree) -> Self {
+    fn new(tree: &'t sled::Tree, registry: &'t RegistryFilter) -> Self {
         Pending {
             tree,
+            registry,
             full: Vec::new(),
             open_feed: HashMap::new(),
             open_disclosures: None,
@@ -232,11 +236,15 @@ impl<'t> Pending<'t> {
         let mut registry: BTreeMap<Vec<u8>, store::Registered> = BTreeMap::new();
         fn people_under<'r>(
             registry: &'r mut BTreeMap<Vec<u8>, store::Registered>,
-            tree: &sled::Tree,
+            pending: &Pending,
             k: &[u8],
         ) -> Result<&'r mut store::Registered, ProjectionError> {
             if !registry.contains_key(k) {
-                let stored = match tree.get(k)? {
+                let stored = match pending.registry.may_contain(k) {
+                    true => pending.tree.get(k)?,
+                    false => None,
+                };
+                let stored = match stored {
                     Some(v) => store::Registered::decode(&v)?,
                     None => store::Registered::default(),
                 };
@@ -255,7 +263,7 @@ impl<'t> Pending<'t> {
                 .map(|v| v.to_vec())
                 .unwrap_or_default();
             for k in keys {
-                let people = people_under(&mut registry, self.tree, k)?;
+                let people = people_under(&mut registry, &self, k)?;
                 if people.add(*yp) {
                     stored.extend_from_slice(&(k.len() as u16).to_be_bytes());
                     stored.extend_from_slice(k);
@@ -267,7 +275,7 @@ impl<'t> Pending<'t> {
             let list = store::registry_list(*yp);
             if let Some(stored) = self.tree.get(&list)? {
                 for k in store::split_list(&stored) {
-                    let people = people_under(&mut registry, self.tree, &k)?;
+                    let people = people_under(&mut registry, &self, &k)?;
                     people.remove(*yp);
                 }
             }
@@ -279,6 +287,8 @@ impl<'t> Pending<'t> {
             if people.is_empty() {
                 writes.remove(k);
             } else {
+                // Before the write, and so before the step's checkpoint is published.
+                self.registry.insert(&k);
                 writes.insert(k, people.encode());
             }
         }
@@ -349,6 +359,12 @@ impl Projector {
             .get(store::CHECKPOINT)?
             .map_or(0, |v| store::seq_suffix(&v));
         let cleared = store::clear_runs_after(&tree, checkpoint)?;
+        let registry = RegistryFilter::default();
+        for tag in store::REGISTRY_TAGS {
+            for key in tree.scan_prefix([tag]).keys() {
+                registry.insert(&key?);
+            }
+        }
         if cleared > 0 {
             tracing::warn!(
                 checkpoint,
@@ -369,12 +385,18 @@ impl Projector {
                     complete: checkpoint == 0,
                 }),
                 applied: watch::channel(checkpoint).0,
+                registry,
             }),
         })
     }
 
     pub fn tree(&self) -> &sled::Tree {
         &self.inner.tree
+    }
+
+    /// Whether an identity-registry key may be stored: false only for keys never written.
+    pub fn may_be_registered(&self, key: &[u8]) -> bool {
+        self.inner.registry.may_contain(key)
     }
 
     /// Import rows held for identity review (agency 0 identifier → JSON). Operational state,
@@ -431,7 +453,7 @@ impl Projector {
                 state.checkpoint
             )));
         }
-        let mut pending = Pending::new(&inner.tree);
+        let mut pending = Pending::new(&inner.tree, &inner.registry);
         let mut notices = Vec::new();
         let notify = inner.egress.is_some();
         if state.persons.len() >= inner.log.people_cached() {

@@ -302,6 +302,9 @@ pub fn identifier_key(scheme: Scheme, scope: &str, value: &str) -> Vec<u8> {
     )
 }
 
+/// The tags of the identity registry's keys (`identifier_key`, `name_key`).
+pub const REGISTRY_TAGS: [u8; 2] = [b'x', b'n'];
+
 pub fn name_key(dob: Day, name: &str) -> Vec<u8> {
     digest_key(b'n', &[dob.to_string().as_bytes(), name.as_bytes()])
 }

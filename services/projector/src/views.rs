@@ -585,10 +585,7 @@ pub fn lookup_many(
         .iter()
         .map(|(scheme, scope, value)| store::identifier_key(*scheme, scope, value))
         .collect();
-    get_many(p.tree(), &keys)?
-        .into_iter()
-        .map(people_in)
-        .collect()
+    registered_many(p, &keys)
 }
 
 /// The people registered with each (date of birth, normalised name), in the order asked.
@@ -600,10 +597,26 @@ pub fn lookup_names(
         .iter()
         .map(|(dob, name)| store::name_key(*dob, name))
         .collect();
-    get_many(p.tree(), &keys)?
-        .into_iter()
-        .map(people_in)
-        .collect()
+    registered_many(p, &keys)
+}
+
+/// The people under each registry key, in the order asked. Keys the registry has never
+/// held (most of a file of new people) are answered from memory, not read.
+fn registered_many(
+    p: &Projector,
+    keys: &[Vec<u8>],
+) -> Result<Vec<BTreeSet<Uuid>>, ProjectionError> {
+    let (maybe, read): (Vec<usize>, Vec<Vec<u8>>) = keys
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| p.may_be_registered(k))
+        .map(|(i, k)| (i, k.clone()))
+        .unzip();
+    let mut out = vec![BTreeSet::new(); keys.len()];
+    for (i, value) in maybe.into_iter().zip(get_many(p.tree(), &read)?) {
+        out[i] = people_in(value)?;
+    }
+    Ok(out)
 }
 
 /// A destination to compare with the latest an agency recorded about a person.
