@@ -864,6 +864,22 @@ async fn after_a_restart_a_file_sent_again_matches_everyone_it_registered() {
     let head = app.log.head();
 
     let app = app.restart();
+    app.projector.registry_filled().unwrap();
+    let stored = pathway_projector::store::identifier_key(
+        pathway_core::identity::Scheme::NccisId,
+        "demo-careers",
+        "0000000000004",
+    );
+    let never = pathway_projector::store::identifier_key(
+        pathway_core::identity::Scheme::NccisId,
+        "demo-careers",
+        "0000000000099",
+    );
+    assert!(app.projector.may_be_registered(&stored));
+    assert!(
+        !app.projector.may_be_registered(&never),
+        "the filter is in use"
+    );
     let (_, found) = app
         .get(CAREERS, "/v1/young-people?nccis_id=0000000000004")
         .await;

@@ -61,7 +61,9 @@ struct Inner {
     egress: Option<Arc<dyn Egress>>,
     state: Mutex<State>,
     applied: watch::Sender<u64>,
-    registry: RegistryFilter,
+    registry: Arc<RegistryFilter>,
+    /// The thread adding the stored registry keys to `registry` after open.
+    filling: Mutex<Option<std::thread::JoinHandle<Result<(), ProjectionError>>>>,
 }
 
 /// One stored key and its value.
@@ -359,12 +361,22 @@ impl Projector {
             .get(store::CHECKPOINT)?
             .map_or(0, |v| store::seq_suffix(&v));
         let cleared = store::clear_runs_after(&tree, checkpoint)?;
-        let registry = RegistryFilter::default();
-        for tag in store::REGISTRY_TAGS {
-            for key in tree.scan_prefix([tag]).keys() {
-                registry.insert(&key?);
-            }
-        }
+        let registry = Arc::new(RegistryFilter::default());
+        let filling = {
+            let (registry, tree) = (registry.clone(), tree.clone());
+            std::thread::Builder::new()
+                .name("registry-filter".into())
+                .spawn(move || {
+                    for tag in store::REGISTRY_TAGS {
+                        for key in tree.scan_prefix([tag]).keys() {
+                            registry.insert(&key?);
+                        }
+                    }
+                    registry.filled();
+                    Ok(())
+                })
+                .map_err(|e| ProjectionError::Corrupt(format!("cannot start a thread: {e}")))?
+        };
         if cleared > 0 {
             tracing::warn!(
                 checkpoint,
@@ -386,6 +398,7 @@ impl Projector {
                 }),
                 applied: watch::channel(checkpoint).0,
                 registry,
+                filling: Mutex::new(Some(filling)),
             }),
         })
     }
@@ -397,6 +410,19 @@ impl Projector {
     /// Whether an identity-registry key may be stored: false only for keys never written.
     pub fn may_be_registered(&self, key: &[u8]) -> bool {
         self.inner.registry.may_contain(key)
+    }
+
+    /// Waits until the registry filter holds every key stored at open (until then it
+    /// answers "maybe" for all). For tests and measurements; nothing else needs to wait.
+    pub fn registry_filled(&self) -> Result<(), ProjectionError> {
+        let filling = self.inner.filling.lock().expect("filling lock").take();
+        match filling.map(std::thread::JoinHandle::join) {
+            Some(Err(_)) => Err(ProjectionError::Corrupt(
+                "the registry filter's thread panicked".into(),
+            )),
+            Some(Ok(result)) => result,
+            None => Ok(()),
+        }
     }
 
     /// Import rows held for identity review (agency 0 identifier → JSON). Operational state,
