@@ -20,6 +20,14 @@ async fn register(app: &TestApp, given: &str, family: &str, dob: &str, ids: Valu
     serde_json::from_value(v["young_person"].clone()).unwrap()
 }
 
+/// How many people the careers service finds by its own id for them.
+async fn found_by_nccis_id(app: &TestApp, id: &str) -> usize {
+    let (_, found) = app
+        .get(CAREERS, &format!("/v1/young-people?nccis_id={id}"))
+        .await;
+    found["items"].as_array().map_or(0, Vec::len)
+}
+
 /// Imports a destinations file, with the projections drained before and after.
 async fn import(app: &TestApp, token: &str, csv: &str) -> (StatusCode, Value) {
     app.drain();
@@ -832,10 +840,7 @@ async fn people_an_import_registered_can_be_looked_up_once_it_answers() {
         "{v}"
     );
     // Dan, the one row that registers someone.
-    let (_, found) = app
-        .get(CAREERS, "/v1/young-people?nccis_id=0000000000004")
-        .await;
-    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(found_by_nccis_id(&app, "0000000000004").await, 1);
 
     let res = tower::ServiceExt::oneshot(
         app.router.clone(),
@@ -880,10 +885,7 @@ async fn after_a_restart_a_file_sent_again_matches_everyone_it_registered() {
         !app.projector.may_be_registered(&never),
         "the filter is in use"
     );
-    let (_, found) = app
-        .get(CAREERS, "/v1/young-people?nccis_id=0000000000004")
-        .await;
-    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(found_by_nccis_id(&app, "0000000000004").await, 1);
     let (s, v) = import(&app, CAREERS, QUARTER_3).await;
     assert_eq!(
         (s, v["registered"].clone(), v["unchanged"].clone()),

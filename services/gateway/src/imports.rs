@@ -867,7 +867,7 @@ async fn apply_destinations(
                 .map_err(internal)?
         }
     };
-    let mut plan = match behind {
+    let plan = match behind {
         Some(people) => {
             let plan = planned(rows.clone()).await?;
             if plan.matched.is_disjoint(&people) {
@@ -881,24 +881,26 @@ async fn apply_destinations(
         }
         None => planned(rows).await?,
     };
+    let Plan {
+        resolved,
+        registrations,
+        links,
+        events,
+        matched: _,
+        touched,
+        changed,
+        summary: s,
+    } = plan;
     let after = state.projector.log().head();
-    let (registered, linked) = append(
-        state,
-        agency,
-        &plan.registrations,
-        &plan.links,
-        std::mem::take(&mut plan.events),
-    )
-    .await?;
-    if !(plan.touched.is_empty() && plan.changed.is_empty()) {
+    let (registered, linked) = append(state, agency, &registrations, &links, events).await?;
+    if !(touched.is_empty() && changed.is_empty()) {
         *unprojected = Some(Unprojected {
             after,
-            keys: std::mem::take(&mut plan.touched),
-            people: std::mem::take(&mut plan.changed),
+            keys: touched,
+            people: changed,
         });
     }
-    record_review(state, agency, &plan.summary.held_for_review, &plan.resolved)?;
-    let s = plan.summary;
+    record_review(state, agency, &s.held_for_review, &resolved)?;
     let appended = registered + linked + s.changed;
     total.registered += registered;
     total.linked += linked;

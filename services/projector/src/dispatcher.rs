@@ -245,11 +245,10 @@ impl<'t> Pending<'t> {
                 let stored = match pending.registry.may_contain(k) {
                     true => pending.tree.get(k)?,
                     false => None,
-                };
-                let stored = match stored {
-                    Some(v) => store::Registered::decode(&v)?,
-                    None => store::Registered::default(),
-                };
+                }
+                .map_or(Ok(store::Registered::default()), |v| {
+                    store::Registered::decode(&v)
+                })?;
                 registry.insert(k.to_vec(), stored);
             }
             Ok(registry.get_mut(k).expect("loaded"))

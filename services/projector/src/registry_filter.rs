@@ -61,13 +61,9 @@ impl RegistryFilter {
         self.filled.store(true, Ordering::Release);
     }
 
-    pub fn is_filled(&self) -> bool {
-        self.filled.load(Ordering::Acquire)
-    }
-
     /// False only for a key that was never inserted, once filled.
     pub fn may_contain(&self, key: &[u8]) -> bool {
-        if !self.is_filled() {
+        if !self.filled.load(Ordering::Acquire) {
             return true;
         }
         Self::probes(key).is_none_or(|probes| {

@@ -507,7 +507,9 @@ pub fn lookup(
     scope: &str,
     value: &str,
 ) -> Result<BTreeSet<Uuid>, ProjectionError> {
-    people_in(p.tree().get(store::identifier_key(scheme, scope, value))?)
+    Ok(lookup_many(p, &[(scheme, scope, value)])?
+        .pop()
+        .unwrap_or_default())
 }
 
 /// Where the latest destination `agency` recorded about the person is, if it is exactly
@@ -581,11 +583,11 @@ pub fn lookup_many(
     p: &Projector,
     identifiers: &[(Scheme, &str, &str)],
 ) -> Result<Vec<BTreeSet<Uuid>>, ProjectionError> {
-    let keys: Vec<Vec<u8>> = identifiers
+    let keys = identifiers
         .iter()
         .map(|(scheme, scope, value)| store::identifier_key(*scheme, scope, value))
         .collect();
-    registered_many(p, &keys)
+    registered_many(p, keys)
 }
 
 /// The people registered with each (date of birth, normalised name), in the order asked.
@@ -593,26 +595,25 @@ pub fn lookup_names(
     p: &Projector,
     names: &[(Day, &str)],
 ) -> Result<Vec<BTreeSet<Uuid>>, ProjectionError> {
-    let keys: Vec<Vec<u8>> = names
+    let keys = names
         .iter()
         .map(|(dob, name)| store::name_key(*dob, name))
         .collect();
-    registered_many(p, &keys)
+    registered_many(p, keys)
 }
 
 /// The people under each registry key, in the order asked. Keys the registry has never
 /// held (most of a file of new people) are answered from memory, not read.
 fn registered_many(
     p: &Projector,
-    keys: &[Vec<u8>],
+    keys: Vec<Vec<u8>>,
 ) -> Result<Vec<BTreeSet<Uuid>>, ProjectionError> {
+    let mut out = vec![BTreeSet::new(); keys.len()];
     let (maybe, read): (Vec<usize>, Vec<Vec<u8>>) = keys
-        .iter()
+        .into_iter()
         .enumerate()
         .filter(|(_, k)| p.may_be_registered(k))
-        .map(|(i, k)| (i, k.clone()))
         .unzip();
-    let mut out = vec![BTreeSet::new(); keys.len()];
     for (i, value) in maybe.into_iter().zip(get_many(p.tree(), &read)?) {
         out[i] = people_in(value)?;
     }
