@@ -137,6 +137,19 @@ async fn consent_given_before_a_restart_still_counts_after_it() {
     );
 }
 
+/// A crash after the steps past `checkpoint` wrote their keys but before their checkpoint
+/// writes reached the disk: the stored checkpoint goes back to `checkpoint`.
+fn lose_checkpoints_after(app: &TestApp, checkpoint: u64) {
+    app.projector
+        .tree()
+        .insert(
+            pathway_projector::store::CHECKPOINT,
+            &checkpoint.to_be_bytes()[..],
+        )
+        .unwrap();
+    app.projector.flush().unwrap();
+}
+
 /// A step writes its keys one by one and moves the checkpoint last. A crash in between
 /// leaves runs past the checkpoint; projected again with other step boundaries, those runs
 /// would list their items a second time. Opening the projections clears them.
@@ -154,14 +167,7 @@ async fn a_step_cut_short_by_a_crash_is_cleared_at_open_and_projected_again() {
     }
     while app.projector.step(1).unwrap() > 0 {}
     assert!(app.projector.checkpoint() >= before + 6);
-    app.projector
-        .tree()
-        .insert(
-            pathway_projector::store::CHECKPOINT,
-            &before.to_be_bytes()[..],
-        )
-        .unwrap();
-    app.projector.flush().unwrap();
+    lose_checkpoints_after(&app, before);
 
     // When the exchange restarts and projects the rest in one step
     let app = app.restart();
@@ -198,14 +204,7 @@ async fn a_newcomer_projected_again_in_shorter_steps_keeps_every_registry_key_li
     assert_eq!(status, StatusCode::CREATED, "{body}");
     app.drain();
     assert_eq!(app.projector.checkpoint(), before + 2);
-    app.projector
-        .tree()
-        .insert(
-            pathway_projector::store::CHECKPOINT,
-            &before.to_be_bytes()[..],
-        )
-        .unwrap();
-    app.projector.flush().unwrap();
+    lose_checkpoints_after(&app, before);
 
     // When the exchange restarts and projects them again one entry a step
     let app = app.restart();
