@@ -159,10 +159,40 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Three nodes, healthy. As with a single node, a port found free can be taken before a
+    /// node binds it, and the node exits at once; then the whole cluster is started again on
+    /// fresh ports (and fresh storage), up to three times. Each node logs to a file beside
+    /// its storage, and the last attempt's log is quoted if all three fail.
     pub fn start(store: &Path) -> Cluster {
+        let mut logs = Vec::new();
+        for attempt in 1..=3 {
+            match Cluster::try_start(&store.join(format!("attempt-{attempt}"))) {
+                Ok(cluster) => return cluster,
+                Err(exited) => logs = exited,
+            }
+        }
+        let tails: Vec<String> = logs
+            .iter()
+            .map(|log| {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+                format!("{}:\n{tail}", log.display())
+            })
+            .collect();
+        panic!(
+            "a cluster node exited at start three times, on fresh ports each time\n{}",
+            tails.join("\n")
+        );
+    }
+
+    /// The cluster, or the log of the first node that exited before it became healthy.
+    fn try_start(store: &Path) -> Result<Cluster, Vec<PathBuf>> {
         let ports: Vec<(u16, u16, u16)> = (0..3)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
+        std::fs::create_dir_all(store).expect("the cluster's storage");
+        let log = |i: usize| store.join(format!("node-{}.log", i + 1));
         let mut nodes: Vec<Node> = (0..3)
             .map(|i| {
                 let (port, monitor, route) = ports[i];
@@ -184,14 +214,18 @@ impl Cluster {
                     routes.join(","),
                     "-sd".into(),
                     store.join(format!("node-{}", i + 1)).display().to_string(),
+                    "-l".into(),
+                    log(i).display().to_string(),
                 ];
                 Node::spawn(args, port, monitor)
             })
             .collect();
-        for n in &mut nodes {
-            n.wait_healthy();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            if !node.become_healthy() {
+                return Err(vec![log(i)]);
+            }
         }
-        Cluster { nodes }
+        Ok(Cluster { nodes })
     }
 
     pub fn urls(&self) -> String {
