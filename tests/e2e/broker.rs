@@ -164,30 +164,24 @@ impl Cluster {
     /// fresh ports (and fresh storage), up to three times. Each node logs to a file beside
     /// its storage, and the last attempt's log is quoted if all three fail.
     pub fn start(store: &Path) -> Cluster {
-        let mut logs = Vec::new();
+        let mut exited = PathBuf::new();
         for attempt in 1..=3 {
             match Cluster::try_start(&store.join(format!("attempt-{attempt}"))) {
                 Ok(cluster) => return cluster,
-                Err(exited) => logs = exited,
+                Err(log) => exited = log,
             }
         }
-        let tails: Vec<String> = logs
-            .iter()
-            .map(|log| {
-                let text = std::fs::read_to_string(log).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
-                let tail = lines[lines.len().saturating_sub(5)..].join("\n");
-                format!("{}:\n{tail}", log.display())
-            })
-            .collect();
+        let text = std::fs::read_to_string(&exited).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
         panic!(
-            "a cluster node exited at start three times, on fresh ports each time\n{}",
-            tails.join("\n")
+            "a cluster node exited at start three times, on fresh ports each time\n{}:\n{}",
+            exited.display(),
+            lines[lines.len().saturating_sub(5)..].join("\n")
         );
     }
 
     /// The cluster, or the log of the first node that exited before it became healthy.
-    fn try_start(store: &Path) -> Result<Cluster, Vec<PathBuf>> {
+    fn try_start(store: &Path) -> Result<Cluster, PathBuf> {
         let ports: Vec<(u16, u16, u16)> = (0..3)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
@@ -222,7 +216,7 @@ impl Cluster {
             .collect();
         for (i, node) in nodes.iter_mut().enumerate() {
             if !node.become_healthy() {
-                return Err(vec![log(i)]);
+                return Err(log(i));
             }
         }
         Ok(Cluster { nodes })

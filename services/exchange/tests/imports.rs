@@ -28,6 +28,15 @@ async fn found_by_nccis_id(app: &TestApp, id: &str) -> usize {
     found["items"].as_array().map_or(0, Vec::len)
 }
 
+/// The import answered OK, having registered exactly one person.
+fn assert_registered_one(status: StatusCode, answer: &Value) {
+    assert_eq!(
+        (status, answer["registered"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{answer}"
+    );
+}
+
 /// Imports a destinations file, with the projections drained before and after.
 async fn import(app: &TestApp, token: &str, csv: &str) -> (StatusCode, Value) {
     app.drain();
@@ -792,11 +801,7 @@ async fn a_chunk_naming_people_the_last_chunk_changed_waits_for_its_projection()
         row("9000000000001", 90_000, "230", "2026-09-20", "2000000001")
     );
     let (s, v) = import(&app, CAREERS, &known).await;
-    assert_eq!(
-        (s, v["registered"].clone()),
-        (StatusCode::OK, json!(1)),
-        "{v}"
-    );
+    assert_registered_one(s, &v);
 
     // By the same id. First chunk: the known person starts an apprenticeship; 4,999
     // newcomers. Second chunk: newcomer 7 again, now NEET.
@@ -834,11 +839,7 @@ async fn a_chunk_naming_people_the_last_chunk_changed_waits_for_its_projection()
 async fn people_an_import_registered_can_be_looked_up_once_it_answers() {
     let app = spawn_app();
     let (s, v) = import_undrained(&app, CAREERS, QUARTER_3).await;
-    assert_eq!(
-        (s, v["registered"].clone()),
-        (StatusCode::OK, json!(1)),
-        "{v}"
-    );
+    assert_registered_one(s, &v);
     // Dan, the one row that registers someone.
     assert_eq!(found_by_nccis_id(&app, "0000000000004").await, 1);
 
@@ -861,11 +862,7 @@ async fn people_an_import_registered_can_be_looked_up_once_it_answers() {
 async fn after_a_restart_a_file_sent_again_matches_everyone_it_registered() {
     let app = spawn_app();
     let (s, v) = import(&app, CAREERS, QUARTER_3).await;
-    assert_eq!(
-        (s, v["registered"].clone()),
-        (StatusCode::OK, json!(1)),
-        "{v}"
-    );
+    assert_registered_one(s, &v);
     let head = app.log.head();
 
     let app = app.restart();

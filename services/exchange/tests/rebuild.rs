@@ -5,6 +5,7 @@ mod helpers;
 
 use axum::http::StatusCode;
 use helpers::*;
+use pathway_projector::dispatcher::KeyValue;
 use pathway_projector::Projector;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -40,7 +41,7 @@ fn another_projector(app: &TestApp) -> (tempfile::TempDir, Projector) {
 }
 
 /// What a rebuild from the app's log projects, in a directory of its own.
-fn rebuilt_from_the_log(app: &TestApp) -> Vec<pathway_projector::dispatcher::KeyValue> {
+fn rebuilt_from_the_log(app: &TestApp) -> Vec<KeyValue> {
     let (_dir, rebuilt) = another_projector(app);
     rebuilt.catch_up().unwrap();
     rebuilt.dump().unwrap()
@@ -179,7 +180,7 @@ async fn a_step_cut_short_by_a_crash_is_cleared_at_open_and_projected_again() {
 }
 
 /// The identity registry and each person's list of their registry keys, from a dump.
-fn registry_of(dump: Vec<pathway_projector::dispatcher::KeyValue>) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn registry_of(dump: Vec<KeyValue>) -> Vec<KeyValue> {
     dump.into_iter()
         .filter(|(k, _)| matches!(k.first(), Some(b'x' | b'n' | b'r')))
         .collect()
@@ -191,8 +192,8 @@ fn registry_of(dump: Vec<pathway_projector::dispatcher::KeyValue>) -> Vec<(Vec<u
 /// name every one of those keys, or erasing them would leave keys behind.
 #[tokio::test]
 async fn a_newcomer_projected_again_in_shorter_steps_keeps_every_registry_key_listed() {
-    // Given a newcomer's registration and a correction naming them anew, projected in one step whose checkpoint
-    // write is lost
+    // Given a newcomer's registration and a correction naming them anew, projected in one
+    // step whose checkpoint write is lost
     let app = spawn_app();
     scenario(&app).await;
     let before = app.projector.checkpoint();

@@ -262,13 +262,13 @@ impl<'t> Pending<'t> {
                 continue;
             }
             let list = store::registry_list(*yp);
-            let mut stored = match self.newcomers.contains(yp) {
-                true => Vec::new(),
-                false => self
-                    .tree
+            let mut stored = if self.newcomers.contains(yp) {
+                Vec::new()
+            } else {
+                self.tree
                     .get(&list)?
                     .map(|v| v.to_vec())
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
             };
             // Each key is listed unless the list has it, whether or not the registry already
             // names the person: after a crash cut a step short, its registry keys may be
