@@ -130,6 +130,16 @@ impl Filter {
         let (block, mut bits) = self.probes(id);
         bits.all(|(word, mask)| self.words[block + word] & mask != 0)
     }
+
+    /// The filter's bits, for storing it.
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    /// A stored filter read back; `None` if `words` cannot be one (empty or cut short).
+    pub fn from_words(words: Vec<u64>) -> Option<Filter> {
+        (!words.is_empty() && words.len().is_multiple_of(BLOCK_WORDS)).then_some(Filter { words })
+    }
 }
 
 /// One live run.
@@ -590,10 +600,7 @@ fn load_filter(tree: &sled::Tree, no: u64) -> Result<Filter, LogError> {
             u64::from_le_bytes(b)
         }));
     }
-    if words.is_empty() || !words.len().is_multiple_of(BLOCK_WORDS) {
-        return Err(damaged(no, "its filter is missing or truncated"));
-    }
-    Ok(Filter { words })
+    Filter::from_words(words).ok_or_else(|| damaged(no, "its filter is missing or truncated"))
 }
 
 /// A run's records, in id order.

@@ -35,6 +35,7 @@ mod writer;
 pub use checkpoint::Checkpoint;
 pub use disk::Disk;
 pub use error::{AppendError, LogError};
+pub use ids::Filter;
 pub use record::{Entry, Record};
 pub use verify::{VerifyError, VerifyReport};
 pub use writer::{Clock, NewEvent, Receipt};

@@ -1,7 +1,7 @@
 //! The dispatcher: tails the log and applies each entry to the projections.
 
 use crate::codec::{self, DecisionRef, RunWriter};
-use crate::registry_filter::RegistryFilter;
+use crate::registry::{self, Change, Registry};
 use crate::store::{self, ProjectionError, Purges};
 use pathway_bus::{Egress, Notice};
 use pathway_core::events::EventData;
@@ -61,9 +61,7 @@ struct Inner {
     egress: Option<Arc<dyn Egress>>,
     state: Mutex<State>,
     applied: watch::Sender<u64>,
-    registry: Arc<RegistryFilter>,
-    /// The thread adding the stored registry keys to `registry` after open.
-    filling: Mutex<Option<std::thread::JoinHandle<Result<(), ProjectionError>>>>,
+    registry: Registry,
 }
 
 /// One stored key and its value.
@@ -74,7 +72,7 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// read-modify-write.
 struct Pending<'t> {
     tree: &'t sled::Tree,
-    registry: &'t RegistryFilter,
+    registry: &'t Registry,
     /// Runs filled to [`store::RUN`] in this step.
     full: Vec<OpenRun>,
     /// Each agency's run being filled in this step, found by agency with one hash lookup:
@@ -154,7 +152,7 @@ impl OpenRun {
 }
 
 impl<'t> Pending<'t> {
-    fn new(tree: &'t sled::Tree, registry: &'t RegistryFilter) -> Self {
+    fn new(tree: &'t sled::Tree, registry: &'t Registry) -> Self {
         Pending {
             tree,
             registry,
@@ -234,29 +232,11 @@ impl<'t> Pending<'t> {
         Ok(self.purges.get_mut(&key).expect("loaded"))
     }
 
-    fn writes(self) -> Result<Writes, ProjectionError> {
+    /// The step's writes, and the registry changes to take into memory once they are made.
+    /// `step` is the position of the step's first entry, which names its journal.
+    fn writes(self, step: u64) -> Result<(Writes, Vec<Change>), ProjectionError> {
         let mut writes = Writes::default();
-        // Registry values (the people under one digest) are read once per step, changed in
-        // memory and written at its end, so two people sharing an identifier in one step both
-        // stay listed.
-        let mut registry: BTreeMap<Vec<u8>, store::Registered> = BTreeMap::new();
-        fn people_under<'r>(
-            registry: &'r mut BTreeMap<Vec<u8>, store::Registered>,
-            pending: &Pending,
-            k: &[u8],
-        ) -> Result<&'r mut store::Registered, ProjectionError> {
-            if !registry.contains_key(k) {
-                let stored = match pending.registry.may_contain(k) {
-                    true => pending.tree.get(k)?,
-                    false => None,
-                }
-                .map_or(Ok(store::Registered::default()), |v| {
-                    store::Registered::decode(&v)
-                })?;
-                registry.insert(k.to_vec(), stored);
-            }
-            Ok(registry.get_mut(k).expect("loaded"))
-        }
+        let mut changes = Vec::new();
         for (yp, keys) in &self.identities {
             if self.erased.contains(yp) {
                 continue;
@@ -276,7 +256,7 @@ impl<'t> Pending<'t> {
             // lacks some; the step that projects their later events lists those again.
             let listed = store::split_list(&stored);
             for (i, k) in keys.iter().enumerate() {
-                people_under(&mut registry, &self, k)?.add(*yp);
+                changes.push(Change::add(k, *yp)?);
                 if !listed.contains(k) && !keys[..i].contains(k) {
                     stored.extend_from_slice(&(k.len() as u16).to_be_bytes());
                     stored.extend_from_slice(k);
@@ -284,29 +264,27 @@ impl<'t> Pending<'t> {
             }
             writes.insert(list, stored);
         }
+        let mut removed = Vec::new();
         for yp in &self.erased {
             let list = store::registry_list(*yp);
             if let Some(stored) = self.tree.get(&list)? {
                 for k in store::split_list(&stored) {
-                    let people = people_under(&mut registry, &self, &k)?;
-                    people.remove(*yp);
+                    removed.push(Change::remove(&k, *yp)?);
                 }
             }
             for kv in self.tree.scan_prefix(store::latest_destinations(*yp)) {
                 writes.remove(kv?.0);
             }
         }
-        for (k, people) in registry {
-            if people.is_empty() {
-                writes.remove(k);
-            } else {
-                // Before the write, and so before the step's checkpoint is published.
-                self.registry.insert(&k);
-                writes.insert(k, people.encode());
-            }
+        for (k, chunk) in self.registry.rewritten_without(&removed)? {
+            writes.insert(k, chunk);
         }
-        // Only once the registry keys no longer name them: a list removed first, then a
-        // crash, would leave keys that erasure projected again could not find.
+        changes.extend(removed);
+        for (k, chunk) in self.registry.journal(step, &changes) {
+            writes.insert(k, chunk);
+        }
+        // Only once the registry no longer names them: a list removed first, then a crash,
+        // would leave entries that erasure projected again could not find.
         for yp in &self.erased {
             writes.remove(store::registry_list(*yp));
         }
@@ -332,7 +310,7 @@ impl<'t> Pending<'t> {
                 None => writes.remove(k),
             }
         }
-        Ok(writes)
+        Ok((writes, changes))
     }
 }
 
@@ -357,6 +335,18 @@ impl Projector {
         agreements: Arc<Agreements>,
         egress: Option<Arc<dyn Egress>>,
     ) -> Result<Projector, ProjectionError> {
+        Projector::open_sized(dir, log, agreements, egress, registry::PER_RUN)
+    }
+
+    /// [`Projector::open`] with the identity registry sealing a run every `registry_per_run`
+    /// entries: small, in tests, so that a few events exercise its seals and merges.
+    pub fn open_sized(
+        dir: &Path,
+        log: Log,
+        agreements: Arc<Agreements>,
+        egress: Option<Arc<dyn Egress>>,
+        registry_per_run: usize,
+    ) -> Result<Projector, ProjectionError> {
         let (db, tree) = store::open(dir)?;
         if tree.get(store::LAYOUT_KEY)?.as_deref() != Some(store::LAYOUT) {
             // Projections written in another layout are not read: they are derived, so they
@@ -372,22 +362,7 @@ impl Projector {
             .get(store::CHECKPOINT)?
             .map_or(0, |v| store::seq_suffix(&v));
         let cleared = store::clear_runs_after(&tree, checkpoint)?;
-        let registry = Arc::new(RegistryFilter::default());
-        let filling = {
-            let (registry, tree) = (registry.clone(), tree.clone());
-            std::thread::Builder::new()
-                .name("registry-filter".into())
-                .spawn(move || {
-                    for tag in store::REGISTRY_TAGS {
-                        for key in tree.scan_prefix([tag]).keys() {
-                            registry.insert(&key?);
-                        }
-                    }
-                    registry.filled();
-                    Ok(())
-                })
-                .map_err(|e| ProjectionError::Corrupt(format!("cannot start a thread: {e}")))?
-        };
+        let registry = Registry::open(tree.clone(), checkpoint, registry_per_run)?;
         if cleared > 0 {
             tracing::warn!(
                 checkpoint,
@@ -409,7 +384,6 @@ impl Projector {
                 }),
                 applied: watch::channel(checkpoint).0,
                 registry,
-                filling: Mutex::new(Some(filling)),
             }),
         })
     }
@@ -418,22 +392,9 @@ impl Projector {
         &self.inner.tree
     }
 
-    /// Whether an identity-registry key may be stored: false only for keys never written.
-    pub fn may_be_registered(&self, key: &[u8]) -> bool {
-        self.inner.registry.may_contain(key)
-    }
-
-    /// Waits until the registry filter holds every key stored at open (until then it
-    /// answers "maybe" for all). For tests and measurements; nothing else needs to wait.
-    pub fn registry_filled(&self) -> Result<(), ProjectionError> {
-        let filling = self.inner.filling.lock().expect("filling lock").take();
-        match filling.map(std::thread::JoinHandle::join) {
-            Some(Err(_)) => Err(ProjectionError::Corrupt(
-                "the registry filter's thread panicked".into(),
-            )),
-            Some(Ok(result)) => result,
-            None => Ok(()),
-        }
+    /// The identity registry (see [`registry`]).
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 
     /// Import rows held for identity review (agency 0 identifier → JSON). Operational state,
@@ -659,12 +620,19 @@ impl Projector {
                 }
             }
         }
-        pending.writes()?.apply(&inner.tree)?;
+        let erased = !pending.erased.is_empty();
+        let (writes, changes) = pending.writes(first)?;
+        writes.apply(&inner.tree)?;
         // Last: a crash before it leaves a step that the next open clears and projects again.
         inner
             .tree
             .insert(store::CHECKPOINT, &last.to_be_bytes()[..])?;
         state.checkpoint = last;
+        inner.registry.applied(&changes);
+        // After an erasure at once, so the journal naming the erased goes too.
+        if erased || inner.registry.due() {
+            inner.registry.seal(last)?;
+        }
         drop(state);
         advance(&inner.applied, last);
         if let Some(egress) = &inner.egress {
@@ -774,8 +742,14 @@ impl Projector {
                         out.push((key, store::encode(&record)));
                     }
                 }
+                // The registry is compared on what it holds (below), not on its runs.
+                b'J' | b'R' | b'F' | b'I' | b'M' => {}
                 _ => out.push((k.to_vec(), v.to_vec())),
             }
+        }
+        for (key, people) in self.inner.registry.content()? {
+            let people = people.iter().flat_map(|p| *p.as_bytes()).collect();
+            out.push((key, people));
         }
         out.sort();
         Ok(out)

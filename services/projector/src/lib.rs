@@ -10,8 +10,7 @@
 //!   then its checkpoint.
 //! - [`views`]: reading feeds, read models and the disclosure log back, joined with the log.
 //! - [`retention`]: finding disclosures past their flow's retention (purged by an event).
-//! - `registry_filter`: which identity-registry keys may exist, in memory, so reads of
-//!   identifiers never seen skip sled.
+//! - [`registry`]: the identity registry, as sorted runs with their filters in memory.
 //!
 //! Derived data holds references to log entries (sequence numbers, bases, field lists),
 //! never copies of personal data: a read model is folded on read from the person's log
@@ -21,7 +20,7 @@
 
 mod codec;
 pub mod dispatcher;
-mod registry_filter;
+pub mod registry;
 pub mod retention;
 pub mod store;
 pub mod views;

@@ -14,12 +14,10 @@
 //!   review reads the agency's keys and keeps those due, an occasional scan of one prefix.
 //! - `v` → the layout of this tree ([`LAYOUT`]); a tree in another layout is cleared and
 //!   projected again at open
-//! - `x` SHA-256(scheme, scope, value), cut to 16 bytes → the people (16 bytes each)
-//!   registered under that identifier: the identity registry, one `get` per lookup (a
-//!   prefix scan of a key per person cost sled two tree descents)
-//! - `n` SHA-256(date of birth, normalised name), cut to 16 bytes → the people: the
+//! - `J`, `R`, `F`, `I`, `M`: the identity registry ([`crate::registry`]): the people
+//!   registered under each key, a key being `x` and SHA-256(scheme, scope, value) cut to 16
+//!   bytes for an identifier, or `n` and SHA-256(date of birth, normalised name) for the
 //!   registry's fallback
-//!
 //! - `r` person → the registry keys written for them (so erasure removes them)
 //! - `l` person agency → [`destination_digest`] of the latest `destination.recorded` that
 //!   agency sourced about the person, then its seq: an import row that repeats it is known
@@ -130,8 +128,8 @@ pub const CHECKPOINT: &[u8] = b"c";
 pub const LAYOUT_KEY: &[u8] = b"v";
 /// Changed whenever a key's meaning changes (2: registry values list people; `l` keys;
 /// 3: `g` keys per person; destination digests over day numbers; 4: runs in `codec`'s
-/// version 3; 5: digests cut to fit sled's inline keys and values).
-pub const LAYOUT: &[u8] = b"5";
+/// version 3; 5: digests cut to fit sled's inline keys and values; 6: the registry in runs).
+pub const LAYOUT: &[u8] = b"6";
 
 fn agency_key(tag: u8, agency: &str, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + agency.len() + rest.len());
@@ -268,13 +266,11 @@ pub fn decode_reviews(bytes: &[u8]) -> Result<Vec<Review>, ProjectionError> {
         .collect()
 }
 
-/// sled keeps a key or value of up to 22 bytes inline in its node and allocates every longer
-/// one apart; its leaves hold about 16 entries, so a million people's registry is about
-/// 100,000 small nodes, each read whole from disk when the cache no longer holds it. Hence
-/// digests cut to [`KEY_DIGEST`] bytes (the tag makes 17), and destination digests to
-/// [`DESTINATION_DIGEST`] (with the seq, 22): a chance collision among the keys stays far
-/// below anything that could matter (2^-128 and 2^-112 a pair), and the nodes hold no
-/// allocation per entry.
+/// Digests cut short: registry keys to [`KEY_DIGEST`] bytes (the tag makes 17), so a run's
+/// chunk holds more entries, and destination digests to [`DESTINATION_DIGEST`] (with the seq,
+/// 22), which sled keeps inline in its node rather than allocating apart (a million people's
+/// `l` keys are about 100,000 leaves). A chance collision stays far below anything that
+/// could matter (2^-128 and 2^-112 a pair).
 const KEY_DIGEST: usize = 16;
 const DESTINATION_DIGEST: usize = 14;
 
@@ -301,9 +297,6 @@ pub fn identifier_key(scheme: Scheme, scope: &str, value: &str) -> Vec<u8> {
         &[&[scheme.code()], scope.as_bytes(), value.as_bytes()],
     )
 }
-
-/// The tags of the identity registry's keys (`identifier_key`, `name_key`).
-pub const REGISTRY_TAGS: [u8; 2] = [b'x', b'n'];
 
 pub fn name_key(dob: Day, name: &str) -> Vec<u8> {
     digest_key(b'n', &[dob.to_string().as_bytes(), name.as_bytes()])
@@ -334,51 +327,6 @@ pub fn destination_digest(yp: Uuid, activity_code: &str, start: Day, ascertained
     ])
     .as_ref()[..DESTINATION_DIGEST]
         .to_vec()
-}
-
-/// The people under one registry key while a step changes them. A set, because one key can
-/// list very many people (a common name with a common birthday, or a test's sample data):
-/// adding one then costs a lookup, not a scan and a splice of the stored list. Written back
-/// sorted, so that the value does not depend on how the log was cut into projection steps
-/// (a rebuild must equal the live run), and read by [`people_of`].
-#[derive(Debug, Default)]
-pub struct Registered(std::collections::BTreeSet<[u8; 16]>);
-
-impl Registered {
-    pub fn decode(value: &[u8]) -> Result<Registered, ProjectionError> {
-        let people = value.chunks_exact(16);
-        if !people.remainder().is_empty() {
-            return Err(ProjectionError::Corrupt(
-                "a registry value cut short".into(),
-            ));
-        }
-        Ok(Registered(
-            people.map(|p| p.try_into().expect("16 bytes")).collect(),
-        ))
-    }
-
-    /// Whether they were new to it.
-    pub fn add(&mut self, yp: Uuid) -> bool {
-        self.0.insert(*yp.as_bytes())
-    }
-
-    pub fn remove(&mut self, yp: Uuid) {
-        self.0.remove(yp.as_bytes());
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        self.0.iter().flatten().copied().collect()
-    }
-}
-
-/// The people a registry value lists.
-pub fn people_of(people: &[u8]) -> Result<Vec<Uuid>, ProjectionError> {
-    let set = Registered::decode(people)?;
-    Ok(set.0.iter().map(|p| Uuid::from_bytes(*p)).collect())
 }
 
 /// `r` + person: the registry keys written for them, each length-prefixed.
@@ -436,16 +384,22 @@ pub fn open(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), ProjectionE
 mod tests {
     use super::*;
 
-    /// What keeps a million people's registry cheap to read (see `KEY_DIGEST`): its keys
-    /// and the destination digests with their seq fit sled's inline 22 bytes.
+    /// Registry keys have the registry's one size, however long what they digest; the
+    /// destination digests with their seq fit sled's inline 22 bytes.
     #[test]
-    fn registry_keys_and_destination_values_fit_inline_in_sled_nodes() {
+    fn registry_keys_have_one_size_and_destination_values_fit_inline_in_sled_nodes() {
         const INLINE: usize = 22;
         let long = "x".repeat(200);
         let day = Day::parse("2026-09-01").unwrap();
-        assert!(identifier_key(Scheme::NccisId, &long, &long).len() <= INLINE);
-        assert!(identifier_key(Scheme::Uln, "", "1000000001").len() <= INLINE);
-        assert!(name_key(day, &long).len() <= INLINE);
+        assert_eq!(
+            identifier_key(Scheme::NccisId, &long, &long).len(),
+            crate::registry::KEY
+        );
+        assert_eq!(
+            identifier_key(Scheme::Uln, "", "1000000001").len(),
+            crate::registry::KEY
+        );
+        assert_eq!(name_key(day, &long).len(), crate::registry::KEY);
         assert!(destination_digest(Uuid::new_v4(), "230", day, day).len() + 8 <= INLINE);
         assert_ne!(
             identifier_key(Scheme::Uln, "", "1000000001"),
@@ -472,35 +426,5 @@ mod tests {
         assert_eq!(decode_reviews(&bytes).unwrap(), reviews);
         assert!(decode_reviews(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode_reviews(&[]).unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_registry_value_is_the_same_set_in_the_same_order_however_it_was_built() {
-        let people: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
-        let mut forward = Registered::default();
-        let mut backward = Registered::default();
-        for yp in &people {
-            assert!(forward.add(*yp));
-        }
-        for yp in people.iter().rev() {
-            assert!(backward.add(*yp));
-        }
-        assert!(!forward.add(people[2]), "already listed");
-        let value = forward.encode();
-        assert_eq!(value, backward.encode());
-        let mut sorted = people.clone();
-        sorted.sort();
-        assert_eq!(people_of(&value).unwrap(), sorted);
-        let mut less = Registered::decode(&value).unwrap();
-        assert!(!less.add(people[4]), "read back whole");
-        less.remove(people[2]);
-        let less = people_of(&less.encode()).unwrap();
-        assert_eq!(less.len(), 4);
-        assert!(!less.contains(&people[2]));
-        assert!(people_of(&value[..20]).is_err(), "a value cut short");
-        assert!(
-            Registered::decode(&value[..20]).is_err(),
-            "a value cut short"
-        );
     }
 }

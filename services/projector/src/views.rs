@@ -602,22 +602,12 @@ pub fn lookup_names(
     registered_many(p, keys)
 }
 
-/// The people under each registry key, in the order asked. Keys the registry has never
-/// held (most of a file of new people) are answered from memory, not read.
+/// The people under each registry key, in the order asked.
 fn registered_many(
     p: &Projector,
     keys: Vec<Vec<u8>>,
 ) -> Result<Vec<BTreeSet<Uuid>>, ProjectionError> {
-    let mut out = vec![BTreeSet::new(); keys.len()];
-    let (maybe, read): (Vec<usize>, Vec<Vec<u8>>) = keys
-        .into_iter()
-        .enumerate()
-        .filter(|(_, k)| p.may_be_registered(k))
-        .unzip();
-    for (i, value) in maybe.into_iter().zip(get_many(p.tree(), &read)?) {
-        out[i] = people_in(value)?;
-    }
-    Ok(out)
+    p.registry().people(&keys)
 }
 
 /// A destination to compare with the latest an agency recorded about a person.
@@ -658,14 +648,6 @@ pub fn latest_destinations_if(
             }
         })
         .collect()
-}
-
-/// The people a registry value lists (none if the key is absent).
-fn people_in(value: Option<sled::IVec>) -> Result<BTreeSet<Uuid>, ProjectionError> {
-    match value {
-        Some(people) => Ok(store::people_of(&people)?.into_iter().collect()),
-        None => Ok(BTreeSet::new()),
-    }
 }
 
 /// The people an agency has received anything about, from its feed.
