@@ -846,6 +846,41 @@ mod tests {
         assert!(r.may_contain(&key(3)) && r.may_contain(&key(1499)));
     }
 
+    /// Merges remove the runs they replace while lookups may be reading them: a lookup that
+    /// finds a chunk gone looks again, and never answers "no one" for a key that was there.
+    #[test]
+    fn lookups_racing_seals_and_merges_find_every_person_that_was_there() {
+        let (_dir, _db, tree) = tree();
+        let r = Registry::open(tree.clone(), 0, 16).unwrap();
+        step(&r, &tree, 1, &adds(0..100));
+        let keys: Vec<Vec<u8>> = (0..100).map(key).collect();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let lookups = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut lookups = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let found = r.people(&keys).unwrap();
+                    for (i, people) in found.iter().enumerate() {
+                        assert!(people.contains(&person(i as u32)), "key {i} lost");
+                    }
+                    lookups += 1;
+                }
+                lookups
+            });
+            for s in 2..300u32 {
+                step(&r, &tree, s as u64, &adds(s * 100..s * 100 + 20));
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap()
+        });
+        assert!(lookups > 0);
+        assert!(
+            r.runs() < 300 / FANOUT,
+            "merged as it went: {} runs",
+            r.runs()
+        );
+    }
+
     #[test]
     fn a_reopened_registry_holds_what_it_held_and_drops_a_step_cut_short() {
         let (_dir, _db, tree) = tree();
