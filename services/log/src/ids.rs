@@ -28,33 +28,22 @@
 //! chunks may have gone between its choice of runs and its reads.
 //!
 //! # Layout
-//! - [`Filter`]: a cache-line-blocked Bloom filter.
 //! - [`Ids`]: fresh ids, runs and the manifest; lookups, sealing and merging.
-//! - `RunRecords`, `Merged`: a run read back in order, and runs merged in order.
+//! - `records`: a run read back in order (filters, merging and levels are `sorted`'s).
 
 use crate::error::LogError;
 use crate::keys::{self, IdRecord, Indexed, INDEXED};
+use crate::sorted::{self, Filter, Manifest};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
-/// Runs of one level merged at once. Small, so a lookup checks few filters (fewer than
-/// `FANOUT` runs a level once the merger has caught up); each id is rewritten once a level,
-/// and the levels grow by this factor, so there are few of them.
-pub const FANOUT: usize = 4;
+pub use crate::sorted::FANOUT;
 
 /// Records in a chunk: 80 bytes each, so a chunk stays near 5 KiB, as small as the log's runs
 /// and for the same reason (sled never fsyncs pages it writes as blob files).
 const CHUNK: usize = 64;
-
-/// Filter words a key holds (4 KiB).
-const FILTER_PART: usize = 512;
-
-/// About 1% false positives with [`PROBES`] probes in one 512-bit block.
-const BITS_PER_ID: u64 = 10;
-const PROBES: u32 = 7;
-const BLOCK_WORDS: usize = 8;
 
 const RUN: u8 = b'j';
 const FILTER: u8 = b'f';
@@ -67,79 +56,10 @@ fn chunk_key(run: u64, first: Uuid) -> [u8; 25] {
     k
 }
 
-fn filter_key(run: u64, part: u32) -> [u8; 13] {
-    let mut k = [0u8; 13];
-    k[..9].copy_from_slice(&keys::at_seq(FILTER, run));
-    k[9..].copy_from_slice(&part.to_be_bytes());
-    k
-}
-
 fn damaged(run: u64, what: &str) -> LogError {
     LogError::Storage(format!(
         "run {run} of the event-id index is damaged: {what}"
     ))
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Two independent hashes of an id. Ids are mixed, not used as they come: an agency may
-/// well send sequential ids.
-fn hashes(id: &Uuid) -> (u64, u64) {
-    let v = id.as_u128();
-    let a = mix(v as u64 ^ 0x9e37_79b9_7f4a_7c15);
-    (a, mix((v >> 64) as u64 ^ a))
-}
-
-/// A Bloom filter whose probes for one id all fall in one 64-byte block: one cache miss a
-/// run, where a classic filter would take one a probe.
-pub struct Filter {
-    words: Vec<u64>,
-}
-
-impl Filter {
-    pub fn with_capacity(ids: u64) -> Filter {
-        let blocks = (ids.max(1) * BITS_PER_ID).div_ceil(64 * BLOCK_WORDS as u64);
-        Filter {
-            words: vec![0; blocks as usize * BLOCK_WORDS],
-        }
-    }
-
-    fn probes(&self, id: &Uuid) -> (usize, impl Iterator<Item = (usize, u64)>) {
-        let (a, b) = hashes(id);
-        let blocks = (self.words.len() / BLOCK_WORDS) as u128;
-        let block = ((a as u128 * blocks) >> 64) as usize * BLOCK_WORDS;
-        let bits = (0..PROBES).map(move |i| {
-            let bit = (b >> (i * 9)) & 511;
-            ((bit >> 6) as usize, 1u64 << (bit & 63))
-        });
-        (block, bits)
-    }
-
-    pub fn insert(&mut self, id: &Uuid) {
-        let (block, bits) = self.probes(id);
-        for (word, mask) in bits {
-            self.words[block + word] |= mask;
-        }
-    }
-
-    pub fn may_contain(&self, id: &Uuid) -> bool {
-        let (block, mut bits) = self.probes(id);
-        bits.all(|(word, mask)| self.words[block + word] & mask != 0)
-    }
-
-    /// The filter's bits, for storing it.
-    pub fn words(&self) -> &[u64] {
-        &self.words
-    }
-
-    /// A stored filter read back; `None` if `words` cannot be one (empty or cut short).
-    pub fn from_words(words: Vec<u64>) -> Option<Filter> {
-        (!words.is_empty() && words.len().is_multiple_of(BLOCK_WORDS)).then_some(Filter { words })
-    }
 }
 
 /// One live run.
@@ -170,15 +90,12 @@ impl State {
     }
 
     fn manifest(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(16 + self.runs.len() * 20);
-        v.extend_from_slice(&self.covered.to_be_bytes());
-        v.extend_from_slice(&self.next_run.to_be_bytes());
-        for r in &self.runs {
-            v.extend_from_slice(&r.no.to_be_bytes());
-            v.extend_from_slice(&r.level.to_be_bytes());
-            v.extend_from_slice(&r.count.to_be_bytes());
+        Manifest {
+            covered: self.covered,
+            next_run: self.next_run,
+            runs: self.runs.iter().map(|r| (r.no, r.level, r.count)).collect(),
         }
-        v
+        .encode()
     }
 }
 
@@ -199,16 +116,15 @@ impl Ids {
             next_run,
             runs: named,
         } = match tree.get(MANIFEST)? {
-            None => Manifest {
-                covered: 0,
-                next_run: 0,
-                runs: Vec::new(),
-            },
-            Some(m) => decode_manifest(&m)?,
+            None => Manifest::default(),
+            Some(m) => Manifest::decode(&m).ok_or_else(|| {
+                LogError::Storage("the event-id index's manifest is damaged".into())
+            })?,
         };
         let mut runs = Vec::with_capacity(named.len());
         for (no, level, count) in named {
-            let filter = load_filter(&tree, no)?;
+            let filter =
+                sorted::read_filter(&tree, FILTER, no).map_err(|e| damaged(no, &e.to_string()))?;
             runs.push(Arc::new(Run {
                 no,
                 level,
@@ -262,7 +178,7 @@ impl Ids {
                 let candidates: Vec<Arc<Run>> = s
                     .runs
                     .iter()
-                    .filter(|r| r.filter.may_contain(id))
+                    .filter(|r| r.filter.may_contain(id.as_bytes()))
                     .cloned()
                     .collect();
                 (s.generation, candidates)
@@ -329,7 +245,7 @@ impl Ids {
         let mut count = 0u64;
         for record in records {
             let (id, r) = record?;
-            filter.insert(&id);
+            filter.insert(id.as_bytes());
             if chunk.is_empty() {
                 first = id;
             }
@@ -346,21 +262,13 @@ impl Ids {
         if !chunk.is_empty() {
             self.tree.insert(chunk_key(no, first), chunk)?;
         }
-        for (part, words) in filter.words.chunks(FILTER_PART).enumerate() {
-            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            self.tree.insert(filter_key(no, part as u32), bytes)?;
-        }
+        sorted::write_filter(&self.tree, FILTER, no, &filter)?;
         Ok(Some((filter, count)))
     }
 
     /// Removes every key of a run (chunks and filter).
     fn remove_run(&self, no: u64) -> Result<(), LogError> {
-        for prefix in [keys::at_seq(RUN, no), keys::at_seq(FILTER, no)] {
-            for k in self.tree.scan_prefix(prefix).keys() {
-                self.tree.remove(k?)?;
-            }
-        }
-        Ok(())
+        Ok(sorted::remove(&self.tree, &[RUN, FILTER], no)?)
     }
 
     /// Names the new state in the manifest. Called with the state locked, so that manifest
@@ -369,18 +277,6 @@ impl Ids {
         s.generation += 1;
         self.tree.insert(MANIFEST, s.manifest())?;
         Ok(())
-    }
-
-    /// The level a run of `count` ids belongs at: the number of merges a run sealed at
-    /// [`Ids::per_run`] would have taken to reach its size.
-    fn level_of(&self, count: u64) -> u32 {
-        let mut level = 0;
-        let mut size = self.per_run as u64 * FANOUT as u64;
-        while size <= count {
-            level += 1;
-            size = size.saturating_mul(FANOUT as u64);
-        }
-        level
     }
 
     /// Writes `records` (in id order) as a new run, at the level its size belongs at; the
@@ -396,7 +292,7 @@ impl Ids {
             .expect("only a merge is ever stopped");
         Ok(Arc::new(Run {
             no,
-            level: self.level_of(count),
+            level: sorted::level_of(self.per_run, count),
             count,
             filter,
         }))
@@ -454,11 +350,9 @@ impl Ids {
             (inputs, level, s.reserve())
         };
         let capacity = inputs.iter().map(|r| r.count).sum();
-        let merged = Merged::new(
-            inputs
-                .iter()
-                .map(|r| RunRecords::new(&self.tree, r.no))
-                .collect(),
+        let merged = sorted::Merged::new(
+            inputs.iter().map(|r| records(&self.tree, r.no)).collect(),
+            |r: &Indexed| r.0,
         );
         let Some((filter, count)) = self.write_run(no, capacity, merged, Some(stop))? else {
             return Ok(false);
@@ -480,25 +374,13 @@ impl Ids {
         Ok(true)
     }
 
-    /// Removes the keys of runs the manifest does not name, one seek a run.
+    /// Removes the keys of runs the manifest does not name.
     fn remove_unnamed_runs(&self) -> Result<(), LogError> {
         let named: Vec<u64> = self.lock().runs.iter().map(|r| r.no).collect();
-        for prefix in [RUN, FILTER] {
-            let mut from = keys::at_seq(prefix, 0);
-            while let Some(k) = self.tree.range(from..).keys().next() {
-                let k = k?;
-                if k[0] != prefix || k.len() < 9 {
-                    break;
-                }
-                let no = keys::u64_of(&k[1..]);
-                if !named.contains(&no) {
-                    tracing::warn!(run = no, "removing an unfinished run of the id index");
-                    self.remove_run(no)?;
-                }
-                match no.checked_add(1) {
-                    Some(next) => from = keys::at_seq(prefix, next),
-                    None => break,
-                }
+        for tag in [RUN, FILTER] {
+            for no in sorted::unnamed(&self.tree, tag, &named)? {
+                tracing::warn!(run = no, "removing an unfinished run of the id index");
+                self.remove_run(no)?;
             }
         }
         Ok(())
@@ -553,151 +435,12 @@ impl Ids {
 }
 
 /// A run as the manifest names it: number, level, ids.
-type Named = (u64, u32, u64);
-
-/// The manifest read back: covered seq, next run number, live runs.
-struct Manifest {
-    covered: u64,
-    next_run: u64,
-    runs: Vec<Named>,
-}
-
-fn decode_manifest(m: &[u8]) -> Result<Manifest, LogError> {
-    if m.len() < 16 || !(m.len() - 16).is_multiple_of(20) {
-        return Err(LogError::Storage(
-            "the event-id index's manifest is damaged".into(),
-        ));
-    }
-    let runs = m[16..]
-        .chunks(20)
-        .map(|r| {
-            let mut level = [0u8; 4];
-            level.copy_from_slice(&r[8..12]);
-            (
-                keys::u64_of(r),
-                u32::from_be_bytes(level),
-                keys::u64_of(&r[12..]),
-            )
-        })
-        .collect();
-    Ok(Manifest {
-        covered: keys::u64_of(m),
-        next_run: keys::u64_of(&m[8..]),
-        runs,
-    })
-}
-
-fn load_filter(tree: &sled::Tree, no: u64) -> Result<Filter, LogError> {
-    let mut words = Vec::new();
-    for v in tree.scan_prefix(keys::at_seq(FILTER, no)).values() {
-        let v = v?;
-        if !v.len().is_multiple_of(8) {
-            return Err(damaged(no, "its filter is truncated"));
-        }
-        words.extend(v.chunks(8).map(|w| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            u64::from_le_bytes(b)
-        }));
-    }
-    Filter::from_words(words).ok_or_else(|| damaged(no, "its filter is missing or truncated"))
-}
-
 /// A run's records, in id order.
-struct RunRecords {
-    no: u64,
-    chunks: sled::Iter,
-    chunk: sled::IVec,
-    at: usize,
-}
-
-impl RunRecords {
-    fn new(tree: &sled::Tree, no: u64) -> RunRecords {
-        RunRecords {
-            no,
-            chunks: tree.scan_prefix(keys::at_seq(RUN, no)),
-            chunk: sled::IVec::default(),
-            at: 0,
-        }
-    }
-}
-
-impl Iterator for RunRecords {
-    type Item = Result<Indexed, LogError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        while self.at + INDEXED > self.chunk.len() {
-            match self.chunks.next()? {
-                Err(e) => return Some(Err(e.into())),
-                Ok((_, v)) if !v.len().is_multiple_of(INDEXED) => {
-                    return Some(Err(damaged(self.no, "a chunk is truncated")))
-                }
-                Ok((_, v)) => {
-                    self.chunk = v;
-                    self.at = 0;
-                }
-            }
-        }
-        let r = keys::decode_indexed(&self.chunk[self.at..self.at + INDEXED]);
-        self.at += INDEXED;
-        Some(Ok(r))
-    }
-}
-
-/// Runs merged in id order, each id once.
-struct Merged {
-    inputs: Vec<RunRecords>,
-    heads: Vec<Option<Indexed>>,
-    started: bool,
-    last: Option<Uuid>,
-}
-
-impl Merged {
-    fn new(inputs: Vec<RunRecords>) -> Merged {
-        let heads = inputs.iter().map(|_| None).collect();
-        Merged {
-            inputs,
-            heads,
-            started: false,
-            last: None,
-        }
-    }
-
-    fn refill(&mut self, i: usize) -> Result<(), LogError> {
-        self.heads[i] = self.inputs[i].next().transpose()?;
-        Ok(())
-    }
-
-    fn step(&mut self) -> Result<Option<Indexed>, LogError> {
-        if !self.started {
-            self.started = true;
-            for i in 0..self.inputs.len() {
-                self.refill(i)?;
-            }
-        }
-        loop {
-            let Some(i) = (0..self.heads.len())
-                .filter(|i| self.heads[*i].is_some())
-                .min_by_key(|i| self.heads[*i].map(|(id, _)| id))
-            else {
-                return Ok(None);
-            };
-            let next = self.heads[i].take().expect("chosen among the present");
-            self.refill(i)?;
-            if self.last != Some(next.0) {
-                self.last = Some(next.0);
-                return Ok(Some(next));
-            }
-        }
-    }
-}
-
-impl Iterator for Merged {
-    type Item = Result<Indexed, LogError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.step().transpose()
-    }
+fn records(tree: &sled::Tree, no: u64) -> impl Iterator<Item = Result<Indexed, LogError>> {
+    sorted::Records::<INDEXED>::new(tree, RUN, no).map(move |r| {
+        r.map(|b| keys::decode_indexed(&b))
+            .map_err(|e| damaged(no, &e.to_string()))
+    })
 }
 
 #[cfg(test)]
@@ -706,7 +449,7 @@ mod tests {
 
     fn record(n: u64) -> Indexed {
         (
-            Uuid::from_u128(mix(n) as u128 | ((n as u128) << 64)),
+            Uuid::from_u128(sorted::mix(n) as u128 | ((n as u128) << 64)),
             IdRecord {
                 seq: n,
                 version: 1,
@@ -769,18 +512,18 @@ mod tests {
     fn the_filter_has_no_false_negatives_and_few_false_positives() {
         let mut f = Filter::with_capacity(10_000);
         for n in 0..10_000 {
-            f.insert(&record(n).0);
+            f.insert(record(n).0.as_bytes());
         }
-        assert!((0..10_000).all(|n| f.may_contain(&record(n).0)));
+        assert!((0..10_000).all(|n| f.may_contain(record(n).0.as_bytes())));
         let false_positives = (10_000..110_000)
-            .filter(|n| f.may_contain(&record(*n).0))
+            .filter(|n| f.may_contain(record(*n).0.as_bytes()))
             .count();
         assert!(false_positives < 2_000, "{false_positives} in 100,000");
         // Sequential ids, as an agency may send them, spread as well as random ones.
         let mut g = Filter::with_capacity(10_000);
-        (0..10_000u128).for_each(|n| g.insert(&Uuid::from_u128(n)));
+        (0..10_000u128).for_each(|n| g.insert(Uuid::from_u128(n).as_bytes()));
         let sequential = (10_000..110_000u128)
-            .filter(|n| g.may_contain(&Uuid::from_u128(*n)))
+            .filter(|n| g.may_contain(Uuid::from_u128(*n).as_bytes()))
             .count();
         assert!(sequential < 2_000, "{sequential} in 100,000");
     }

@@ -12,6 +12,8 @@
 //! - [`index`]: the thread behind it that writes each event's stream key and seals ids
 //!   into runs.
 //! - [`ids`]: the event-id index (idempotency), as sorted runs merged in the background.
+//! - [`sorted`]: what sorted runs are made of (filters, reading back, merging, levels),
+//!   shared with the projector's identity registry.
 //! - [`verify`]: recomputing the chain.
 //!
 //! Everything lives in one sled tree with prefixed keys. A group is written key by key with
@@ -27,6 +29,7 @@ mod index;
 mod keys;
 pub mod record;
 mod runs;
+pub mod sorted;
 mod streams;
 pub mod vault;
 mod verify;
@@ -35,7 +38,6 @@ mod writer;
 pub use checkpoint::Checkpoint;
 pub use disk::Disk;
 pub use error::{AppendError, LogError};
-pub use ids::Filter;
 pub use record::{Entry, Record};
 pub use verify::{VerifyError, VerifyReport};
 pub use writer::{Clock, NewEvent, Receipt};

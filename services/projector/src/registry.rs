@@ -41,7 +41,7 @@
 
 use crate::dispatcher::KeyValue;
 use crate::store::{self, ProjectionError};
-use pathway_log::Filter;
+use pathway_log::sorted::{self, number, numbered, prefix, Filter, Manifest, FANOUT};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
@@ -55,14 +55,9 @@ const CHANGE: usize = 1 + ENTRY;
 /// Entries a chunk holds: a chunk stays under [`store::RUN_BYTES`], as the projector's other
 /// runs do, and for the same reason (sled never fsyncs a page it writes as a blob file).
 const CHUNK: usize = store::RUN_BYTES / ENTRY;
-/// Filter words a key holds (4 KiB).
-const FILTER_PART: usize = 512;
 /// Fences a key holds.
 const FENCE_PART: usize = store::RUN_BYTES / KEY;
 
-/// Runs of one level merged at once: a lookup checks fewer than this many filters a level,
-/// and the levels grow by this factor.
-pub const FANOUT: usize = 4;
 /// Fresh entries sealed into a run: about 6 MB in memory, and a few hundred chunks.
 pub const PER_RUN: usize = 1 << 16;
 
@@ -123,27 +118,8 @@ fn person_of(e: &[u8]) -> Uuid {
 
 /// What a filter is asked: the digest, already uniform (the tag is left out, so an
 /// identifier and a name with equal digests would share bits, which costs a read at most).
-fn probe(key: &[u8]) -> Uuid {
-    Uuid::from_slice(&key[1..KEY]).expect("16 bytes")
-}
-
-fn numbered(tag: u8, no: u64, part: u32) -> [u8; 13] {
-    let mut k = [0u8; 13];
-    k[0] = tag;
-    k[1..9].copy_from_slice(&no.to_be_bytes());
-    k[9..].copy_from_slice(&part.to_be_bytes());
-    k
-}
-
-fn prefix(tag: u8, no: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = tag;
-    k[1..].copy_from_slice(&no.to_be_bytes());
-    k
-}
-
-fn number(key: &[u8]) -> u64 {
-    u64::from_be_bytes(key[1..9].try_into().expect("a numbered key"))
+fn probe(key: &[u8]) -> &[u8; 16] {
+    key[1..KEY].try_into().expect("16 bytes")
 }
 
 fn damaged(run: u64, what: &str) -> ProjectionError {
@@ -205,15 +181,12 @@ struct State {
 
 impl State {
     fn manifest(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(16 + self.runs.len() * 20);
-        v.extend_from_slice(&self.covered.to_be_bytes());
-        v.extend_from_slice(&self.next_run.to_be_bytes());
-        for r in &self.runs {
-            v.extend_from_slice(&r.no.to_be_bytes());
-            v.extend_from_slice(&r.level.to_be_bytes());
-            v.extend_from_slice(&r.count.to_be_bytes());
+        Manifest {
+            covered: self.covered,
+            next_run: self.next_run,
+            runs: self.runs.iter().map(|r| (r.no, r.level, r.count)).collect(),
         }
-        v
+        .encode()
     }
 }
 
@@ -233,9 +206,15 @@ impl Registry {
         checkpoint: u64,
         per_run: usize,
     ) -> Result<Registry, ProjectionError> {
-        let (covered, next_run, named) = match tree.get(MANIFEST)? {
-            None => (0, 0, Vec::new()),
-            Some(m) => decode_manifest(&m)?,
+        let Manifest {
+            covered,
+            next_run,
+            runs: named,
+        } = match tree.get(MANIFEST)? {
+            None => Manifest::default(),
+            Some(m) => Manifest::decode(&m).ok_or_else(|| {
+                ProjectionError::Corrupt("the identity registry's manifest is damaged".into())
+            })?,
         };
         let runs = named
             .into_iter()
@@ -314,7 +293,7 @@ impl Registry {
         let mut edited: BTreeMap<[u8; 13], Vec<u8>> = BTreeMap::new();
         for c in removed {
             let key = key_of(&c.entry);
-            for run in runs.iter().filter(|r| r.filter.may_contain(&probe(key))) {
+            for run in runs.iter().filter(|r| r.filter.may_contain(probe(key))) {
                 for chunk in run.chunks_for(key) {
                     let k = numbered(RUN, run.no, chunk);
                     let value = match edited.get_mut(&k) {
@@ -369,7 +348,7 @@ impl Registry {
         {
             let mut s = self.lock();
             if let Some(mut run) = run {
-                run.level = self.level_of(run.count);
+                run.level = sorted::level_of(self.per_run, run.count);
                 s.runs.push(Arc::new(run));
             }
             s.fresh.clear();
@@ -400,18 +379,6 @@ impl Registry {
         Ok(())
     }
 
-    /// The level a run of `count` entries belongs at: the merges a run sealed at `per_run`
-    /// would have taken to reach its size.
-    fn level_of(&self, count: u64) -> u32 {
-        let mut level = 0;
-        let mut size = self.per_run as u64 * FANOUT as u64;
-        while size <= count {
-            level += 1;
-            size = size.saturating_mul(FANOUT as u64);
-        }
-        level
-    }
-
     /// Writes `entries` (in order) as run `no`: chunks, then filter and fences.
     fn write_run(
         &self,
@@ -425,7 +392,7 @@ impl Registry {
         let mut count = 0u64;
         for e in entries {
             let e = e?;
-            filter.insert(&probe(key_of(&e)));
+            filter.insert(probe(key_of(&e)));
             if chunk.is_empty() {
                 fences.push(key_of(&e).try_into().expect("a key"));
             }
@@ -440,10 +407,7 @@ impl Registry {
             self.tree
                 .insert(numbered(RUN, no, fences.len() as u32 - 1), chunk)?;
         }
-        for (part, words) in filter.words().chunks(FILTER_PART).enumerate() {
-            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            self.tree.insert(numbered(FILTER, no, part as u32), bytes)?;
-        }
+        sorted::write_filter(&self.tree, FILTER, no, &filter)?;
         for (part, keys) in fences.chunks(FENCE_PART).enumerate() {
             self.tree
                 .insert(numbered(FENCES, no, part as u32), keys.concat())?;
@@ -476,11 +440,9 @@ impl Registry {
         };
         let no = self.reserve();
         let capacity = inputs.iter().map(|r| r.count).sum();
-        let merged = Merged::new(
-            inputs
-                .iter()
-                .map(|r| RunEntries::new(&self.tree, r.no))
-                .collect(),
+        let merged = sorted::Merged::new(
+            inputs.iter().map(|r| entries(&self.tree, r.no)).collect(),
+            |e: &Entry| *e,
         );
         let mut run = self.write_run(no, capacity, merged)?;
         run.level = inputs[0].level + 1;
@@ -497,37 +459,19 @@ impl Registry {
     }
 
     fn remove_run(&self, no: u64) -> Result<(), ProjectionError> {
-        for tag in [RUN, FILTER, FENCES] {
-            for k in self.tree.scan_prefix(prefix(tag, no)).keys() {
-                self.tree.remove(k?)?;
-            }
-        }
-        Ok(())
+        Ok(sorted::remove(&self.tree, &[RUN, FILTER, FENCES], no)?)
     }
 
-    /// Removes the keys of runs the manifest does not name (a seal or merge cut short), one
-    /// seek a run.
+    /// Removes the keys of runs the manifest does not name (a seal or merge cut short).
     fn remove_unnamed_runs(&self) -> Result<(), ProjectionError> {
         let named: Vec<u64> = self.lock().runs.iter().map(|r| r.no).collect();
         for tag in [RUN, FILTER, FENCES] {
-            let mut from = prefix(tag, 0);
-            while let Some(k) = self.tree.range(from..).keys().next() {
-                let k = k?;
-                if k[0] != tag || k.len() < 9 {
-                    break;
-                }
-                let no = number(&k);
-                if !named.contains(&no) {
-                    tracing::warn!(
-                        run = no,
-                        "removing an unfinished run of the identity registry"
-                    );
-                    self.remove_run(no)?;
-                }
-                match no.checked_add(1) {
-                    Some(next) => from = prefix(tag, next),
-                    None => break,
-                }
+            for no in sorted::unnamed(&self.tree, tag, &named)? {
+                tracing::warn!(
+                    run = no,
+                    "removing an unfinished run of the identity registry"
+                );
+                self.remove_run(no)?;
             }
         }
         Ok(())
@@ -538,7 +482,7 @@ impl Registry {
         let s = self.lock();
         key.len() != KEY
             || s.fresh.range(bounds(key)).next().is_some()
-            || s.runs.iter().any(|r| r.filter.may_contain(&probe(key)))
+            || s.runs.iter().any(|r| r.filter.may_contain(probe(key)))
     }
 
     /// The people under each key, in the order asked. A key no run's filter admits is
@@ -555,7 +499,7 @@ impl Registry {
                         continue;
                     }
                     out[i].extend(s.fresh.range(bounds(key)).map(|e| person_of(e)));
-                    for run in s.runs.iter().filter(|r| r.filter.may_contain(&probe(key))) {
+                    for run in s.runs.iter().filter(|r| r.filter.may_contain(probe(key))) {
                         for chunk in run.chunks_for(key) {
                             wanted
                                 .entry(numbered(RUN, run.no, chunk))
@@ -600,7 +544,7 @@ impl Registry {
             (s.fresh.clone(), s.runs.clone())
         };
         let mut out: BTreeMap<Vec<u8>, BTreeSet<Uuid>> = BTreeMap::new();
-        let stored = runs.iter().flat_map(|r| RunEntries::new(&self.tree, r.no));
+        let stored = runs.iter().flat_map(|r| entries(&self.tree, r.no));
         for e in fresh.into_iter().map(Ok).chain(stored) {
             let e = e?;
             out.entry(key_of(&e).to_vec())
@@ -624,41 +568,8 @@ fn bounds(key: &[u8]) -> std::ops::RangeInclusive<Entry> {
     lo..=hi
 }
 
-type Named = Vec<(u64, u32, u64)>;
-
-fn decode_manifest(m: &[u8]) -> Result<(u64, u64, Named), ProjectionError> {
-    let bad = || ProjectionError::Corrupt("the identity registry's manifest is damaged".into());
-    if m.len() < 16 || !(m.len() - 16).is_multiple_of(20) {
-        return Err(bad());
-    }
-    let u64_at = |i: usize| u64::from_be_bytes(m[i..i + 8].try_into().expect("8 bytes"));
-    let runs = m[16..]
-        .chunks_exact(20)
-        .map(|r| {
-            (
-                u64::from_be_bytes(r[..8].try_into().expect("8 bytes")),
-                u32::from_be_bytes(r[8..12].try_into().expect("4 bytes")),
-                u64::from_be_bytes(r[12..].try_into().expect("8 bytes")),
-            )
-        })
-        .collect();
-    Ok((u64_at(0), u64_at(8), runs))
-}
-
 fn load_run(tree: &sled::Tree, no: u64, level: u32, count: u64) -> Result<Run, ProjectionError> {
-    let mut words = Vec::new();
-    for v in tree.scan_prefix(prefix(FILTER, no)).values() {
-        let v = v?;
-        if !v.len().is_multiple_of(8) {
-            return Err(damaged(no, "its filter is truncated"));
-        }
-        words.extend(
-            v.chunks_exact(8)
-                .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))),
-        );
-    }
-    let filter =
-        Filter::from_words(words).ok_or_else(|| damaged(no, "its filter is missing or cut"))?;
+    let filter = sorted::read_filter(tree, FILTER, no).map_err(|e| damaged(no, &e.to_string()))?;
     let mut fences = Vec::new();
     for v in tree.scan_prefix(prefix(FENCES, no)).values() {
         let v = v?;
@@ -680,98 +591,9 @@ fn load_run(tree: &sled::Tree, no: u64, level: u32, count: u64) -> Result<Run, P
 }
 
 /// A run's entries, in order.
-struct RunEntries {
-    no: u64,
-    chunks: sled::Iter,
-    chunk: sled::IVec,
-    at: usize,
-}
-
-impl RunEntries {
-    fn new(tree: &sled::Tree, no: u64) -> RunEntries {
-        RunEntries {
-            no,
-            chunks: tree.scan_prefix(prefix(RUN, no)),
-            chunk: sled::IVec::default(),
-            at: 0,
-        }
-    }
-}
-
-impl Iterator for RunEntries {
-    type Item = Result<Entry, ProjectionError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        while self.at + ENTRY > self.chunk.len() {
-            match self.chunks.next()? {
-                Err(e) => return Some(Err(e.into())),
-                Ok((_, v)) if !v.len().is_multiple_of(ENTRY) => {
-                    return Some(Err(damaged(self.no, "a chunk is truncated")))
-                }
-                Ok((_, v)) => {
-                    self.chunk = v;
-                    self.at = 0;
-                }
-            }
-        }
-        let e = self.chunk[self.at..self.at + ENTRY]
-            .try_into()
-            .expect("an entry");
-        self.at += ENTRY;
-        Some(Ok(e))
-    }
-}
-
-/// Runs merged in order, each entry once.
-struct Merged {
-    inputs: Vec<RunEntries>,
-    heads: Vec<Option<Entry>>,
-    started: bool,
-    last: Option<Entry>,
-}
-
-impl Merged {
-    fn new(inputs: Vec<RunEntries>) -> Merged {
-        let heads = inputs.iter().map(|_| None).collect();
-        Merged {
-            inputs,
-            heads,
-            started: false,
-            last: None,
-        }
-    }
-}
-
-impl Iterator for Merged {
-    type Item = Result<Entry, ProjectionError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if !self.started {
-            self.started = true;
-            for i in 0..self.inputs.len() {
-                match self.inputs[i].next().transpose() {
-                    Ok(head) => self.heads[i] = head,
-                    Err(e) => return Some(Err(e)),
-                }
-            }
-        }
-        loop {
-            let (i, e) = self
-                .heads
-                .iter()
-                .enumerate()
-                .filter_map(|(i, h)| h.map(|e| (i, e)))
-                .min_by_key(|(_, e)| *e)?;
-            match self.inputs[i].next().transpose() {
-                Ok(head) => self.heads[i] = head,
-                Err(e) => return Some(Err(e)),
-            }
-            if self.last != Some(e) {
-                self.last = Some(e);
-                return Some(Ok(e));
-            }
-        }
-    }
+fn entries(tree: &sled::Tree, no: u64) -> impl Iterator<Item = Result<Entry, ProjectionError>> {
+    sorted::Records::<ENTRY>::new(tree, RUN, no)
+        .map(move |e| e.map_err(|e| damaged(no, &e.to_string())))
 }
 
 #[cfg(test)]
