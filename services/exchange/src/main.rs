@@ -12,9 +12,14 @@
 ///   written since the last open into freshly allocated buffers, and faulting those in 4 KiB
 ///   at a time was most of the open: a million-event log opened in 0.85 s before, 0.30 s
 ///   with it (BENCHMARKS.md, session 11).
-/// - `narenas:2`: one arena a core rather than four. Each arena holds memory of its own, and
-///   two cores gain nothing from eight: a 200,000-row import peaked at 446 MB with both
-///   options against 498 MB with neither, ingest unchanged.
+/// - `narenas:1`: one arena rather than four a core. Each arena holds memory of its own, and
+///   two cores gain nothing from eight: a 200,000-row import peaked at 446 MB with huge
+///   pages and two arenas against 498 MB with neither, ingest unchanged (session 11); one
+///   arena, with the next two options, took a million rows' peak from 412-421 to 381-384 MB,
+///   and batched, single-event, SSE and rebuild figures were no worse (session 15).
+/// - `dirty_decay_ms:1000,muzzy_decay_ms:0`: freed pages go back to the kernel after a
+///   second rather than ten, and straight away once purged. Returning them at once
+///   (`dirty_decay_ms:0`) halved the import's speed.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -58,7 +58,7 @@ const CHUNK: usize = store::RUN_BYTES / ENTRY;
 /// Fences a key holds.
 const FENCE_PART: usize = store::RUN_BYTES / KEY;
 
-/// Fresh entries sealed into a run: about 6 MB in memory, and a few hundred chunks.
+/// Fresh entries sealed into a run: a few MB in memory, and about 500 chunks.
 pub const PER_RUN: usize = 1 << 16;
 
 const JOURNAL: u8 = b'J';
@@ -252,7 +252,12 @@ impl Registry {
                     let entry: Entry = c[1..].try_into().expect("an entry");
                     match c[0] {
                         b'+' => s.fresh.insert(entry),
-                        _ => s.fresh.remove(&entry),
+                        b'-' => s.fresh.remove(&entry),
+                        _ => {
+                            return Err(ProjectionError::Corrupt(
+                                "a journal chunk of the identity registry is damaged".into(),
+                            ))
+                        }
                     };
                 }
                 replayed = true;
