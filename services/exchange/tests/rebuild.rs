@@ -30,13 +30,22 @@ async fn scenario(app: &TestApp) {
 /// A second projector of the app's log, in a directory of its own (kept with it), that has
 /// projected nothing yet.
 fn another_projector(app: &TestApp) -> (tempfile::TempDir, Projector) {
+    another_projector_sealing_every(app, pathway_projector::registry::PER_RUN)
+}
+
+/// [`another_projector`] whose identity registry seals a run every `per_run` entries.
+fn another_projector_sealing_every(
+    app: &TestApp,
+    per_run: usize,
+) -> (tempfile::TempDir, Projector) {
     let other = tempfile::tempdir().unwrap();
     let agreements = Arc::new(
         exchange::config::parse(exchange::config::DEMO, "demo")
             .unwrap()
             .agreements,
     );
-    let projector = Projector::open(other.path(), app.log.clone(), agreements, None).unwrap();
+    let projector =
+        Projector::open_sized(other.path(), app.log.clone(), agreements, None, per_run).unwrap();
     (other, projector)
 }
 
@@ -232,13 +241,7 @@ async fn a_registry_sealed_at_every_step_holds_what_the_live_one_holds() {
         app.register(dob).await;
     }
     app.drain();
-    let other = tempfile::tempdir().unwrap();
-    let agreements = Arc::new(
-        exchange::config::parse(exchange::config::DEMO, "demo")
-            .unwrap()
-            .agreements,
-    );
-    let sealed = Projector::open_sized(other.path(), app.log.clone(), agreements, None, 1).unwrap();
+    let (_other, sealed) = another_projector_sealing_every(&app, 1);
     let mut steps = 0;
     while sealed.step(1).unwrap() > 0 {
         steps += 1;

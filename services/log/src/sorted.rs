@@ -16,6 +16,8 @@
 //! - [`Manifest`]: the live runs, in one key.
 //! - [`level_of`], [`unnamed`]: where a run belongs, and which stored runs a manifest lacks.
 
+use crate::keys;
+
 /// Runs of one level merged at once. Small, so a lookup checks few filters (fewer than
 /// `FANOUT` runs a level once merges have caught up); each record is rewritten once a
 /// level, and the levels grow by this factor, so there are few of them.
@@ -42,10 +44,7 @@ pub enum RunError {
 
 /// `tag ‖ no`: the prefix of every key of run `no` of one kind.
 pub fn prefix(tag: u8, no: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = tag;
-    k[1..].copy_from_slice(&no.to_be_bytes());
-    k
+    keys::at_seq(tag, no)
 }
 
 /// `tag ‖ no ‖ part`.
@@ -58,7 +57,7 @@ pub fn numbered(tag: u8, no: u64, part: u32) -> [u8; 13] {
 
 /// The run number of a key made by [`prefix`] or [`numbered`].
 pub fn number(key: &[u8]) -> u64 {
-    u64::from_be_bytes(key[1..9].try_into().expect("a run's key"))
+    keys::u64_of(&key[1..])
 }
 
 pub(crate) fn mix(mut z: u64) -> u64 {
@@ -174,17 +173,16 @@ impl Manifest {
         if m.len() < 16 || !(m.len() - 16).is_multiple_of(20) {
             return None;
         }
-        let u64_at = |b: &[u8]| u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
         let runs = m[16..]
             .chunks_exact(20)
             .map(|r| {
                 let level = u32::from_be_bytes(r[8..12].try_into().expect("4 bytes"));
-                (u64_at(r), level, u64_at(&r[12..]))
+                (keys::u64_of(r), level, keys::u64_of(&r[12..]))
             })
             .collect();
         Some(Manifest {
-            covered: u64_at(m),
-            next_run: u64_at(&m[8..]),
+            covered: keys::u64_of(m),
+            next_run: keys::u64_of(&m[8..]),
             runs,
         })
     }

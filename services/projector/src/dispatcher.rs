@@ -468,13 +468,13 @@ impl Projector {
             // registry list stored for them. After the map's first clearing (a large import
             // passes it every 100,000 people) this saved each newcomer a wait for the log's
             // indexer and a read of their stream.
-            let first = entry.record.version == 1;
-            if first {
+            let newcomer = entry.record.version == 1;
+            if newcomer {
                 pending.newcomers.insert(yp);
             }
             let person = match state.persons.entry(yp) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) if complete || first => {
+                std::collections::hash_map::Entry::Vacant(e) if complete || newcomer => {
                     e.insert(PersonState::default())
                 }
                 std::collections::hash_map::Entry::Vacant(e) => {

@@ -73,7 +73,7 @@ type Key = [u8; KEY];
 /// One change a step makes to the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change {
-    pub add: bool,
+    add: bool,
     entry: Entry,
 }
 

@@ -583,11 +583,11 @@ pub fn lookup_many(
     p: &Projector,
     identifiers: &[(Scheme, &str, &str)],
 ) -> Result<Vec<BTreeSet<Uuid>>, ProjectionError> {
-    let keys = identifiers
+    let keys: Vec<Vec<u8>> = identifiers
         .iter()
         .map(|(scheme, scope, value)| store::identifier_key(*scheme, scope, value))
         .collect();
-    registered_many(p, keys)
+    p.registry().people(&keys)
 }
 
 /// The people registered with each (date of birth, normalised name), in the order asked.
@@ -595,18 +595,10 @@ pub fn lookup_names(
     p: &Projector,
     names: &[(Day, &str)],
 ) -> Result<Vec<BTreeSet<Uuid>>, ProjectionError> {
-    let keys = names
+    let keys: Vec<Vec<u8>> = names
         .iter()
         .map(|(dob, name)| store::name_key(*dob, name))
         .collect();
-    registered_many(p, keys)
-}
-
-/// The people under each registry key, in the order asked.
-fn registered_many(
-    p: &Projector,
-    keys: Vec<Vec<u8>>,
-) -> Result<Vec<BTreeSet<Uuid>>, ProjectionError> {
     p.registry().people(&keys)
 }
 
