@@ -129,6 +129,23 @@ fn schema_errors(validator: &Validator, instance: &Value, prefix: &str) -> Vec<F
 
 /// Validates one envelope against the envelope schema and its type's data schema.
 pub fn validate(envelope: &Value) -> Result<Submitted, Vec<FieldError>> {
+    let mut submitted = checked(envelope)?;
+    submitted.data = envelope.get("data").cloned().unwrap_or(Value::Null);
+    Ok(submitted)
+}
+
+/// [`validate`], for a caller that is done with the envelope: its `data` is moved into
+/// what is recorded rather than copied (every event of an ingest or import passes here).
+pub fn validate_owned(mut envelope: Value) -> Result<Submitted, Vec<FieldError>> {
+    let mut submitted = checked(&envelope)?;
+    if let Some(data) = envelope.get_mut("data") {
+        submitted.data = data.take();
+    }
+    Ok(submitted)
+}
+
+/// Checks an envelope and reads everything from it but its `data` (left `null`).
+fn checked(envelope: &Value) -> Result<Submitted, Vec<FieldError>> {
     let v = validators();
     let mut errors = schema_errors(&v.envelope, envelope, "");
     for e in &mut errors {
@@ -176,7 +193,7 @@ pub fn validate(envelope: &Value) -> Result<Submitted, Vec<FieldError>> {
             .unwrap_or_default()
             .to_owned(),
         expected_version: field("expected_version").and_then(Value::as_u64),
-        data: data.cloned().unwrap_or(Value::Null),
+        data: Value::Null,
         canonical: canonical_bytes(envelope),
         signature: field("signature").and_then(|s| serde_json::from_value(s.clone()).ok()),
         // Only a signature needs its own canonical form; the envelope is not copied for
@@ -233,6 +250,22 @@ mod tests {
         .unwrap();
         assert_eq!(s.event_type, EventType::DestinationRecorded);
         assert_eq!(s.schema_version, 1);
+    }
+
+    #[test]
+    fn an_envelope_validated_by_value_records_what_one_validated_by_reference_does() {
+        let valid = destination(json!({
+            "activity_code": "230", "start_date": "2026-09-01", "date_ascertained": "2026-09-20"
+        }));
+        let by_reference = validate(&valid).unwrap();
+        assert_eq!(by_reference.data, valid["data"]);
+        assert_eq!(validate_owned(valid).unwrap(), by_reference);
+
+        let invalid = destination(json!({"activity_code": "999"}));
+        assert_eq!(
+            fields(validate_owned(invalid.clone()).unwrap_err()),
+            fields(validate(&invalid).unwrap_err())
+        );
     }
 
     #[test]

@@ -295,7 +295,7 @@ fn look_up(
 fn plan(
     p: &Projector,
     agency: &str,
-    rows: Vec<DestinationRow>,
+    rows: &[DestinationRow],
     mut summary: Summary,
 ) -> Result<Plan, HttpProblem> {
     let mut plan = Plan {
@@ -312,8 +312,8 @@ fn plan(
     let mut new_by_id: HashMap<String, usize> = HashMap::new();
     let mut latest: HashMap<Who, Option<Before>> = HashMap::new();
     let mut linked: BTreeSet<(Uuid, String)> = BTreeSet::new();
-    let looked_up = look_up(p, agency, &rows)?;
-    for (row, (identified, held)) in rows.into_iter().zip(looked_up) {
+    let looked_up = look_up(p, agency, rows)?;
+    for (row, (identified, held)) in rows.iter().zip(looked_up) {
         let (found, by_id, own_id_known) = identified;
         let who = match found {
             Match::Exact(yp) | Match::NameAndDateOfBirth(yp) => {
@@ -873,28 +873,32 @@ async fn apply_destinations(
             None
         }
     };
-    let planned = |rows| {
+    // The rows go to the planning thread and come back with the plan, rather than being
+    // copied for a second plan that is seldom needed.
+    let planned = |rows: Vec<DestinationRow>| {
         let projector = state.projector.clone();
         let owner = agency.to_owned();
         async move {
-            tokio::task::spawn_blocking(move || plan(&projector, &owner, rows, Summary::default()))
-                .await
-                .map_err(internal)?
+            tokio::task::spawn_blocking(move || {
+                plan(&projector, &owner, &rows, Summary::default()).map(|plan| (plan, rows))
+            })
+            .await
+            .map_err(internal)?
         }
     };
     let plan = match behind {
         Some(people) => {
-            let plan = planned(rows.clone()).await?;
+            let (plan, rows) = planned(rows).await?;
             if plan.matched.is_disjoint(&people) {
                 plan
             } else {
                 // Someone both chunks name (found by different identifiers): plan again on
                 // projections that include the previous chunk.
                 caught_up(state).await?;
-                planned(rows).await?
+                planned(rows).await?.0
             }
         }
-        None => planned(rows).await?,
+        None => planned(rows).await?.0,
     };
     let Plan {
         resolved,
