@@ -52,7 +52,9 @@ use uuid::Uuid;
 pub struct LogOptions {
     /// Where `recorded_at` comes from; tests fix it.
     pub clock: Clock,
-    /// sled's page cache.
+    /// sled's page cache. 32 MiB by default: the import of a million new people peaked about
+    /// 40 MB lower than with 64 MiB at the same speed, and batched ingest was no slower;
+    /// at 16 MiB batched ingest lost about 5% (BENCHMARKS.md, session 16).
     pub cache_bytes: u64,
     /// People whose version and key stay in memory at most (and whose policy state the
     /// projector keeps); [`PEOPLE_CACHED`] unless a test wants eviction all the time.
@@ -66,7 +68,7 @@ impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             clock: Arc::new(time::OffsetDateTime::now_utc),
-            cache_bytes: 64 << 20,
+            cache_bytes: 32 << 20,
             people_cached: PEOPLE_CACHED,
             ids_per_run: IDS_PER_RUN,
         }
