@@ -103,7 +103,11 @@ pub fn rebuild_from(log: Log, agreements: Agreements, data: &Path) -> anyhow::Re
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    let projector = Projector::open(&dir, log, Arc::new(agreements), None)?;
+    let options = pathway_projector::dispatcher::Options {
+        cache_bytes: pathway_projector::store::REBUILD_CACHE_BYTES,
+        ..Default::default()
+    };
+    let projector = Projector::open_with(&dir, log, Arc::new(agreements), None, options)?;
     let applied = projector.catch_up()?;
     projector.flush()?;
     Ok(applied)

@@ -44,8 +44,17 @@ fn another_projector_sealing_every(
             .unwrap()
             .agreements,
     );
-    let projector =
-        Projector::open_sized(other.path(), app.log.clone(), agreements, None, per_run).unwrap();
+    let projector = Projector::open_with(
+        other.path(),
+        app.log.clone(),
+        agreements,
+        None,
+        pathway_projector::dispatcher::Options {
+            registry_per_run: per_run,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     (other, projector)
 }
 

@@ -333,7 +333,7 @@ fn plan(
                     }
                     plan.links
                         .push(link(agency, yp, ids, how, row.date_ascertained));
-                    touch(&mut plan.touched, &row);
+                    touch(&mut plan.touched, row);
                     plan.changed.insert(yp);
                 }
                 Who::Known(yp)
@@ -386,7 +386,7 @@ fn plan(
                         "data": data,
                     }));
                     new_by_id.insert(row.nccis_id.clone(), i);
-                    touch(&mut plan.touched, &row);
+                    touch(&mut plan.touched, row);
                     Who::New(i)
                 }
             },
@@ -397,11 +397,11 @@ fn plan(
         // Only a row that differs reads the person's stream (for the NEET onset rule).
         let before = match (latest.get(&who), who, held) {
             (Some(l), _, _) => l.clone(),
-            (None, Who::Known(_), Some(seq)) => Some(Before::of(&row, seq.to_string())),
+            (None, Who::Known(_), Some(seq)) => Some(Before::of(row, seq.to_string())),
             (None, Who::Known(yp), None) => latest_destination(p, agency, yp)?,
             (None, Who::New(_), _) => None,
         };
-        if let Some(b) = before.as_ref().filter(|b| b.is(&row)) {
+        if let Some(b) = before.as_ref().filter(|b| b.is(row)) {
             summary.unchanged += 1;
             let line = Some(row.line);
             latest.insert(who, Some(Before { line, ..b.clone() }));
@@ -496,7 +496,7 @@ fn plan(
             ));
             summary.neet_onsets += 1;
         }
-        latest.insert(who, Some(Before::of(&row, id.to_string())));
+        latest.insert(who, Some(Before::of(row, id.to_string())));
     }
     plan.summary = summary;
     Ok(plan)

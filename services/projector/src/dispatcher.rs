@@ -328,6 +328,26 @@ fn advance(applied: &watch::Sender<u64>, last: u64) {
     });
 }
 
+/// How the projections are sized.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// sled's page cache for the projections: [`store::CACHE_BYTES`] while serving,
+    /// [`store::REBUILD_CACHE_BYTES`] for a rebuild.
+    pub cache_bytes: u64,
+    /// Entries after which the identity registry seals a run: small in tests, so that a
+    /// few events exercise its seals and merges.
+    pub registry_per_run: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cache_bytes: store::CACHE_BYTES,
+            registry_per_run: registry::PER_RUN,
+        }
+    }
+}
+
 impl Projector {
     pub fn open(
         dir: &Path,
@@ -335,19 +355,18 @@ impl Projector {
         agreements: Arc<Agreements>,
         egress: Option<Arc<dyn Egress>>,
     ) -> Result<Projector, ProjectionError> {
-        Projector::open_sized(dir, log, agreements, egress, registry::PER_RUN)
+        Projector::open_with(dir, log, agreements, egress, Options::default())
     }
 
-    /// [`Projector::open`] with the identity registry sealing a run every `registry_per_run`
-    /// entries: small, in tests, so that a few events exercise its seals and merges.
-    pub fn open_sized(
+    pub fn open_with(
         dir: &Path,
         log: Log,
         agreements: Arc<Agreements>,
         egress: Option<Arc<dyn Egress>>,
-        registry_per_run: usize,
+        options: Options,
     ) -> Result<Projector, ProjectionError> {
-        let (db, tree) = store::open(dir)?;
+        let registry_per_run = options.registry_per_run;
+        let (db, tree) = store::open(dir, options.cache_bytes)?;
         if tree.get(store::LAYOUT_KEY)?.as_deref() != Some(store::LAYOUT) {
             // Projections written in another layout are not read: they are derived, so they
             // are cleared and the dispatcher projects the log again from its start.

@@ -367,13 +367,24 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("projection records serialise")
 }
 
-pub fn open(dir: &std::path::Path) -> Result<(sled::Db, sled::Tree), ProjectionError> {
+/// The projections' page cache while serving. sled's default is 1 GiB per database; the
+/// projections are read by run and mostly written, so a modest cache serves them. At 32 MiB
+/// a million new import rows peaked 35–40 MB lower than at 64 MiB, at the same speed
+/// (BENCHMARKS.md, session 16).
+pub const CACHE_BYTES: u64 = 32 << 20;
+
+/// The projections' page cache for `exchange rebuild`, which writes them all at once with
+/// the service stopped: at 32 MiB it ran about 8% slower than at this size.
+pub const REBUILD_CACHE_BYTES: u64 = 64 << 20;
+
+pub fn open(
+    dir: &std::path::Path,
+    cache_bytes: u64,
+) -> Result<(sled::Db, sled::Tree), ProjectionError> {
     let db = pathway_log::open_sled(
         &sled::Config::new()
             .path(dir)
-            // sled's default page cache is 1 GiB per database; the projections are read by
-            // run and mostly written, so a modest cache serves them (BENCHMARKS.md, imports).
-            .cache_capacity(64 << 20)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput),
     )?;
     let tree = db.open_tree("projections")?;
