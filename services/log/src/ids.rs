@@ -115,12 +115,8 @@ impl Ids {
             covered,
             next_run,
             runs: named,
-        } = match tree.get(MANIFEST)? {
-            None => Manifest::default(),
-            Some(m) => Manifest::decode(&m).ok_or_else(|| {
-                LogError::Storage("the event-id index's manifest is damaged".into())
-            })?,
-        };
+        } = Manifest::read(&tree, MANIFEST)
+            .map_err(|e| LogError::Storage(format!("the event-id index: {e}")))?;
         let mut runs = Vec::with_capacity(named.len());
         for (no, level, count) in named {
             let filter =

@@ -40,6 +40,8 @@ pub enum RunError {
     Truncated,
     #[error("its filter is missing or truncated")]
     Filter,
+    #[error("the manifest is damaged")]
+    Manifest,
 }
 
 /// `tag ‖ no`: the prefix of every key of run `no` of one kind.
@@ -166,6 +168,14 @@ impl Manifest {
             v.extend_from_slice(&count.to_be_bytes());
         }
         v
+    }
+
+    /// The manifest stored under `key`; the empty one when there is none yet.
+    pub fn read(tree: &sled::Tree, key: &[u8]) -> Result<Manifest, RunError> {
+        match tree.get(key)? {
+            None => Ok(Manifest::default()),
+            Some(m) => Manifest::decode(&m).ok_or(RunError::Manifest),
+        }
     }
 
     /// `None` for bytes that are not a manifest (damaged).
@@ -380,6 +390,20 @@ mod tests {
         assert_eq!(Manifest::decode(&bytes), Some(m));
         assert_eq!(Manifest::decode(&bytes[..bytes.len() - 1]), None);
         assert_eq!(Manifest::decode(&[]), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::open(dir.path()).unwrap().open_tree("t").unwrap();
+        assert_eq!(Manifest::read(&tree, b"m").unwrap(), Manifest::default());
+        tree.insert(b"m", bytes.clone()).unwrap();
+        assert_eq!(
+            Manifest::decode(&bytes),
+            Some(Manifest::read(&tree, b"m").unwrap())
+        );
+        tree.insert(b"m", &bytes[..bytes.len() - 1]).unwrap();
+        assert!(matches!(
+            Manifest::read(&tree, b"m"),
+            Err(RunError::Manifest)
+        ));
     }
 
     #[test]

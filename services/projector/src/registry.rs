@@ -41,7 +41,7 @@
 
 use crate::dispatcher::KeyValue;
 use crate::store::{self, ProjectionError};
-use pathway_log::sorted::{self, number, numbered, prefix, Filter, Manifest, FANOUT};
+use pathway_log::sorted::{self, number, numbered, prefix, Filter, Manifest, RunError, FANOUT};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
@@ -210,12 +210,10 @@ impl Registry {
             covered,
             next_run,
             runs: named,
-        } = match tree.get(MANIFEST)? {
-            None => Manifest::default(),
-            Some(m) => Manifest::decode(&m).ok_or_else(|| {
-                ProjectionError::Corrupt("the identity registry's manifest is damaged".into())
-            })?,
-        };
+        } = Manifest::read(&tree, MANIFEST).map_err(|e| match e {
+            RunError::Storage(e) => ProjectionError::from(e),
+            damage => ProjectionError::Corrupt(format!("the identity registry: {damage}")),
+        })?;
         let runs = named
             .into_iter()
             .map(|(no, level, count)| load_run(&tree, no, level, count).map(Arc::new))
