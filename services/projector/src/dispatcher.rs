@@ -358,6 +358,8 @@ impl Projector {
         Projector::open_with(dir, log, agreements, egress, Options::default())
     }
 
+    /// [`Projector::open`], sized by `options` rather than for serving: a rebuild's larger
+    /// cache, or a registry that seals runs often in tests.
     pub fn open_with(
         dir: &Path,
         log: Log,
@@ -365,7 +367,6 @@ impl Projector {
         egress: Option<Arc<dyn Egress>>,
         options: Options,
     ) -> Result<Projector, ProjectionError> {
-        let registry_per_run = options.registry_per_run;
         let (db, tree) = store::open(dir, options.cache_bytes)?;
         if tree.get(store::LAYOUT_KEY)?.as_deref() != Some(store::LAYOUT) {
             // Projections written in another layout are not read: they are derived, so they
@@ -381,7 +382,7 @@ impl Projector {
             .get(store::CHECKPOINT)?
             .map_or(0, |v| store::seq_suffix(&v));
         let cleared = store::clear_runs_after(&tree, checkpoint)?;
-        let registry = Registry::open(tree.clone(), checkpoint, registry_per_run)?;
+        let registry = Registry::open(tree.clone(), checkpoint, options.registry_per_run)?;
         if cleared > 0 {
             tracing::warn!(
                 checkpoint,
