@@ -114,6 +114,40 @@ impl Filter {
     }
 }
 
+impl Filter {
+    /// The filter as stored: its words, little-endian.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    /// Appends `bytes` (stored by [`Filter::to_bytes`], whole or in parts) to `words`.
+    fn extend_words(words: &mut Vec<u64>, bytes: &[u8]) -> Result<(), RunError> {
+        if !bytes.len().is_multiple_of(8) {
+            return Err(RunError::Filter);
+        }
+        words.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))),
+        );
+        Ok(())
+    }
+
+    fn of_words(words: Vec<u64>) -> Result<Filter, RunError> {
+        if words.is_empty() || !words.len().is_multiple_of(BLOCK_WORDS) {
+            return Err(RunError::Filter);
+        }
+        Ok(Filter { words })
+    }
+
+    /// The filter [`Filter::to_bytes`] stored; refused if it is not whole.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Filter, RunError> {
+        let mut words = Vec::with_capacity(bytes.len() / 8);
+        Filter::extend_words(&mut words, bytes)?;
+        Filter::of_words(words)
+    }
+}
+
 /// Stores `filter` 4 KiB a key, under `tag ‖ no ‖ part`.
 pub fn write_filter(
     tree: &sled::Tree,
@@ -121,8 +155,7 @@ pub fn write_filter(
     no: u64,
     filter: &Filter,
 ) -> Result<(), sled::Error> {
-    for (part, words) in filter.words.chunks(FILTER_PART).enumerate() {
-        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    for (part, bytes) in filter.to_bytes().chunks(FILTER_PART * 8).enumerate() {
         tree.insert(numbered(tag, no, part as u32), bytes)?;
     }
     Ok(())
@@ -132,19 +165,9 @@ pub fn write_filter(
 pub fn read_filter(tree: &sled::Tree, tag: u8, no: u64) -> Result<Filter, RunError> {
     let mut words = Vec::new();
     for v in tree.scan_prefix(prefix(tag, no)).values() {
-        let v = v?;
-        if !v.len().is_multiple_of(8) {
-            return Err(RunError::Filter);
-        }
-        words.extend(
-            v.chunks_exact(8)
-                .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))),
-        );
+        Filter::extend_words(&mut words, &v?)?;
     }
-    if words.is_empty() || !words.len().is_multiple_of(BLOCK_WORDS) {
-        return Err(RunError::Filter);
-    }
-    Ok(Filter { words })
+    Filter::of_words(words)
 }
 
 /// What a manifest key holds: the live runs (number, level, records) and the position up to

@@ -1,7 +1,7 @@
 //! The dispatcher: tails the log and applies each entry to the projections.
 
 use crate::codec::{self, DecisionRef, RunWriter};
-use crate::registry::{self, Change, Registry};
+use crate::registry::{self, Change, Edit, Registry};
 use crate::store::{self, ProjectionError, Purges};
 use pathway_bus::{Egress, Notice};
 use pathway_core::events::EventData;
@@ -232,9 +232,9 @@ impl<'t> Pending<'t> {
         Ok(self.purges.get_mut(&key).expect("loaded"))
     }
 
-    /// The step's writes, and the registry changes to take into memory once they are made.
-    /// `step` is the position of the step's first entry, which names its journal.
-    fn writes(self, step: u64) -> Result<(Writes, Vec<Change>), ProjectionError> {
+    /// The step's writes, and the registry changes and edits to take into memory once they
+    /// are made. `step` is the position of the step's first entry, which names its journal.
+    fn writes(self, step: u64) -> Result<(Writes, Vec<Change>, Vec<Edit>), ProjectionError> {
         let mut writes = Writes::default();
         let mut changes = Vec::new();
         for (yp, keys) in &self.identities {
@@ -276,7 +276,8 @@ impl<'t> Pending<'t> {
                 writes.remove(kv?.0);
             }
         }
-        for (k, chunk) in self.registry.rewritten_without(&removed)? {
+        let edits = self.registry.rewritten_without(&removed)?;
+        for (k, chunk) in edits.iter().map(Edit::key_value) {
             writes.insert(k, chunk);
         }
         changes.extend(removed);
@@ -310,7 +311,7 @@ impl<'t> Pending<'t> {
                 None => writes.remove(k),
             }
         }
-        Ok((writes, changes))
+        Ok((writes, changes, edits))
     }
 }
 
@@ -382,7 +383,13 @@ impl Projector {
             .get(store::CHECKPOINT)?
             .map_or(0, |v| store::seq_suffix(&v));
         let cleared = store::clear_runs_after(&tree, checkpoint)?;
-        let registry = Registry::open(tree.clone(), checkpoint, options.registry_per_run)?;
+        let registry = Registry::open(
+            tree.clone(),
+            pathway_log::Disk::open(db.clone(), dir)?,
+            &dir.join(registry::DIR),
+            checkpoint,
+            options.registry_per_run,
+        )?;
         if cleared > 0 {
             tracing::warn!(
                 checkpoint,
@@ -641,14 +648,14 @@ impl Projector {
             }
         }
         let erased = !pending.erased.is_empty();
-        let (writes, changes) = pending.writes(first)?;
+        let (writes, changes, edits) = pending.writes(first)?;
         writes.apply(&inner.tree)?;
         // Last: a crash before it leaves a step that the next open clears and projects again.
         inner
             .tree
             .insert(store::CHECKPOINT, &last.to_be_bytes()[..])?;
         state.checkpoint = last;
-        inner.registry.applied(&changes);
+        inner.registry.applied(&changes, edits);
         // After an erasure at once, so the journal naming the erased goes too.
         if erased || inner.registry.due() {
             inner.registry.seal(last)?;
@@ -762,8 +769,8 @@ impl Projector {
                         out.push((key, store::encode(&record)));
                     }
                 }
-                // The registry is compared on what it holds (below), not on its runs.
-                b'J' | b'R' | b'F' | b'I' | b'M' => {}
+                // The registry is compared on what it holds (below), not on how it is kept.
+                _ if registry::keeps(&k) => {}
                 _ => out.push((k.to_vec(), v.to_vec())),
             }
         }

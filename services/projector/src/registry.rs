@@ -5,44 +5,53 @@
 //! tree far larger than sled's cache, and sled 0.34 copies a leaf for every insert and
 //! splits one past 16 keys: a third of a new row's time and about 240 MB of a million-row
 //! import's peak (BENCHMARKS.md, session 14). So the registry is kept the way the log keeps
-//! event ids (`pathway_log`'s id index), and sled only sees keys appended at the right edge
-//! of a prefix:
-//! - the *journal* (`J` step part): each step's changes, written with the step's other keys
-//!   before its checkpoint, so that a step cut short is cleared at open like its feed runs;
+//! event ids (`pathway_log`'s id index):
+//! - the *journal* (`J` step part, in sled): each step's changes, written with the step's
+//!   other keys before its checkpoint, so that a step cut short is cleared at open like its
+//!   feed runs;
 //! - *fresh*: the journal's changes since the last seal, applied, in memory;
-//! - *runs* (`R` run chunk): entries (registry key ‖ person) in order, in chunks of at most
-//!   [`store::RUN_BYTES`]. Each run has a Bloom filter (`F`) and the first key of each chunk
-//!   (`I`, its fences), both held in memory, so a lookup reads only the chunks that may hold
-//!   its key, each with one exact `get`;
-//! - the *manifest* (`M`): the live runs, and the step up to which the journal is in runs.
-//!   One key, so it changes atomically.
+//! - *runs*: entries (registry key ‖ person) in order, each in a file of its own ([`file`])
+//!   in chunks of at most [`store::RUN_BYTES`], read with `pread` rather than through sled,
+//!   whose leaves read back for lookups were the largest part of a repeated import's peak
+//!   (BENCHMARKS.md, session 17). Each run has a Bloom filter and the first key of each
+//!   chunk (its fences), both held in memory, so a lookup reads only the chunks that may
+//!   hold its key;
+//! - the *manifest* (`M`, in sled): the live runs, and the step up to which the journal is
+//!   in runs. One key, so it changes atomically.
 //!
 //! Fresh entries are sealed into a run every `per_run` entries, and [`FANOUT`] runs of one
 //! level are merged into one of the next, by the projector's thread after a step: each
 //! entry is rewritten a few times, in order, instead of inserted once at random.
 //!
 //! # Erasure
-//! An erased person's entries are taken out of the runs in place: each chunk holding one is
-//! rewritten without it (its fence, now perhaps below its first entry, is still a lower
-//! bound). They leave fresh, and the journal chunks that named them are sealed away right
-//! after the step, so once the step is done no key of the registry names them.
+//! An erased person's entries are taken out of the runs: each chunk holding one is rewritten
+//! without it (its fence, now perhaps below its first entry, is still a lower bound), first
+//! as an `E` key in sled, written with the step, then over the chunk in the run's file once
+//! sled holds it durably. They leave fresh, and the journal chunks that named them are
+//! sealed away right after the step, so once the step is done no key or file of the
+//! registry names them.
 //!
 //! # Crash safety
-//! sled recovers a prefix of what was written. A step's journal chunks and rewritten chunks
-//! come before its checkpoint: a step cut short is cleared and projected again, and
-//! rewriting a chunk without someone twice is harmless. A run's chunks, filter and fences
-//! are written before the manifest names it; what it replaces (merged runs, the journal it
-//! holds) is removed after. Opening removes runs the manifest does not name, and reads the
-//! journal past the manifest's step into a run of its own. A lookup that finds a chunk gone
-//! (a merge removed its run meanwhile) looks again.
+//! sled recovers a prefix of what was written. A step's journal chunks and `E` keys come
+//! before its checkpoint: a step cut short is cleared and projected again, and rewriting a
+//! chunk without someone twice is harmless. A run's file is synced before the manifest
+//! names it, and deleted (merged away) only once sled durably holds a manifest that no
+//! longer does; opening removes files the manifest does not name, writes every `E` key over
+//! its chunk again, and reads the journal past the manifest's step into a run of its own.
+//! A lookup holds the runs it reads open, so a merge deleting one meanwhile changes nothing
+//! for it.
 //!
 //! Only one thread at a time changes the registry: the projector's, holding its state lock.
 //! Lookups run on any thread.
 
+mod file;
+
 use crate::dispatcher::KeyValue;
 use crate::store::{self, ProjectionError};
-use pathway_log::sorted::{self, number, numbered, prefix, Filter, Manifest, RunError, FANOUT};
+use file::RunFile;
+use pathway_log::sorted::{self, number, numbered, Filter, Manifest, RunError, FANOUT};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -52,20 +61,24 @@ pub const KEY: usize = 17;
 const ENTRY: usize = KEY + 16;
 /// A journal change: `+` or `-`, then an entry.
 const CHANGE: usize = 1 + ENTRY;
-/// Entries a chunk holds: a chunk stays under [`store::RUN_BYTES`], as the projector's other
-/// runs do, and for the same reason (sled never fsyncs a page it writes as a blob file).
+/// Entries a chunk holds: what one lookup reads, a page of the operating system's cache.
 const CHUNK: usize = store::RUN_BYTES / ENTRY;
-/// Fences a key holds.
-const FENCE_PART: usize = store::RUN_BYTES / KEY;
 
 /// Fresh entries sealed into a run: a few MB in memory, and about 500 chunks.
 pub const PER_RUN: usize = 1 << 16;
 
 const JOURNAL: u8 = b'J';
-const RUN: u8 = b'R';
-const FILTER: u8 = b'F';
-const FENCES: u8 = b'I';
+const EDIT: u8 = b'E';
 const MANIFEST: &[u8] = b"M";
+
+/// Whether `key` is one of the registry's own keys in the projections tree (journal,
+/// edits, manifest), which say how it is kept rather than what it holds.
+pub fn keeps(key: &[u8]) -> bool {
+    key == MANIFEST || matches!(key.first(), Some(&JOURNAL | &EDIT)) && key.len() == 13
+}
+
+/// Where the runs' files are, under the projections' directory.
+pub const DIR: &str = "registry";
 
 type Entry = [u8; ENTRY];
 type Key = [u8; KEY];
@@ -92,6 +105,24 @@ impl Change {
             add: false,
             entry: entry(key, yp)?,
         })
+    }
+}
+
+/// A chunk of a run rewritten without erased entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    run: u64,
+    chunk: u32,
+    bytes: Vec<u8>,
+}
+
+impl Edit {
+    /// The sled write that keeps it until the run is merged away.
+    pub fn key_value(&self) -> KeyValue {
+        (
+            numbered(EDIT, self.run, self.chunk).to_vec(),
+            self.bytes.clone(),
+        )
     }
 }
 
@@ -126,7 +157,7 @@ fn damaged(run: u64, what: &str) -> ProjectionError {
     ProjectionError::Corrupt(format!("run {run} of the identity registry: {what}"))
 }
 
-/// The entries of a chunk with `key`, as people.
+/// The entries of a chunk with `key`, as people (an erased place is never `key`).
 fn people_in<'a>(chunk: &'a [u8], key: &'a [u8]) -> impl Iterator<Item = Uuid> + 'a {
     let n = chunk.len() / ENTRY;
     let at = |i: usize| &chunk[i * ENTRY..(i + 1) * ENTRY];
@@ -149,13 +180,17 @@ fn people_in<'a>(chunk: &'a [u8], key: &'a [u8]) -> impl Iterator<Item = Uuid> +
 struct Run {
     no: u64,
     level: u32,
-    count: u64,
+    file: RunFile,
     filter: Filter,
     /// The first key of each chunk.
     fences: Vec<Key>,
 }
 
 impl Run {
+    fn count(&self) -> u64 {
+        self.file.count()
+    }
+
     /// The chunks that may hold entries with `key`: the last one starting below it (its
     /// tail may), and every one starting with it.
     fn chunks_for(&self, key: &[u8]) -> std::ops::Range<u32> {
@@ -166,17 +201,48 @@ impl Run {
             .count();
         lo.saturating_sub(1) as u32..(lo + with) as u32
     }
+
+    /// Chunk `chunk` as it is now: its edit if erasure rewrote it, else as stored.
+    fn chunk(&self, chunk: u32, edit: Option<&Arc<Vec<u8>>>) -> Result<Chunk, ProjectionError> {
+        let bytes = match edit {
+            Some(e) => Chunk::Edited(e.clone()),
+            None => Chunk::Stored(self.file.read_chunk(self.no, chunk)?),
+        };
+        if !bytes.as_ref().len().is_multiple_of(ENTRY) {
+            return Err(damaged(self.no, "a chunk is truncated"));
+        }
+        Ok(bytes)
+    }
 }
+
+/// A chunk read for a lookup or a merge.
+enum Chunk {
+    Stored(Vec<u8>),
+    Edited(Arc<Vec<u8>>),
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Chunk::Stored(v) => v,
+            Chunk::Edited(v) => v,
+        }
+    }
+}
+
+/// Chunks rewritten by erasure, by (run, chunk).
+type Edits = BTreeMap<(u64, u32), Arc<Vec<u8>>>;
 
 struct State {
     fresh: BTreeSet<Entry>,
     /// Oldest first. Runs hold only additions, so their order does not change an answer.
     runs: Vec<Arc<Run>>,
+    edits: Edits,
+    /// Edits not yet written over their chunks' files.
+    unwritten: BTreeSet<(u64, u32)>,
     /// Journal chunks of steps up to this seq are in runs.
     covered: u64,
     next_run: u64,
-    /// Moves whenever runs are replaced; see the module's note on lookups.
-    generation: u64,
 }
 
 impl State {
@@ -184,28 +250,48 @@ impl State {
         Manifest {
             covered: self.covered,
             next_run: self.next_run,
-            runs: self.runs.iter().map(|r| (r.no, r.level, r.count)).collect(),
+            runs: self
+                .runs
+                .iter()
+                .map(|r| (r.no, r.level, r.count()))
+                .collect(),
         }
         .encode()
     }
+
+    fn edits_of(&self, run: u64) -> BTreeMap<u32, Arc<Vec<u8>>> {
+        self.edits
+            .range((run, 0)..=(run, u32::MAX))
+            .map(|((_, chunk), e)| (*chunk, e.clone()))
+            .collect()
+    }
 }
 
-/// The registry's runs, fresh entries and manifest in the projections tree.
+/// The registry's runs (files), fresh entries, edits and manifest.
 pub struct Registry {
     tree: sled::Tree,
+    /// Makes the manifest durable before a file it no longer names is deleted, and an edit
+    /// before it is written over its chunk.
+    disk: pathway_log::Disk,
+    dir: PathBuf,
     state: Mutex<State>,
     per_run: usize,
 }
 
 impl Registry {
-    /// Opens the registry in `tree`, whose projections are whole up to `checkpoint`: removes
-    /// runs the manifest does not name and journal chunks past the checkpoint (a step cut
-    /// short), and seals the journal the manifest does not cover into a run.
+    /// Opens the registry in `tree` and `dir`, whose projections are whole up to
+    /// `checkpoint`: removes run files the manifest does not name and journal chunks past
+    /// the checkpoint (a step cut short), writes edits over their chunks again, and seals
+    /// the journal the manifest does not cover into a run.
     pub fn open(
         tree: sled::Tree,
+        disk: pathway_log::Disk,
+        dir: &Path,
         checkpoint: u64,
         per_run: usize,
     ) -> Result<Registry, ProjectionError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ProjectionError::Storage(format!("{}: {e}", dir.display())))?;
         let Manifest {
             covered,
             next_run,
@@ -214,24 +300,66 @@ impl Registry {
             RunError::Storage(e) => ProjectionError::from(e),
             damage => ProjectionError::Corrupt(format!("the identity registry: {damage}")),
         })?;
+        for no in file::stored(dir)? {
+            if !named.iter().any(|(n, _, _)| *n == no) {
+                tracing::warn!(
+                    run = no,
+                    "removing an unfinished run of the identity registry"
+                );
+                remove_file(dir, no)?;
+            }
+        }
         let runs = named
             .into_iter()
-            .map(|(no, level, count)| load_run(&tree, no, level, count).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(no, level, count)| {
+                let opened = file::open(dir, no, count)?;
+                Ok(Arc::new(Run {
+                    no,
+                    level,
+                    file: opened.file,
+                    filter: opened.filter,
+                    fences: opened.fences,
+                }))
+            })
+            .collect::<Result<Vec<_>, ProjectionError>>()?;
+        let mut edits = Edits::new();
+        let mut doomed = Vec::new();
+        for kv in tree.scan_prefix([EDIT]) {
+            let (k, v) = kv?;
+            if k.len() != 13 {
+                return Err(ProjectionError::Corrupt(
+                    "an edited chunk of the identity registry is misnamed".into(),
+                ));
+            }
+            let (no, chunk) = (
+                number(&k),
+                u32::from_be_bytes(k[9..].try_into().expect("4")),
+            );
+            match runs.iter().any(|r| r.no == no) {
+                true => {
+                    edits.insert((no, chunk), Arc::new(v.to_vec()));
+                }
+                false => doomed.push(k),
+            }
+        }
+        let unwritten = edits.keys().copied().collect();
         let registry = Registry {
             tree,
+            disk,
+            dir: dir.to_owned(),
             state: Mutex::new(State {
                 fresh: BTreeSet::new(),
                 runs,
+                edits,
+                unwritten,
                 covered,
                 next_run,
-                generation: 0,
             }),
             per_run: per_run.max(1),
         };
-        registry.remove_unnamed_runs()?;
+        // What sled holds after a restart is on its disk: the edits may go to the files.
+        registry.write_edits()?;
         let mut replayed = false;
-        let mut doomed = Vec::new();
         {
             let mut s = registry.lock();
             for kv in registry.tree.scan_prefix([JOURNAL]) {
@@ -290,23 +418,23 @@ impl Registry {
             .collect()
     }
 
-    /// The chunks of the runs that hold `removed` entries, rewritten without them.
-    pub fn rewritten_without(&self, removed: &[Change]) -> Result<Vec<KeyValue>, ProjectionError> {
-        let runs = self.lock().runs.clone();
-        let mut edited: BTreeMap<[u8; 13], Vec<u8>> = BTreeMap::new();
+    /// The chunks of the runs that hold `removed` entries, rewritten without them: the step
+    /// writes each [`Edit::key_value`], then hands them to [`Registry::applied`].
+    pub fn rewritten_without(&self, removed: &[Change]) -> Result<Vec<Edit>, ProjectionError> {
+        let (runs, edits) = {
+            let s = self.lock();
+            (s.runs.clone(), s.edits.clone())
+        };
+        let mut edited: BTreeMap<(u64, u32), (Vec<u8>, bool)> = BTreeMap::new();
         for c in removed {
             let key = key_of(&c.entry);
             for run in runs.iter().filter(|r| r.filter.may_contain(probe(key))) {
                 for chunk in run.chunks_for(key) {
-                    let k = numbered(RUN, run.no, chunk);
-                    let value = match edited.get_mut(&k) {
-                        Some(v) => v,
-                        None => {
-                            let stored = self
-                                .tree
-                                .get(k)?
-                                .ok_or_else(|| damaged(run.no, "a chunk is missing"))?;
-                            edited.entry(k).or_insert(stored.to_vec())
+                    let (value, changed) = match edited.entry((run.no, chunk)) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            let now = run.chunk(chunk, edits.get(&(run.no, chunk)))?;
+                            e.insert((now.as_ref().to_vec(), false))
                         }
                     };
                     if let Some(at) = value
@@ -314,21 +442,31 @@ impl Registry {
                         .position(|e| e == c.entry.as_slice())
                     {
                         value.drain(at * ENTRY..(at + 1) * ENTRY);
+                        *changed = true;
                     }
                 }
             }
         }
-        Ok(edited.into_iter().map(|(k, v)| (k.to_vec(), v)).collect())
+        Ok(edited
+            .into_iter()
+            .filter(|(_, (_, changed))| *changed)
+            .map(|((run, chunk), (bytes, _))| Edit { run, chunk, bytes })
+            .collect())
     }
 
-    /// Takes a step's changes into fresh, once its keys are written.
-    pub fn applied(&self, changes: &[Change]) {
+    /// Takes a step's changes into fresh and its edits into the runs, once its keys are
+    /// written.
+    pub fn applied(&self, changes: &[Change], edits: Vec<Edit>) {
         let mut s = self.lock();
         for c in changes {
             match c.add {
                 true => s.fresh.insert(c.entry),
                 false => s.fresh.remove(&c.entry),
             };
+        }
+        for e in edits {
+            s.unwritten.insert((e.run, e.chunk));
+            s.edits.insert((e.run, e.chunk), Arc::new(e.bytes));
         }
     }
 
@@ -338,20 +476,21 @@ impl Registry {
     }
 
     /// Writes fresh as a run, names it with the journal up to `through` (the checkpoint)
-    /// covered, removes that journal, then merges what is due.
+    /// covered, removes that journal, writes edits over their chunks, then merges what is
+    /// due.
     pub fn seal(&self, through: u64) -> Result<(), ProjectionError> {
         let entries: Vec<Entry> = self.lock().fresh.iter().copied().collect();
         let run = match entries.is_empty() {
             true => None,
             false => {
                 let no = self.reserve();
-                Some(self.write_run(no, entries.len() as u64, entries.into_iter().map(Ok))?)
+                let capacity = entries.len() as u64;
+                Some(self.write_run(no, capacity, entries.into_iter().map(Ok))?)
             }
         };
         {
             let mut s = self.lock();
-            if let Some(mut run) = run {
-                run.level = sorted::level_of(self.per_run, run.count);
+            if let Some(run) = run {
                 s.runs.push(Arc::new(run));
             }
             s.fresh.clear();
@@ -364,7 +503,28 @@ impl Registry {
         for k in journal.keys() {
             self.tree.remove(k?)?;
         }
+        if !self.lock().unwritten.is_empty() {
+            self.disk.flush()?;
+            self.write_edits()?;
+        }
         while self.merge_once()? {}
+        Ok(())
+    }
+
+    /// Writes the edits not yet in their runs' files over their chunks. Only once sled holds
+    /// them durably: until then, a crash could leave a file rewritten for a step that is
+    /// projected again.
+    fn write_edits(&self) -> Result<(), ProjectionError> {
+        let s = self.lock();
+        for (run, chunk) in &s.unwritten {
+            let Some(r) = s.runs.iter().find(|r| r.no == *run) else {
+                continue;
+            };
+            let bytes = s.edits.get(&(*run, *chunk)).expect("an unwritten edit");
+            file::overwrite(&self.dir, *run, &r.file, *chunk, bytes)?;
+        }
+        drop(s);
+        self.lock().unwritten.clear();
         Ok(())
     }
 
@@ -377,57 +537,32 @@ impl Registry {
     /// Names the new state in the manifest, with the state locked so that manifest writes
     /// follow one another in the order the state changed.
     fn commit(&self, s: &mut State) -> Result<(), ProjectionError> {
-        s.generation += 1;
         self.tree.insert(MANIFEST, s.manifest())?;
         Ok(())
     }
 
-    /// Writes `entries` (in order) as run `no`: chunks, then filter and fences.
+    /// Writes `entries` (in order) as run `no`, at the level its size says.
     fn write_run(
         &self,
         no: u64,
         capacity: u64,
         entries: impl Iterator<Item = Result<Entry, ProjectionError>>,
     ) -> Result<Run, ProjectionError> {
-        let mut filter = Filter::with_capacity(capacity);
-        let mut fences = Vec::new();
-        let mut chunk = Vec::with_capacity(CHUNK * ENTRY);
-        let mut count = 0u64;
-        for e in entries {
-            let e = e?;
-            filter.insert(probe(key_of(&e)));
-            if chunk.is_empty() {
-                fences.push(key_of(&e).try_into().expect("a key"));
-            }
-            chunk.extend_from_slice(&e);
-            count += 1;
-            if chunk.len() == CHUNK * ENTRY {
-                let k = numbered(RUN, no, fences.len() as u32 - 1);
-                self.tree.insert(k, std::mem::take(&mut chunk))?;
-            }
-        }
-        if !chunk.is_empty() {
-            self.tree
-                .insert(numbered(RUN, no, fences.len() as u32 - 1), chunk)?;
-        }
-        sorted::write_filter(&self.tree, FILTER, no, &filter)?;
-        for (part, keys) in fences.chunks(FENCE_PART).enumerate() {
-            self.tree
-                .insert(numbered(FENCES, no, part as u32), keys.concat())?;
-        }
+        let opened = file::write(&self.dir, no, capacity, entries)?;
+        let level = sorted::level_of(self.per_run, opened.file.count());
         Ok(Run {
             no,
-            level: 0,
-            count,
-            filter,
-            fences,
+            level,
+            file: opened.file,
+            filter: opened.filter,
+            fences: opened.fences,
         })
     }
 
     /// Merges the oldest [`FANOUT`] runs of the lowest level that has that many, if one
     /// does. Returns whether it merged.
     fn merge_once(&self) -> Result<bool, ProjectionError> {
-        let inputs: Vec<Arc<Run>> = {
+        let (inputs, edits): (Vec<Arc<Run>>, Vec<_>) = {
             let s = self.lock();
             let mut levels: BTreeMap<u32, Vec<Arc<Run>>> = BTreeMap::new();
             for r in &s.runs {
@@ -436,15 +571,20 @@ impl Registry {
             match levels.into_values().find(|runs| runs.len() >= FANOUT) {
                 Some(mut runs) => {
                     runs.truncate(FANOUT);
-                    runs
+                    let edits = runs.iter().map(|r| s.edits_of(r.no)).collect();
+                    (runs, edits)
                 }
                 None => return Ok(false),
             }
         };
         let no = self.reserve();
-        let capacity = inputs.iter().map(|r| r.count).sum();
+        let capacity = inputs.iter().map(|r| r.count()).sum();
         let merged = sorted::Merged::new(
-            inputs.iter().map(|r| entries(&self.tree, r.no)).collect(),
+            inputs
+                .iter()
+                .zip(edits)
+                .map(|(r, edits)| Entries::new(r.clone(), edits))
+                .collect(),
             |e: &Entry| *e,
         );
         let mut run = self.write_run(no, capacity, merged)?;
@@ -453,31 +593,27 @@ impl Registry {
             let mut s = self.lock();
             s.runs.retain(|r| !inputs.iter().any(|i| i.no == r.no));
             s.runs.push(Arc::new(run));
+            for r in &inputs {
+                let gone: Vec<_> = s.edits_of(r.no).into_keys().collect();
+                for chunk in gone {
+                    s.edits.remove(&(r.no, chunk));
+                    s.unwritten.remove(&(r.no, chunk));
+                }
+            }
             self.commit(&mut s)?;
         }
         for r in &inputs {
-            self.remove_run(r.no)?;
-        }
-        Ok(true)
-    }
-
-    fn remove_run(&self, no: u64) -> Result<(), ProjectionError> {
-        Ok(sorted::remove(&self.tree, &[RUN, FILTER, FENCES], no)?)
-    }
-
-    /// Removes the keys of runs the manifest does not name (a seal or merge cut short).
-    fn remove_unnamed_runs(&self) -> Result<(), ProjectionError> {
-        let named: Vec<u64> = self.lock().runs.iter().map(|r| r.no).collect();
-        for tag in [RUN, FILTER, FENCES] {
-            for no in sorted::unnamed(&self.tree, tag, &named)? {
-                tracing::warn!(
-                    run = no,
-                    "removing an unfinished run of the identity registry"
-                );
-                self.remove_run(no)?;
+            for k in self.tree.scan_prefix(sorted::prefix(EDIT, r.no)).keys() {
+                self.tree.remove(k?)?;
             }
         }
-        Ok(())
+        // Durably named no more before their files go: sled recovers a prefix, and a
+        // manifest naming a deleted file would be a registry that cannot open.
+        self.disk.flush()?;
+        for r in &inputs {
+            remove_file(&self.dir, r.no)?;
+        }
+        Ok(true)
     }
 
     /// Whether `key` may list anyone: false only for a key nothing was ever added under.
@@ -489,54 +625,39 @@ impl Registry {
     }
 
     /// The people under each key, in the order asked. A key no run's filter admits is
-    /// answered from memory; the chunks that may hold the rest are read in key order (see
-    /// [`crate::views::get_many`]).
+    /// answered from memory; the chunks that may hold the rest are read in file order, split
+    /// across the cores.
     pub fn people(&self, keys: &[Vec<u8>]) -> Result<Vec<BTreeSet<Uuid>>, ProjectionError> {
-        loop {
-            let mut out = vec![BTreeSet::new(); keys.len()];
-            let mut wanted: BTreeMap<[u8; 13], Vec<usize>> = BTreeMap::new();
-            let generation = {
-                let s = self.lock();
-                for (i, key) in keys.iter().enumerate() {
-                    if key.len() != KEY {
-                        continue;
+        let mut out = vec![BTreeSet::new(); keys.len()];
+        let mut wanted: BTreeMap<(u64, u32), Wanted> = BTreeMap::new();
+        {
+            let s = self.lock();
+            for (i, key) in keys.iter().enumerate() {
+                if key.len() != KEY {
+                    continue;
+                }
+                out[i].extend(s.fresh.range(bounds(key)).map(|e| person_of(e)));
+                for run in s.runs.iter().filter(|r| r.filter.may_contain(probe(key))) {
+                    for chunk in run.chunks_for(key) {
+                        wanted
+                            .entry((run.no, chunk))
+                            .or_insert_with(|| Wanted {
+                                run: run.clone(),
+                                chunk,
+                                edit: s.edits.get(&(run.no, chunk)).cloned(),
+                                readers: Vec::new(),
+                            })
+                            .readers
+                            .push(i);
                     }
-                    out[i].extend(s.fresh.range(bounds(key)).map(|e| person_of(e)));
-                    for run in s.runs.iter().filter(|r| r.filter.may_contain(probe(key))) {
-                        for chunk in run.chunks_for(key) {
-                            wanted
-                                .entry(numbered(RUN, run.no, chunk))
-                                .or_default()
-                                .push(i);
-                        }
-                    }
                 }
-                s.generation
-            };
-            let chunk_keys: Vec<Vec<u8>> = wanted.keys().map(|k| k.to_vec()).collect();
-            let chunks = crate::views::get_many(&self.tree, &chunk_keys)?;
-            let mut gone = false;
-            for ((k, readers), chunk) in wanted.iter().zip(chunks) {
-                let Some(chunk) = chunk else {
-                    gone = true;
-                    break;
-                };
-                if !chunk.len().is_multiple_of(ENTRY) {
-                    return Err(damaged(number(k), "a chunk is truncated"));
-                }
-                for i in readers {
-                    out[*i].extend(people_in(&chunk, &keys[*i]));
-                }
-            }
-            if !gone {
-                return Ok(out);
-            }
-            if self.lock().generation == generation {
-                return Err(ProjectionError::Corrupt(
-                    "a chunk of the identity registry is missing".into(),
-                ));
             }
         }
+        let wanted: Vec<Wanted> = wanted.into_values().collect();
+        for (i, yp) in read_all(&wanted, keys)? {
+            out[i].insert(yp);
+        }
+        Ok(out)
     }
 
     /// Everything the registry holds, key by key: what a rebuild is compared on, since run
@@ -544,10 +665,17 @@ impl Registry {
     pub fn content(&self) -> Result<BTreeMap<Vec<u8>, BTreeSet<Uuid>>, ProjectionError> {
         let (fresh, runs) = {
             let s = self.lock();
-            (s.fresh.clone(), s.runs.clone())
+            let runs: Vec<_> = s
+                .runs
+                .iter()
+                .map(|r| (r.clone(), s.edits_of(r.no)))
+                .collect();
+            (s.fresh.clone(), runs)
         };
         let mut out: BTreeMap<Vec<u8>, BTreeSet<Uuid>> = BTreeMap::new();
-        let stored = runs.iter().flat_map(|r| entries(&self.tree, r.no));
+        let stored = runs
+            .into_iter()
+            .flat_map(|(run, edits)| Entries::new(run, edits));
         for e in fresh.into_iter().map(Ok).chain(stored) {
             let e = e?;
             out.entry(key_of(&e).to_vec())
@@ -563,6 +691,70 @@ impl Registry {
     }
 }
 
+fn remove_file(dir: &Path, no: u64) -> Result<(), ProjectionError> {
+    let path = file::path(dir, no);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(ProjectionError::Storage(format!("{}: {e}", path.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A chunk a lookup reads, and which of its keys want it.
+struct Wanted {
+    run: Arc<Run>,
+    chunk: u32,
+    edit: Option<Arc<Vec<u8>>>,
+    readers: Vec<usize>,
+}
+
+/// Reads `wanted` chunks in the order given (file order), each into one buffer reused, and
+/// answers who each reader's key lists, split across the cores when there are many: the
+/// operating system serves the chunks from its cache, and two threads keep both cores on a
+/// chunk of rows' lookups (BENCHMARKS.md, session 12). Holding every chunk read at once
+/// instead took a repeated million-row file 65 MB higher (session 17).
+fn read_all(wanted: &[Wanted], keys: &[Vec<u8>]) -> Result<Vec<(usize, Uuid)>, ProjectionError> {
+    let read = |part: &[Wanted]| -> Result<Vec<(usize, Uuid)>, ProjectionError> {
+        let mut found = Vec::new();
+        let mut buf = Vec::new();
+        for w in part {
+            let chunk: &[u8] = match &w.edit {
+                Some(edit) => edit,
+                None => {
+                    w.run.file.read_chunk_into(w.run.no, w.chunk, &mut buf)?;
+                    &buf
+                }
+            };
+            if !chunk.len().is_multiple_of(ENTRY) {
+                return Err(damaged(w.run.no, "a chunk is truncated"));
+            }
+            for i in &w.readers {
+                found.extend(people_in(chunk, &keys[*i]).map(|yp| (*i, yp)));
+            }
+        }
+        Ok(found)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || wanted.len() < 256 {
+        return read(wanted);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = wanted
+            .chunks(wanted.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || read(part)))
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.extend(
+                h.join()
+                    .map_err(|_| ProjectionError::Corrupt("a registry reader panicked".into()))??,
+            );
+        }
+        Ok(out)
+    })
+}
+
 /// The fresh entries under `key`.
 fn bounds(key: &[u8]) -> std::ops::RangeInclusive<Entry> {
     let (mut lo, mut hi) = ([0u8; ENTRY], [0xffu8; ENTRY]);
@@ -571,32 +763,57 @@ fn bounds(key: &[u8]) -> std::ops::RangeInclusive<Entry> {
     lo..=hi
 }
 
-fn load_run(tree: &sled::Tree, no: u64, level: u32, count: u64) -> Result<Run, ProjectionError> {
-    let filter = sorted::read_filter(tree, FILTER, no).map_err(|e| damaged(no, &e.to_string()))?;
-    let mut fences = Vec::new();
-    for v in tree.scan_prefix(prefix(FENCES, no)).values() {
-        let v = v?;
-        if !v.len().is_multiple_of(KEY) {
-            return Err(damaged(no, "its fences are truncated"));
-        }
-        fences.extend(
-            v.chunks_exact(KEY)
-                .map(|f| Key::try_from(f).expect("a key")),
-        );
-    }
-    Ok(Run {
-        no,
-        level,
-        count,
-        filter,
-        fences,
-    })
+/// A run's entries, in order, as its edits leave them.
+struct Entries {
+    run: Arc<Run>,
+    edits: BTreeMap<u32, Arc<Vec<u8>>>,
+    next: u32,
+    chunk: Option<Chunk>,
+    at: usize,
 }
 
-/// A run's entries, in order.
-fn entries(tree: &sled::Tree, no: u64) -> impl Iterator<Item = Result<Entry, ProjectionError>> {
-    sorted::Records::<ENTRY>::new(tree, RUN, no)
-        .map(move |e| e.map_err(|e| damaged(no, &e.to_string())))
+impl Entries {
+    fn new(run: Arc<Run>, edits: BTreeMap<u32, Arc<Vec<u8>>>) -> Entries {
+        Entries {
+            run,
+            edits,
+            next: 0,
+            chunk: None,
+            at: 0,
+        }
+    }
+}
+
+impl Iterator for Entries {
+    type Item = Result<Entry, ProjectionError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(chunk) = &self.chunk {
+                let bytes = chunk.as_ref();
+                while self.at + ENTRY <= bytes.len() {
+                    let e = &bytes[self.at..self.at + ENTRY];
+                    self.at += ENTRY;
+                    if !file::is_pad(e) {
+                        return Some(Ok(e.try_into().expect("an entry")));
+                    }
+                }
+            }
+            if self.next as usize >= self.run.fences.len() {
+                return None;
+            }
+            let chunk = self.next;
+            self.next += 1;
+            self.at = 0;
+            match self.run.chunk(chunk, self.edits.get(&chunk)) {
+                Ok(c) => self.chunk = Some(c),
+                Err(e) => {
+                    self.next = u32::MAX;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -612,20 +829,61 @@ mod tests {
         Uuid::from_u128(0x1000 + i as u128)
     }
 
-    fn tree() -> (tempfile::TempDir, sled::Db, sled::Tree) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let tree = db.open_tree("t").unwrap();
-        (dir, db, tree)
+    /// A projections directory: sled's tree, and the runs' files beside it.
+    struct Store {
+        dir: tempfile::TempDir,
+        db: sled::Db,
+        tree: sled::Tree,
     }
 
-    /// One step: its journal written, then its changes applied; the checkpoint is the
-    /// caller's `step`.
-    fn step(r: &Registry, tree: &sled::Tree, at: u64, changes: &[Change]) {
+    impl Store {
+        fn new() -> Store {
+            let dir = tempfile::tempdir().unwrap();
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let tree = db.open_tree("t").unwrap();
+            Store { dir, db, tree }
+        }
+
+        fn runs_dir(&self) -> PathBuf {
+            self.dir.path().join(DIR)
+        }
+
+        fn open(&self, checkpoint: u64, per_run: usize) -> Result<Registry, ProjectionError> {
+            let disk = pathway_log::Disk::open(self.db.clone(), self.dir.path()).unwrap();
+            Registry::open(
+                self.tree.clone(),
+                disk,
+                &self.runs_dir(),
+                checkpoint,
+                per_run,
+            )
+        }
+
+        fn files(&self) -> Vec<u64> {
+            let mut files = file::stored(&self.runs_dir()).unwrap();
+            files.sort();
+            files
+        }
+
+        /// Whether any run file holds `yp`'s id, erased places aside.
+        fn on_disk(&self, yp: Uuid) -> bool {
+            self.files().into_iter().any(|no| {
+                let bytes = std::fs::read(file::path(&self.runs_dir(), no)).unwrap();
+                bytes.windows(16).any(|w| w == yp.as_bytes())
+            })
+        }
+    }
+
+    /// One step: its journal and edits written, then its changes applied; the checkpoint is
+    /// the caller's `step`.
+    fn step(r: &Registry, tree: &sled::Tree, at: u64, changes: &[Change], edits: Vec<Edit>) {
         for (k, v) in r.journal(at, changes) {
             tree.insert(k, v).unwrap();
         }
-        r.applied(changes);
+        for (k, v) in edits.iter().map(Edit::key_value) {
+            tree.insert(k, v).unwrap();
+        }
+        r.applied(changes, edits);
         if r.due() {
             r.seal(at).unwrap();
         }
@@ -639,24 +897,32 @@ mod tests {
 
     #[test]
     fn lookups_find_people_in_fresh_entries_runs_and_merged_runs_alike() {
-        let (_dir, _db, tree) = tree();
-        let r = Registry::open(tree.clone(), 0, 100).unwrap();
+        let store = Store::new();
+        let r = store.open(0, 100).unwrap();
         for s in 0..30u32 {
-            step(&r, &tree, s as u64 + 1, &adds(s * 50..s * 50 + 50));
+            step(
+                &r,
+                &store.tree,
+                s as u64 + 1,
+                &adds(s * 50..s * 50 + 50),
+                vec![],
+            );
         }
         // A key listing two people, one added long after the other.
         step(
             &r,
-            &tree,
+            &store.tree,
             31,
             &[Change::add(&key(7), person(9999)).unwrap()],
+            vec![],
         );
-        // 15 runs sealed, merged four at a time.
+        // 15 runs sealed, merged four at a time, and the merged runs' files deleted.
         assert!(
             r.runs() <= 2 * (FANOUT - 1),
             "runs were merged: {}",
             r.runs()
         );
+        assert_eq!(store.files().len(), r.runs(), "one file a live run");
 
         let keys: Vec<Vec<u8>> = (0..1500).map(key).chain([key(5000)]).collect();
         let found = r.people(&keys).unwrap();
@@ -671,13 +937,13 @@ mod tests {
         assert!(r.may_contain(&key(3)) && r.may_contain(&key(1499)));
     }
 
-    /// Merges remove the runs they replace while lookups may be reading them: a lookup that
-    /// finds a chunk gone looks again, and never answers "no one" for a key that was there.
+    /// Merges delete the files of the runs they replace while lookups may be reading them:
+    /// a lookup never answers "no one" for a key that was there.
     #[test]
     fn lookups_racing_seals_and_merges_find_every_person_that_was_there() {
-        let (_dir, _db, tree) = tree();
-        let r = Registry::open(tree.clone(), 0, 16).unwrap();
-        step(&r, &tree, 1, &adds(0..100));
+        let store = Store::new();
+        let r = store.open(0, 16).unwrap();
+        step(&r, &store.tree, 1, &adds(0..100), vec![]);
         let keys: Vec<Vec<u8>> = (0..100).map(key).collect();
         let stop = std::sync::atomic::AtomicBool::new(false);
         let lookups = std::thread::scope(|scope| {
@@ -693,7 +959,13 @@ mod tests {
                 lookups
             });
             for s in 2..300u32 {
-                step(&r, &tree, s as u64, &adds(s * 100..s * 100 + 20));
+                step(
+                    &r,
+                    &store.tree,
+                    s as u64,
+                    &adds(s * 100..s * 100 + 20),
+                    vec![],
+                );
             }
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             reader.join().unwrap()
@@ -708,23 +980,29 @@ mod tests {
 
     #[test]
     fn a_reopened_registry_holds_what_it_held_and_drops_a_step_cut_short() {
-        let (_dir, _db, tree) = tree();
-        let r = Registry::open(tree.clone(), 0, 64).unwrap();
+        let store = Store::new();
+        let r = store.open(0, 64).unwrap();
         for s in 0..5u32 {
-            step(&r, &tree, s as u64 + 1, &adds(s * 40..s * 40 + 40));
+            step(
+                &r,
+                &store.tree,
+                s as u64 + 1,
+                &adds(s * 40..s * 40 + 40),
+                vec![],
+            );
         }
         let held = r.content().unwrap();
         // A step past the checkpoint (5) wrote its journal, then the process stopped.
         for (k, v) in r.journal(6, &adds(900..910)) {
-            tree.insert(k, v).unwrap();
+            store.tree.insert(k, v).unwrap();
         }
         drop(r);
 
-        let r = Registry::open(tree.clone(), 5, 64).unwrap();
+        let r = store.open(5, 64).unwrap();
         assert_eq!(r.content().unwrap(), held);
         assert!(r.people(&[key(905)]).unwrap()[0].is_empty());
         assert_eq!(
-            tree.scan_prefix([JOURNAL]).count(),
+            store.tree.scan_prefix([JOURNAL]).count(),
             0,
             "the journal was sealed"
         );
@@ -732,48 +1010,69 @@ mod tests {
 
     #[test]
     fn a_run_the_manifest_does_not_name_is_removed_at_open() {
-        let (_dir, _db, tree) = tree();
-        let r = Registry::open(tree.clone(), 0, 1000).unwrap();
-        step(&r, &tree, 1, &adds(0..10));
+        let store = Store::new();
+        let r = store.open(0, 1000).unwrap();
+        step(&r, &store.tree, 1, &adds(0..10), vec![]);
         r.seal(1).unwrap();
-        // A merge or seal cut short after its chunks, before the manifest named its run.
+        // A merge or seal cut short after its file, before the manifest named its run.
         let no = r.reserve();
         let orphan: Vec<Entry> = adds(10..20).iter().map(|c| c.entry).collect();
         r.write_run(no, 10, orphan.into_iter().map(Ok)).unwrap();
+        assert_eq!(store.files().len(), 2);
         drop(r);
 
-        let r = Registry::open(tree.clone(), 1, 1000).unwrap();
+        let r = store.open(1, 1000).unwrap();
         assert_eq!(r.runs(), 1);
-        for tag in [RUN, FILTER, FENCES] {
-            assert_eq!(tree.scan_prefix(prefix(tag, no)).count(), 0);
-        }
+        assert!(!store.files().contains(&no), "the orphan's file is gone");
         assert_eq!(r.people(&[key(3)]).unwrap()[0], BTreeSet::from([person(3)]));
         assert!(r.people(&[key(13)]).unwrap()[0].is_empty());
     }
 
     #[test]
-    fn an_erased_person_leaves_every_run_and_fresh() {
-        let (_dir, _db, tree) = tree();
-        let r = Registry::open(tree.clone(), 0, 50).unwrap();
-        step(&r, &tree, 1, &adds(0..200));
+    fn a_run_file_cut_short_is_refused_at_open() {
+        let store = Store::new();
+        let r = store.open(0, 1000).unwrap();
+        step(&r, &store.tree, 1, &adds(0..300), vec![]);
+        r.seal(1).unwrap();
+        drop(r);
+        let path = file::path(&store.runs_dir(), store.files()[0]);
+        let len = std::fs::metadata(&path).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 1)
+            .unwrap();
+
+        match store.open(1, 1000) {
+            Err(ProjectionError::Corrupt(m)) => assert!(m.contains("truncated"), "{m}"),
+            Err(e) => panic!("not refused as damaged: {e}"),
+            Ok(_) => panic!("a truncated run was opened"),
+        }
+    }
+
+    /// Erases person 10, whose keys are 10 (shared with person 77) and 300.
+    fn erase_ten(store: &Store, r: &Registry) {
+        step(r, &store.tree, 1, &adds(0..200), vec![]);
         let shared = Change::add(&key(10), person(77)).unwrap();
         step(
-            &r,
-            &tree,
+            r,
+            &store.tree,
             2,
             &[shared, Change::add(&key(300), person(10)).unwrap()],
+            vec![],
         );
-
+        assert!(store.on_disk(person(10)), "sealed into runs first");
         let removed = [
             Change::remove(&key(10), person(10)).unwrap(),
             Change::remove(&key(300), person(10)).unwrap(),
         ];
-        for (k, v) in r.rewritten_without(&removed).unwrap() {
-            tree.insert(k, v).unwrap();
-        }
-        step(&r, &tree, 3, &removed);
+        let edits = r.rewritten_without(&removed).unwrap();
+        step(r, &store.tree, 3, &removed, edits);
         r.seal(3).unwrap();
+    }
 
+    fn erased_everywhere(store: &Store, r: &Registry) {
         let found = r.people(&[key(10), key(300), key(11)]).unwrap();
         assert_eq!(found[0], BTreeSet::from([person(77)]));
         assert!(found[1].is_empty());
@@ -782,6 +1081,84 @@ mod tests {
         assert!(everywhere
             .values()
             .all(|people| !people.contains(&person(10))));
-        assert_eq!(tree.scan_prefix([JOURNAL]).count(), 0);
+        assert_eq!(store.tree.scan_prefix([JOURNAL]).count(), 0);
+        assert!(!store.on_disk(person(10)), "no run's file holds them");
+    }
+
+    #[test]
+    fn an_erased_person_leaves_every_run_its_files_and_fresh() {
+        let store = Store::new();
+        let r = store.open(0, 50).unwrap();
+        erase_ten(&store, &r);
+        erased_everywhere(&store, &r);
+        drop(r);
+
+        let r = store.open(3, 50).unwrap();
+        erased_everywhere(&store, &r);
+        // Merging the edited runs away leaves neither their files nor their edits.
+        for s in 4..40u32 {
+            step(
+                &r,
+                &store.tree,
+                s as u64,
+                &adds(s * 1000..s * 1000 + 50),
+                vec![],
+            );
+        }
+        erased_everywhere(&store, &r);
+        let live: BTreeSet<u64> = r.lock().runs.iter().map(|r| r.no).collect();
+        assert!(store
+            .tree
+            .scan_prefix([EDIT])
+            .keys()
+            .all(|k| live.contains(&number(&k.unwrap()))));
+        assert_eq!(store.files().len(), r.runs());
+    }
+
+    /// A crash can tear an edit's write over its chunk: opening writes it again from sled.
+    #[test]
+    fn an_edit_torn_in_its_file_is_written_again_at_open() {
+        let store = Store::new();
+        let r = store.open(0, 50).unwrap();
+        let before: BTreeMap<u64, Vec<u8>> = {
+            step(&r, &store.tree, 1, &adds(0..200), vec![]);
+            step(
+                &r,
+                &store.tree,
+                2,
+                &[
+                    Change::add(&key(10), person(77)).unwrap(),
+                    Change::add(&key(300), person(10)).unwrap(),
+                ],
+                vec![],
+            );
+            store
+                .files()
+                .into_iter()
+                .map(|no| {
+                    (
+                        no,
+                        std::fs::read(file::path(&store.runs_dir(), no)).unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let removed = [
+            Change::remove(&key(10), person(10)).unwrap(),
+            Change::remove(&key(300), person(10)).unwrap(),
+        ];
+        let edits = r.rewritten_without(&removed).unwrap();
+        assert!(!edits.is_empty());
+        step(&r, &store.tree, 3, &removed, edits);
+        r.seal(3).unwrap();
+        drop(r);
+        // The files as they were before the edits reached them.
+        for (no, bytes) in &before {
+            std::fs::write(file::path(&store.runs_dir(), *no), bytes).unwrap();
+        }
+        assert!(store.on_disk(person(10)));
+
+        let r = store.open(3, 50).unwrap();
+        erased_everywhere(&store, &r);
     }
 }

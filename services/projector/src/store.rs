@@ -14,10 +14,10 @@
 //!   review reads the agency's keys and keeps those due, an occasional scan of one prefix.
 //! - `v` → the layout of this tree ([`LAYOUT`]); a tree in another layout is cleared and
 //!   projected again at open
-//! - `J`, `R`, `F`, `I`, `M`: the identity registry ([`crate::registry`]): the people
-//!   registered under each key, a key being `x` and SHA-256(scheme, scope, value) cut to 16
-//!   bytes for an identifier, or `n` and SHA-256(date of birth, normalised name) for the
-//!   registry's fallback
+//! - `J`, `E`, `M`: the identity registry ([`crate::registry`]; its runs are files in
+//!   [`crate::registry::DIR`]): the people registered under each key, a key being `x` and
+//!   SHA-256(scheme, scope, value) cut to 16 bytes for an identifier, or `n` and
+//!   SHA-256(date of birth, normalised name) for the registry's fallback
 //! - `r` person → the registry keys written for them (so erasure removes them)
 //! - `l` person agency → [`destination_digest`] of the latest `destination.recorded` that
 //!   agency sourced about the person, then its seq: an import row that repeats it is known
@@ -128,8 +128,9 @@ pub const CHECKPOINT: &[u8] = b"c";
 pub const LAYOUT_KEY: &[u8] = b"v";
 /// Changed whenever a key's meaning changes (2: registry values list people; `l` keys;
 /// 3: `g` keys per person; destination digests over day numbers; 4: runs in `codec`'s
-/// version 3; 5: digests cut to fit sled's inline keys and values; 6: the registry in runs).
-pub const LAYOUT: &[u8] = b"6";
+/// version 3; 5: digests cut to fit sled's inline keys and values; 6: the registry in runs;
+/// 7: the registry's runs in files of their own).
+pub const LAYOUT: &[u8] = b"7";
 
 fn agency_key(tag: u8, agency: &str, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + agency.len() + rest.len());
