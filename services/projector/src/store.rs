@@ -371,8 +371,11 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 /// The projections' page cache while serving. sled's default is 1 GiB per database; the
 /// projections are read by run and mostly written, so a modest cache serves them. At 32 MiB
 /// a million new import rows peaked 35–40 MB lower than at 64 MiB, at the same speed
-/// (BENCHMARKS.md, session 16).
-pub const CACHE_BYTES: u64 = 32 << 20;
+/// (BENCHMARKS.md, session 16). Once the registry's runs left sled, what a repeated file
+/// reads of the projections is small `l` entries, which sled's cache counts at about a third
+/// of what they hold: at 16 MiB that pass peaked 55–60 MB lower than at 32, at the same
+/// speed, and nothing served slower (session 17).
+pub const CACHE_BYTES: u64 = 16 << 20;
 
 /// The projections' page cache for `exchange rebuild`, which writes them all at once with
 /// the service stopped: at 32 MiB it ran about 8% slower than at this size.
