@@ -83,14 +83,10 @@ struct Pending<'t> {
     /// Consent review keys: `Some(value)` to write, `None` to remove. The last event of a
     /// step about (agency, person) decides, since each value is their whole state.
     reviews: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Identity registry keys to write, by person (each person's are also listed under
-    /// `r` + person, so that erasure can remove them).
+    /// Identity registry keys to write, by person.
     identities: BTreeMap<Uuid, Vec<Vec<u8>>>,
-    /// People erased in this step: their registry keys go.
+    /// People erased in this step: their registry entries go.
     erased: Vec<Uuid>,
-    /// People whose first event is in this step: nothing is stored under their registry
-    /// list yet, so it is not read.
-    newcomers: HashSet<Uuid, BuildHasherDefault<UuidHasher>>,
     /// Latest destinations recorded in this step, by (person, agency): the last one wins.
     destinations: BTreeMap<(Uuid, String), Vec<u8>>,
 }
@@ -163,7 +159,6 @@ impl<'t> Pending<'t> {
             reviews: BTreeMap::new(),
             identities: BTreeMap::new(),
             erased: Vec::new(),
-            newcomers: HashSet::default(),
             destinations: BTreeMap::new(),
         }
     }
@@ -238,56 +233,29 @@ impl<'t> Pending<'t> {
         let mut writes = Writes::default();
         let mut changes = Vec::new();
         for (yp, keys) in &self.identities {
-            if self.erased.contains(yp) {
-                continue;
-            }
-            let list = store::registry_list(*yp);
-            let mut stored = if self.newcomers.contains(yp) {
-                Vec::new()
-            } else {
-                self.tree
-                    .get(&list)?
-                    .map(|v| v.to_vec())
-                    .unwrap_or_default()
-            };
-            // Each key is listed unless the list has it, whether or not the registry already
-            // names the person: after a crash cut a step short, its registry keys may be
-            // stored while the newcomer's list, written again from a shorter step's keys,
-            // lacks some; the step that projects their later events lists those again.
-            let listed = store::split_list(&stored);
-            for (i, k) in keys.iter().enumerate() {
-                changes.push(Change::add(k, *yp)?);
-                if !listed.contains(k) && !keys[..i].contains(k) {
-                    stored.extend_from_slice(&(k.len() as u16).to_be_bytes());
-                    stored.extend_from_slice(k);
+            if !self.erased.contains(yp) {
+                for k in keys {
+                    changes.push(Change::add(k, *yp)?);
                 }
             }
-            writes.insert(list, stored);
         }
-        let mut removed = Vec::new();
-        for yp in &self.erased {
-            let list = store::registry_list(*yp);
-            if let Some(stored) = self.tree.get(&list)? {
-                for k in store::split_list(&stored) {
-                    removed.push(Change::remove(&k, *yp)?);
+        let mut edits = Vec::new();
+        if !self.erased.is_empty() {
+            let erased: HashSet<Uuid> = self.erased.iter().copied().collect();
+            let (removed, rewritten) = self.registry.erasing(&erased)?;
+            for (k, chunk) in rewritten.iter().map(Edit::key_value) {
+                writes.insert(k, chunk);
+            }
+            changes.extend(removed);
+            edits = rewritten;
+            for yp in &self.erased {
+                for kv in self.tree.scan_prefix(store::latest_destinations(*yp)) {
+                    writes.remove(kv?.0);
                 }
             }
-            for kv in self.tree.scan_prefix(store::latest_destinations(*yp)) {
-                writes.remove(kv?.0);
-            }
         }
-        let edits = self.registry.rewritten_without(&removed)?;
-        for (k, chunk) in edits.iter().map(Edit::key_value) {
-            writes.insert(k, chunk);
-        }
-        changes.extend(removed);
         for (k, chunk) in self.registry.journal(step, &changes) {
             writes.insert(k, chunk);
-        }
-        // Only once the registry no longer names them: a list removed first, then a crash,
-        // would leave entries that erasure projected again could not find.
-        for yp in &self.erased {
-            writes.remove(store::registry_list(*yp));
         }
         for ((yp, agency), digest) in &self.destinations {
             if !self.erased.contains(yp) {
@@ -491,14 +459,10 @@ impl Projector {
         for entry in entries {
             let fact = entry.fact();
             let yp = fact.young_person;
-            // A person's first event (version 1) has nothing before it: no replay, and no
-            // registry list stored for them. After the map's first clearing (a large import
-            // passes it every 100,000 people) this saved each newcomer a wait for the log's
-            // indexer and a read of their stream.
+            // A person's first event (version 1) has nothing before it: no replay. After the
+            // map's first clearing (a large import passes it every 100,000 people) this saved
+            // each newcomer a wait for the log's indexer and a read of their stream.
             let newcomer = entry.record.version == 1;
-            if newcomer {
-                pending.newcomers.insert(yp);
-            }
             let person = match state.persons.entry(yp) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) if complete || newcomer => {

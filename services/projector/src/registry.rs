@@ -24,12 +24,12 @@
 //! entry is rewritten a few times, in order, instead of inserted once at random.
 //!
 //! # Erasure
-//! An erased person's entries are taken out of the runs: each chunk holding one is rewritten
-//! without it (its fence, now perhaps below its first entry, is still a lower bound), first
-//! as an `E` key in sled, written with the step, then over the chunk in the run's file once
-//! sled holds it durably. They leave fresh, and the journal chunks that named them are
-//! sealed away right after the step, so once the step is done no key or file of the
-//! registry names them.
+//! An erased person's entries are found by reading every run ([`Registry::erasing`]) and
+//! taken out: each chunk holding one is rewritten without it (its fence, now perhaps below
+//! its first entry, is still a lower bound), first as an `E` key in sled, written with the
+//! step, then over the chunk in the run's file once sled holds it durably. They leave
+//! fresh, and the journal chunks that named them are sealed away right after the step, so
+//! once the step is done no key or file of the registry names them.
 //!
 //! # Crash safety
 //! sled recovers a prefix of what was written. A step's journal chunks and `E` keys come
@@ -50,7 +50,7 @@ use crate::dispatcher::KeyValue;
 use crate::store::{self, ProjectionError};
 use file::RunFile;
 use pathway_log::sorted::{self, number, numbered, Filter, Manifest, RunError, FANOUT};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
@@ -418,40 +418,62 @@ impl Registry {
             .collect()
     }
 
-    /// The chunks of the runs that hold `removed` entries, rewritten without them: the step
-    /// writes each [`Edit::key_value`], then hands them to [`Registry::applied`].
-    pub fn rewritten_without(&self, removed: &[Change]) -> Result<Vec<Edit>, ProjectionError> {
-        let (runs, edits) = {
+    /// What erasing `people` takes out of the registry: their fresh entries, as changes for
+    /// the step's journal, and each chunk of a run holding any of their entries, rewritten
+    /// without them (the step writes each [`Edit::key_value`], then hands both to
+    /// [`Registry::applied`]).
+    ///
+    /// Found by reading every run rather than from a list of each person's keys: erasure is
+    /// rare, the runs' files read in milliseconds a million entries, and a list kept for
+    /// each person cost every new person a sled insert (BENCHMARKS.md, session 17). Reading
+    /// them all also finds entries whatever crash or replay wrote them.
+    pub fn erasing(
+        &self,
+        people: &HashSet<Uuid>,
+    ) -> Result<(Vec<Change>, Vec<Edit>), ProjectionError> {
+        let (removed, runs) = {
             let s = self.lock();
-            (s.runs.clone(), s.edits.clone())
+            let removed: Vec<Change> = s
+                .fresh
+                .iter()
+                .filter(|e| people.contains(&person_of(*e)))
+                .map(|entry| Change {
+                    add: false,
+                    entry: *entry,
+                })
+                .collect();
+            let runs: Vec<_> = s
+                .runs
+                .iter()
+                .map(|r| (r.clone(), s.edits_of(r.no)))
+                .collect();
+            (removed, runs)
         };
-        let mut edited: BTreeMap<(u64, u32), (Vec<u8>, bool)> = BTreeMap::new();
-        for c in removed {
-            let key = key_of(&c.entry);
-            for run in runs.iter().filter(|r| r.filter.may_contain(probe(key))) {
-                for chunk in run.chunks_for(key) {
-                    let (value, changed) = match edited.entry((run.no, chunk)) {
-                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(e) => {
-                            let now = run.chunk(chunk, edits.get(&(run.no, chunk)))?;
-                            e.insert((now.as_ref().to_vec(), false))
-                        }
-                    };
-                    if let Some(at) = value
+        let erased = |e: &[u8]| people.contains(&person_of(e));
+        let mut edits = Vec::new();
+        for (run, run_edits) in runs {
+            for chunk in 0..run.fences.len() as u32 {
+                let now = run.chunk(chunk, run_edits.get(&chunk))?;
+                let entries = || {
+                    now.as_ref()
                         .chunks_exact(ENTRY)
-                        .position(|e| e == c.entry.as_slice())
-                    {
-                        value.drain(at * ENTRY..(at + 1) * ENTRY);
-                        *changed = true;
-                    }
+                        .filter(|e| !file::is_pad(e))
+                };
+                if entries().any(erased) {
+                    let bytes = entries()
+                        .filter(|e| !erased(e))
+                        .flatten()
+                        .copied()
+                        .collect();
+                    edits.push(Edit {
+                        run: run.no,
+                        chunk,
+                        bytes,
+                    });
                 }
             }
         }
-        Ok(edited
-            .into_iter()
-            .filter(|(_, (_, changed))| *changed)
-            .map(|((run, chunk), (bytes, _))| Edit { run, chunk, bytes })
-            .collect())
+        Ok((removed, edits))
     }
 
     /// Takes a step's changes into fresh and its edits into the runs, once its keys are
@@ -1063,11 +1085,7 @@ mod tests {
             vec![],
         );
         assert!(store.on_disk(person(10)), "sealed into runs first");
-        let removed = [
-            Change::remove(&key(10), person(10)).unwrap(),
-            Change::remove(&key(300), person(10)).unwrap(),
-        ];
-        let edits = r.rewritten_without(&removed).unwrap();
+        let (removed, edits) = r.erasing(&HashSet::from([person(10)])).unwrap();
         step(r, &store.tree, 3, &removed, edits);
         r.seal(3).unwrap();
     }
@@ -1143,12 +1161,13 @@ mod tests {
                 })
                 .collect()
         };
-        let removed = [
-            Change::remove(&key(10), person(10)).unwrap(),
-            Change::remove(&key(300), person(10)).unwrap(),
-        ];
-        let edits = r.rewritten_without(&removed).unwrap();
-        assert!(!edits.is_empty());
+        let (removed, edits) = r.erasing(&HashSet::from([person(10)])).unwrap();
+        assert_eq!(
+            removed,
+            [Change::remove(&key(300), person(10)).unwrap()],
+            "the entry still fresh"
+        );
+        assert_eq!(edits.len(), 1, "the chunk of the sealed run holding them");
         step(&r, &store.tree, 3, &removed, edits);
         r.seal(3).unwrap();
         drop(r);

@@ -18,7 +18,6 @@
 //!   [`crate::registry::DIR`]): the people registered under each key, a key being `x` and
 //!   SHA-256(scheme, scope, value) cut to 16 bytes for an identifier, or `n` and
 //!   SHA-256(date of birth, normalised name) for the registry's fallback
-//! - `r` person → the registry keys written for them (so erasure removes them)
 //! - `l` person agency → [`destination_digest`] of the latest `destination.recorded` that
 //!   agency sourced about the person, then its seq: an import row that repeats it is known
 //!   unchanged with one lookup, without reading (and decrypting) the person's log stream
@@ -328,26 +327,6 @@ pub fn destination_digest(yp: Uuid, activity_code: &str, start: Day, ascertained
     ])
     .as_ref()[..DESTINATION_DIGEST]
         .to_vec()
-}
-
-/// `r` + person: the registry keys written for them, each length-prefixed.
-pub fn registry_list(yp: Uuid) -> Vec<u8> {
-    let mut k = vec![b'r'];
-    k.extend_from_slice(yp.as_bytes());
-    k
-}
-
-pub fn split_list(mut bytes: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while bytes.len() >= 2 {
-        let n = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
-        if bytes.len() < 2 + n {
-            break;
-        }
-        out.push(bytes[2..2 + n].to_vec());
-        bytes = &bytes[2 + n..];
-    }
-    out
 }
 
 pub fn purges(agency: &str, yp: Uuid) -> Vec<u8> {
