@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which measurements: batched, single, sse, rebuild, policy, import, nats, stages
-    /// (comma-separated), or all (nats only where a nats-server is found).
+    /// Which measurements: batched, single, sse, rebuild, policy, registry, import, nats,
+    /// stages (comma-separated), or all (nats only where a nats-server is found).
     #[arg(long, default_value = "all")]
     only: String,
     /// Events for the batched-ingest run (in batches of 1,000).
@@ -54,6 +54,9 @@ pub struct Args {
     /// Rows of the generated destinations file for the import run.
     #[arg(long, default_value_t = 1_000_000)]
     import_rows: usize,
+    /// People (one identifier each) in the registry run.
+    #[arg(long, default_value_t = 1_000_000)]
+    registry_people: u64,
     /// Children in the generated looked-after list for the import run.
     #[arg(long, default_value_t = 20_000)]
     import_children: usize,
@@ -479,6 +482,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if wants("policy") {
             crate::bench_policy::run(&root).await?;
+        }
+        if wants("registry") {
+            crate::bench_registry::run(&root, args.registry_people)?;
         }
         if wants("import") {
             crate::bench_import::run(&root, args.import_rows, args.import_children).await?;
