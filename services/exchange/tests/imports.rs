@@ -684,16 +684,7 @@ async fn the_latest_destination_digest_follows_every_destination_and_erasure() {
     );
     assert_eq!(app.log.head(), head, "the same file twice appends nothing");
 
-    let (s, _, v) = app
-        .request(
-            "POST",
-            &format!("/v1/young-people/{yp}/erase"),
-            Some("demo-admin-token"),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    app.drain();
+    app.erase(yp).await;
     assert!(!is_latest(
         "demo-careers",
         "230",

@@ -238,12 +238,7 @@ async fn a_person_projected_again_in_shorter_steps_leaves_no_registry_entry_when
     assert_eq!(registry, registry_of(rebuilt_from_the_log(&app)));
 
     // When they are erased
-    let path = format!("/v1/young-people/{yp}/erase");
-    let (status, _, _) = app
-        .request("POST", &path, Some("demo-admin-token"), None)
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    app.drain();
+    app.erase(yp).await;
 
     // Then no registry key lists them, and the registry is a rebuild's
     let registry = registry_of(app.projector.dump().unwrap());
@@ -278,12 +273,7 @@ async fn a_registry_sealed_at_every_step_holds_what_the_live_one_holds() {
     );
 
     // When one of them is erased, and both projectors project it
-    let path = format!("/v1/young-people/{erased}/erase");
-    let (status, _, _) = app
-        .request("POST", &path, Some("demo-admin-token"), None)
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    app.drain();
+    app.erase(erased).await;
     while sealed.step(1).unwrap() > 0 {}
 
     // Then neither registry names them, and both hold the same

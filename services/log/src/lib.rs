@@ -28,6 +28,7 @@ mod ids;
 mod index;
 mod keys;
 pub mod record;
+pub mod run_file;
 mod runs;
 pub mod sorted;
 mod streams;

@@ -42,6 +42,10 @@ pub enum RunError {
     Filter,
     #[error("the manifest is damaged")]
     Manifest,
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    File(&'static str),
 }
 
 /// `tag ‖ no`: the prefix of every key of run `no` of one kind.

@@ -10,8 +10,9 @@
 //!   other keys before its checkpoint, so that a step cut short is cleared at open like its
 //!   feed runs;
 //! - *fresh*: the journal's changes since the last seal, applied, in memory;
-//! - *runs*: entries (registry key ‖ person) in order, each in a file of its own ([`file`])
-//!   in chunks of at most [`store::RUN_BYTES`], read with `pread` rather than through sled,
+//! - *runs*: entries (registry key ‖ person) in order, each in a file of its own
+//!   ([`pathway_log::run_file`]) in chunks of at most [`store::RUN_BYTES`], read with `pread`
+//!   rather than through sled,
 //!   whose leaves read back for lookups were the largest part of a repeated import's peak
 //!   (BENCHMARKS.md, session 17). Each run has a Bloom filter and the first key of each
 //!   chunk (its fences), both held in memory, so a lookup reads only the chunks that may
@@ -44,11 +45,9 @@
 //! Only one thread at a time changes the registry: the projector's, holding its state lock.
 //! Lookups run on any thread.
 
-mod file;
-
 use crate::dispatcher::KeyValue;
 use crate::store::{self, ProjectionError};
-use file::RunFile;
+use pathway_log::run_file::{self, Fences, RunFile, Shape};
 use pathway_log::sorted::{self, number, numbered, Filter, Manifest, RunError, FANOUT};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -63,6 +62,23 @@ const ENTRY: usize = KEY + 16;
 const CHANGE: usize = 1 + ENTRY;
 /// Entries a chunk holds: what one lookup reads, a page of the operating system's cache.
 const CHUNK: usize = store::RUN_BYTES / ENTRY;
+
+/// A run's file.
+const SHAPE: Shape = Shape {
+    record: ENTRY,
+    key: KEY,
+    per_chunk: CHUNK,
+    magic: *b"PXREGRN1",
+    probe: |e| probe(key_of(e)),
+};
+
+/// What fills an erased entry's place in a run's file: above every key (tags are `x` and
+/// `n`), so a chunk stays in order, and skipped by every reader.
+const PAD: u8 = 0xff;
+
+fn is_pad(e: &[u8]) -> bool {
+    e[0] == PAD
+}
 
 /// Fresh entries sealed into a run: a few MB in memory, and about 500 chunks.
 pub const PER_RUN: usize = 1 << 16;
@@ -81,7 +97,6 @@ pub fn keeps(key: &[u8]) -> bool {
 pub const DIR: &str = "registry";
 
 type Entry = [u8; ENTRY];
-type Key = [u8; KEY];
 
 /// One change a step makes to the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,31 +197,29 @@ struct Run {
     level: u32,
     file: RunFile,
     filter: Filter,
-    /// The first key of each chunk.
-    fences: Vec<Key>,
+    fences: Fences,
 }
 
 impl Run {
-    fn count(&self) -> u64 {
-        self.file.count()
+    fn of(no: u64, level: u32, opened: run_file::Opened) -> Run {
+        Run {
+            no,
+            level,
+            file: opened.file,
+            filter: opened.filter,
+            fences: opened.fences,
+        }
     }
 
-    /// The chunks that may hold entries with `key`: the last one starting below it (its
-    /// tail may), and every one starting with it.
-    fn chunks_for(&self, key: &[u8]) -> std::ops::Range<u32> {
-        let lo = self.fences.partition_point(|f| f.as_slice() < key);
-        let with = self.fences[lo..]
-            .iter()
-            .take_while(|f| f.as_slice() == key)
-            .count();
-        lo.saturating_sub(1) as u32..(lo + with) as u32
+    fn count(&self) -> u64 {
+        self.file.count()
     }
 
     /// Chunk `chunk` as it is now: its edit if erasure rewrote it, else as stored.
     fn chunk(&self, chunk: u32, edit: Option<&Arc<Vec<u8>>>) -> Result<Chunk, ProjectionError> {
         let bytes = match edit {
             Some(e) => Chunk::Edited(e.clone()),
-            None => Chunk::Stored(self.file.read_chunk(self.no, chunk)?),
+            None => Chunk::Stored(self.file.read_chunk(chunk)?),
         };
         if !bytes.as_ref().len().is_multiple_of(ENTRY) {
             return Err(damaged(self.no, "a chunk is truncated"));
@@ -290,8 +303,6 @@ impl Registry {
         checkpoint: u64,
         per_run: usize,
     ) -> Result<Registry, ProjectionError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ProjectionError::Storage(format!("{}: {e}", dir.display())))?;
         let Manifest {
             covered,
             next_run,
@@ -300,26 +311,21 @@ impl Registry {
             RunError::Storage(e) => ProjectionError::from(e),
             damage => ProjectionError::Corrupt(format!("the identity registry: {damage}")),
         })?;
-        for no in file::stored(dir)? {
+        for no in run_file::stored(dir)? {
             if !named.iter().any(|(n, _, _)| *n == no) {
                 tracing::warn!(
                     run = no,
                     "removing an unfinished run of the identity registry"
                 );
-                remove_file(dir, no)?;
+                run_file::remove(dir, no)?;
             }
         }
         let runs = named
             .into_iter()
             .map(|(no, level, count)| {
-                let opened = file::open(dir, no, count)?;
-                Ok(Arc::new(Run {
-                    no,
-                    level,
-                    file: opened.file,
-                    filter: opened.filter,
-                    fences: opened.fences,
-                }))
+                let opened = run_file::open(dir, no, SHAPE, count)
+                    .map_err(|e| damaged(no, &e.to_string()))?;
+                Ok(Arc::new(Run::of(no, level, opened)))
             })
             .collect::<Result<Vec<_>, ProjectionError>>()?;
         let mut edits = Edits::new();
@@ -452,13 +458,9 @@ impl Registry {
         let erased = |e: &[u8]| people.contains(&person_of(e));
         let mut edits = Vec::new();
         for (run, run_edits) in runs {
-            for chunk in 0..run.fences.len() as u32 {
+            for chunk in 0..run.file.chunks() {
                 let now = run.chunk(chunk, run_edits.get(&chunk))?;
-                let entries = || {
-                    now.as_ref()
-                        .chunks_exact(ENTRY)
-                        .filter(|e| !file::is_pad(e))
-                };
+                let entries = || now.as_ref().chunks_exact(ENTRY).filter(|e| !is_pad(e));
                 if entries().any(erased) {
                     let bytes = entries()
                         .filter(|e| !erased(e))
@@ -543,7 +545,7 @@ impl Registry {
                 continue;
             };
             let bytes = s.edits.get(&(*run, *chunk)).expect("an unwritten edit");
-            file::overwrite(&self.dir, *run, &r.file, *chunk, bytes)?;
+            r.file.overwrite(&self.dir, *chunk, bytes, PAD)?;
         }
         drop(s);
         self.lock().unwritten.clear();
@@ -570,15 +572,10 @@ impl Registry {
         capacity: u64,
         entries: impl Iterator<Item = Result<Entry, ProjectionError>>,
     ) -> Result<Run, ProjectionError> {
-        let opened = file::write(&self.dir, no, capacity, entries)?;
+        let opened = run_file::write(&self.dir, no, SHAPE, capacity, entries, || false)?
+            .expect("never stopped");
         let level = sorted::level_of(self.per_run, opened.file.count());
-        Ok(Run {
-            no,
-            level,
-            file: opened.file,
-            filter: opened.filter,
-            fences: opened.fences,
-        })
+        Ok(Run::of(no, level, opened))
     }
 
     /// Merges the oldest [`FANOUT`] runs of the lowest level that has that many, if one
@@ -633,7 +630,7 @@ impl Registry {
         // manifest naming a deleted file would be a registry that cannot open.
         self.disk.flush()?;
         for r in &inputs {
-            remove_file(&self.dir, r.no)?;
+            run_file::remove(&self.dir, r.no)?;
         }
         Ok(true)
     }
@@ -660,7 +657,7 @@ impl Registry {
                 }
                 out[i].extend(s.fresh.range(bounds(key)).map(|e| person_of(e)));
                 for run in s.runs.iter().filter(|r| r.filter.may_contain(probe(key))) {
-                    for chunk in run.chunks_for(key) {
+                    for chunk in run.fences.chunks_for(key) {
                         wanted
                             .entry((run.no, chunk))
                             .or_insert_with(|| Wanted {
@@ -713,16 +710,6 @@ impl Registry {
     }
 }
 
-fn remove_file(dir: &Path, no: u64) -> Result<(), ProjectionError> {
-    let path = file::path(dir, no);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(ProjectionError::Storage(format!("{}: {e}", path.display())))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// A chunk a lookup reads, and which of its keys want it.
 struct Wanted {
     run: Arc<Run>,
@@ -744,7 +731,7 @@ fn read_all(wanted: &[Wanted], keys: &[Vec<u8>]) -> Result<Vec<(usize, Uuid)>, P
             let chunk: &[u8] = match &w.edit {
                 Some(edit) => edit,
                 None => {
-                    w.run.file.read_chunk_into(w.run.no, w.chunk, &mut buf)?;
+                    w.run.file.read_chunk_into(w.chunk, &mut buf)?;
                     &buf
                 }
             };
@@ -816,12 +803,12 @@ impl Iterator for Entries {
                 while self.at + ENTRY <= bytes.len() {
                     let e = &bytes[self.at..self.at + ENTRY];
                     self.at += ENTRY;
-                    if !file::is_pad(e) {
+                    if !is_pad(e) {
                         return Some(Ok(e.try_into().expect("an entry")));
                     }
                 }
             }
-            if self.next as usize >= self.run.fences.len() {
+            if self.next >= self.run.file.chunks() {
                 return None;
             }
             let chunk = self.next;
@@ -882,7 +869,7 @@ mod tests {
         }
 
         fn files(&self) -> Vec<u64> {
-            let mut files = file::stored(&self.runs_dir()).unwrap();
+            let mut files = run_file::stored(&self.runs_dir()).unwrap();
             files.sort();
             files
         }
@@ -890,7 +877,7 @@ mod tests {
         /// Whether any run file holds `yp`'s id, erased places aside.
         fn on_disk(&self, yp: Uuid) -> bool {
             self.files().into_iter().any(|no| {
-                let bytes = std::fs::read(file::path(&self.runs_dir(), no)).unwrap();
+                let bytes = std::fs::read(run_file::path(&self.runs_dir(), no)).unwrap();
                 bytes.windows(16).any(|w| w == yp.as_bytes())
             })
         }
@@ -915,6 +902,19 @@ mod tests {
         range
             .map(|i| Change::add(&key(i), person(i)).unwrap())
             .collect()
+    }
+
+    /// Steps `steps`, step `s` adding `n` people from `s × stride`.
+    fn add_in_steps(r: &Registry, store: &Store, steps: std::ops::Range<u32>, stride: u32, n: u32) {
+        for s in steps {
+            step(
+                r,
+                &store.tree,
+                s as u64,
+                &adds(s * stride..s * stride + n),
+                vec![],
+            );
+        }
     }
 
     #[test]
@@ -980,15 +980,7 @@ mod tests {
                 }
                 lookups
             });
-            for s in 2..300u32 {
-                step(
-                    &r,
-                    &store.tree,
-                    s as u64,
-                    &adds(s * 100..s * 100 + 20),
-                    vec![],
-                );
-            }
+            add_in_steps(&r, &store, 2..300, 100, 20);
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
             reader.join().unwrap()
         });
@@ -1057,7 +1049,7 @@ mod tests {
         step(&r, &store.tree, 1, &adds(0..300), vec![]);
         r.seal(1).unwrap();
         drop(r);
-        let path = file::path(&store.runs_dir(), store.files()[0]);
+        let path = run_file::path(&store.runs_dir(), store.files()[0]);
         let len = std::fs::metadata(&path).unwrap().len();
         std::fs::OpenOptions::new()
             .write(true)
@@ -1114,15 +1106,7 @@ mod tests {
         let r = store.open(3, 50).unwrap();
         erased_everywhere(&store, &r);
         // Merging the edited runs away leaves neither their files nor their edits.
-        for s in 4..40u32 {
-            step(
-                &r,
-                &store.tree,
-                s as u64,
-                &adds(s * 1000..s * 1000 + 50),
-                vec![],
-            );
-        }
+        add_in_steps(&r, &store, 4..40, 1000, 50);
         erased_everywhere(&store, &r);
         let live: BTreeSet<u64> = r.lock().runs.iter().map(|r| r.no).collect();
         assert!(store
@@ -1156,7 +1140,7 @@ mod tests {
                 .map(|no| {
                     (
                         no,
-                        std::fs::read(file::path(&store.runs_dir(), no)).unwrap(),
+                        std::fs::read(run_file::path(&store.runs_dir(), no)).unwrap(),
                     )
                 })
                 .collect()
@@ -1173,7 +1157,7 @@ mod tests {
         drop(r);
         // The files as they were before the edits reached them.
         for (no, bytes) in &before {
-            std::fs::write(file::path(&store.runs_dir(), *no), bytes).unwrap();
+            std::fs::write(run_file::path(&store.runs_dir(), *no), bytes).unwrap();
         }
         assert!(store.on_disk(person(10)));
 

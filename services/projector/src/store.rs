@@ -50,6 +50,17 @@ pub enum ProjectionError {
     Corrupt(String),
 }
 
+impl From<pathway_log::sorted::RunError> for ProjectionError {
+    fn from(e: pathway_log::sorted::RunError) -> Self {
+        use pathway_log::sorted::RunError;
+        match e {
+            RunError::Storage(e) => e.into(),
+            RunError::Io(e) => ProjectionError::Storage(e),
+            damage => ProjectionError::Corrupt(format!("the identity registry: {damage}")),
+        }
+    }
+}
+
 impl From<sled::Error> for ProjectionError {
     fn from(e: sled::Error) -> Self {
         ProjectionError::Storage(e.to_string())

@@ -192,6 +192,16 @@ impl TestApp {
         serde_json::from_value(v["young_person"].clone()).unwrap()
     }
 
+    /// Erases `yp` as the exchange's admin, and projects the erasure.
+    pub async fn erase(&self, yp: Uuid) {
+        let path = format!("/v1/young-people/{yp}/erase");
+        let (s, _, v) = self
+            .request("POST", &path, Some("demo-admin-token"), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        self.drain();
+    }
+
     pub async fn feed(&self, token: &str) -> Vec<Value> {
         self.drain();
         let (s, v) = self.get(token, "/v1/feed?after=0&limit=1000").await;
