@@ -4,13 +4,14 @@
 //! random place in a large tree, and sled 0.34 copies a leaf for every insert and splits
 //! one past 16 keys. Those inserts set the indexer's pace, and batched ingest runs at the
 //! indexer's pace (BENCHMARKS.md, session 9: 1.35x without them). So ids are kept the way
-//! a log-structured merge tree keeps keys, and sled only ever sees keys appended at the
-//! right edge of a prefix:
+//! a log-structured merge tree keeps keys:
 //! - *fresh*: the ids of groups not yet in a run, in memory. The groups' `x` chunks are
 //!   what makes them durable until a run holds them.
-//! - *runs*: each an immutable sequence of id records sorted by id, in chunks of 64 (`j`
-//!   keys), with a Bloom filter (`f` keys, kept in memory too) so that a new id, nearly
-//!   always the case, costs a few cache lines per run and no read.
+//! - *runs*: each an immutable sequence of id records sorted by id, in a file of its own
+//!   ([`crate::run_file`], under `ids/` in the log's directory) in chunks of 64, read with
+//!   `pread`, with a Bloom filter and each chunk's first id in memory so that a new id,
+//!   nearly always the case, costs a few cache lines per run and no read. In sled they were
+//!   chunks read back as leaves that stayed in the process (BENCHMARKS.md, session 17).
 //! - the *manifest* (`m`): the live runs, and the seq up to which `x` chunks are in runs.
 //!   One key, so it changes atomically.
 //!
@@ -20,41 +21,52 @@
 //! instead of inserted once at random.
 //!
 //! # Crash safety
-//! sled recovers a prefix of what was written. A run's chunks and filter are written before
-//! the manifest names it; what it replaces (merged runs, covered `x` chunks) is removed
-//! after. Opening removes runs the manifest does not name; [`crate::index::recover`]
-//! removes `x` chunks the manifest covers and returns the rest to fresh. A lookup that
-//! finds nothing while a merge swapped runs under it looks again, since the merged runs'
-//! chunks may have gone between its choice of runs and its reads.
+//! sled recovers a prefix of what was written. A run's file is whole and synced before the
+//! manifest names it; covered `x` chunks are removed after the manifest, and merged runs'
+//! files only once sled durably holds a manifest that no longer names them ([`Disk`]).
+//! Opening removes files the manifest does not name; [`crate::index::recover`] removes `x`
+//! chunks the manifest covers and returns the rest to fresh. A lookup holds the runs it
+//! reads open, so a merge deleting one meanwhile changes nothing for it.
+//!
+//! A log whose runs are still sled keys (`j` chunks, `f` filters: layout 2) has each named
+//! run written to its file at open, then its keys removed; a crash in between leaves keys
+//! that the next open removes, the file being there.
 //!
 //! # Layout
 //! - [`Ids`]: fresh ids, runs and the manifest; lookups, sealing and merging.
 //! - `records`: a run read back in order (filters, merging and levels are `sorted`'s).
 
+use crate::disk::Disk;
 use crate::error::LogError;
 use crate::keys::{self, IdRecord, Indexed, INDEXED};
-use crate::sorted::{self, Filter, Manifest};
+use crate::run_file::{self, Fences, RunFile, Shape};
+use crate::sorted::{self, Filter, Manifest, RunError};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
 pub use crate::sorted::FANOUT;
 
-/// Records in a chunk: 80 bytes each, so a chunk stays near 5 KiB, as small as the log's runs
-/// and for the same reason (sled never fsyncs pages it writes as blob files).
+/// Records in a chunk: 80 bytes each, so a lookup reads 5 KiB.
 const CHUNK: usize = 64;
 
-const RUN: u8 = b'j';
-const FILTER: u8 = b'f';
+const SHAPE: Shape = Shape {
+    record: INDEXED,
+    key: 16,
+    per_chunk: CHUNK,
+    magic: *b"PXIDSRN1",
+    probe: |r| r[..16].try_into().expect("16 bytes"),
+};
+
+/// Where a layout-2 log kept its runs in sled: moved into files at open.
+const SLED_RUN: u8 = b'j';
+const SLED_FILTER: u8 = b'f';
 const MANIFEST: &[u8] = b"m";
 
-fn chunk_key(run: u64, first: Uuid) -> [u8; 25] {
-    let mut k = [0u8; 25];
-    k[..9].copy_from_slice(&keys::at_seq(RUN, run));
-    k[9..].copy_from_slice(first.as_bytes());
-    k
-}
+/// Where the runs' files are, in the log's directory.
+pub const DIR: &str = "ids";
 
 fn damaged(run: u64, what: &str) -> LogError {
     LogError::Storage(format!(
@@ -62,12 +74,57 @@ fn damaged(run: u64, what: &str) -> LogError {
     ))
 }
 
+impl From<RunError> for LogError {
+    fn from(e: RunError) -> Self {
+        LogError::Storage(format!("the event-id index: {e}"))
+    }
+}
+
 /// One live run.
 pub struct Run {
     no: u64,
     level: u32,
-    count: u64,
+    file: RunFile,
     filter: Filter,
+    fences: Fences,
+}
+
+impl Run {
+    fn of(no: u64, level: u32, opened: run_file::Opened) -> Run {
+        Run {
+            no,
+            level,
+            file: opened.file,
+            filter: opened.filter,
+            fences: opened.fences,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.file.count()
+    }
+
+    /// Looks `id` up: in the chunk whose span holds it (two, when a chunk starts with it).
+    fn find(&self, id: &Uuid, buf: &mut Vec<u8>) -> Result<Option<IdRecord>, LogError> {
+        for chunk in self.fences.chunks_for(id.as_bytes()) {
+            self.file.read_chunk_into(chunk, buf)?;
+            let n = buf.len() / INDEXED;
+            let at = |i: usize| &buf[i * INDEXED..i * INDEXED + 16];
+            let (mut lo, mut hi) = (0, n);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                match at(mid).cmp(id.as_bytes()) {
+                    std::cmp::Ordering::Less => lo = mid + 1,
+                    std::cmp::Ordering::Greater => hi = mid,
+                    std::cmp::Ordering::Equal => {
+                        let (_, r) = keys::decode_indexed(&buf[mid * INDEXED..(mid + 1) * INDEXED]);
+                        return Ok(Some(r));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
 }
 
 struct State {
@@ -78,8 +135,6 @@ struct State {
     /// `x` chunks up to this seq are in runs.
     covered: u64,
     next_run: u64,
-    /// Moves whenever runs are replaced; see the module's note on lookups.
-    generation: u64,
 }
 
 impl State {
@@ -93,7 +148,11 @@ impl State {
         Manifest {
             covered: self.covered,
             next_run: self.next_run,
-            runs: self.runs.iter().map(|r| (r.no, r.level, r.count)).collect(),
+            runs: self
+                .runs
+                .iter()
+                .map(|r| (r.no, r.level, r.count()))
+                .collect(),
         }
         .encode()
     }
@@ -102,44 +161,64 @@ impl State {
 /// The event-id index: fresh ids, runs, manifest.
 pub struct Ids {
     tree: sled::Tree,
+    dir: PathBuf,
+    /// Makes a manifest durable before the files it no longer names are deleted.
+    disk: Arc<Disk>,
     state: Mutex<State>,
     per_run: usize,
 }
 
 impl Ids {
-    /// Opens the index in `tree`: reads the manifest and the live runs' filters, removes
-    /// runs it does not name (a seal or merge a crash cut short), and moves any one-key-per-id
-    /// records of a log written before runs into a run of their own.
-    pub fn open(tree: sled::Tree, per_run: usize) -> Result<Ids, LogError> {
+    /// Opens the index in `tree` and the files in `dir`: reads the manifest and the live
+    /// runs' filters and fences, moves runs still in sled into files, removes files it does
+    /// not name (a seal or merge a crash cut short), and moves any one-key-per-id records of
+    /// a log written before runs into a run of their own.
+    pub fn open(
+        tree: sled::Tree,
+        dir: &Path,
+        disk: Arc<Disk>,
+        per_run: usize,
+    ) -> Result<Ids, LogError> {
         let Manifest {
             covered,
             next_run,
             runs: named,
         } = Manifest::read(&tree, MANIFEST)
             .map_err(|e| LogError::Storage(format!("the event-id index: {e}")))?;
+        let on_disk = run_file::stored(dir)?;
+        for no in &on_disk {
+            if !named.iter().any(|(n, _, _)| n == no) {
+                tracing::warn!(run = no, "removing an unfinished run of the id index");
+                run_file::remove(dir, *no)?;
+            }
+        }
         let mut runs = Vec::with_capacity(named.len());
         for (no, level, count) in named {
-            let filter =
-                sorted::read_filter(&tree, FILTER, no).map_err(|e| damaged(no, &e.to_string()))?;
-            runs.push(Arc::new(Run {
-                no,
-                level,
-                count,
-                filter,
-            }));
+            if !on_disk.contains(&no) {
+                move_to_file(&tree, dir, no, count)?;
+            }
+            let opened =
+                run_file::open(dir, no, SHAPE, count).map_err(|e| damaged(no, &e.to_string()))?;
+            runs.push(Arc::new(Run::of(no, level, opened)));
+        }
+        // Every named run is in its file: what sled still holds of runs is moved or orphaned.
+        for tag in [SLED_RUN, SLED_FILTER] {
+            for no in sorted::unnamed(&tree, tag, &[])? {
+                sorted::remove(&tree, &[tag], no)?;
+            }
         }
         let ids = Ids {
             tree,
+            dir: dir.to_owned(),
+            disk,
             state: Mutex::new(State {
                 fresh: HashMap::new(),
                 runs,
                 covered,
                 next_run,
-                generation: 0,
             }),
             per_run: per_run.max(1),
         };
-        ids.remove_unnamed_runs()?;
         ids.migrate_id_keys()?;
         Ok(ids)
     }
@@ -165,112 +244,43 @@ impl Ids {
 
     /// The record of `id`, if it was appended.
     pub fn get(&self, id: &Uuid) -> Result<Option<IdRecord>, LogError> {
-        loop {
-            let (generation, candidates) = {
-                let s = self.lock();
-                if let Some(r) = s.fresh.get(id) {
-                    return Ok(Some(*r));
-                }
-                let candidates: Vec<Arc<Run>> = s
-                    .runs
-                    .iter()
-                    .filter(|r| r.filter.may_contain(id.as_bytes()))
-                    .cloned()
-                    .collect();
-                (s.generation, candidates)
-            };
-            for run in &candidates {
-                if let Some(r) = self.find(run.no, id)? {
-                    return Ok(Some(r));
-                }
+        let candidates: Vec<Arc<Run>> = {
+            let s = self.lock();
+            if let Some(r) = s.fresh.get(id) {
+                return Ok(Some(*r));
             }
-            if self.lock().generation == generation {
-                return Ok(None);
-            }
-        }
-    }
-
-    /// Looks `id` up in one run: the chunk that would hold it is the last one whose first
-    /// id is not after it.
-    fn find(&self, run: u64, id: &Uuid) -> Result<Option<IdRecord>, LogError> {
-        let Some(kv) = self
-            .tree
-            .range(chunk_key(run, Uuid::nil())..=chunk_key(run, *id))
-            .next_back()
-        else {
-            return Ok(None);
+            s.runs
+                .iter()
+                .filter(|r| r.filter.may_contain(id.as_bytes()))
+                .cloned()
+                .collect()
         };
-        let (_, chunk) = kv?;
-        if !chunk.len().is_multiple_of(INDEXED) {
-            return Err(damaged(run, "a chunk is truncated"));
-        }
-        let n = chunk.len() / INDEXED;
-        let at = |i: usize| &chunk[i * INDEXED..i * INDEXED + 16];
-        let (mut lo, mut hi) = (0, n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            match at(mid).cmp(id.as_bytes()) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    let (_, r) = keys::decode_indexed(&chunk[mid * INDEXED..(mid + 1) * INDEXED]);
-                    return Ok(Some(r));
-                }
+        let mut buf = Vec::new();
+        for run in &candidates {
+            if let Some(r) = run.find(id, &mut buf)? {
+                return Ok(Some(r));
             }
         }
         Ok(None)
     }
 
-    /// Writes a run: chunks, then the filter. Returns the filter and how many records it
-    /// holds, or nothing if `stop` was raised first (the run is then unnamed: the next
-    /// open removes it).
+    /// Writes a run's file. `None` if `stop` was raised first (nothing is named: the next
+    /// open removes what was written).
     fn write_run(
         &self,
         no: u64,
         capacity: u64,
         records: impl Iterator<Item = Result<Indexed, LogError>>,
         stop: Option<&AtomicBool>,
-    ) -> Result<Option<(Filter, u64)>, LogError> {
+    ) -> Result<Option<run_file::Opened>, LogError> {
         let stopped = || stop.is_some_and(|s| s.load(Ordering::Relaxed));
-        if stopped() {
-            return Ok(None);
-        }
-        let mut filter = Filter::with_capacity(capacity);
-        let mut chunk = Vec::with_capacity(CHUNK * INDEXED);
-        let mut first = Uuid::nil();
-        let mut count = 0u64;
-        for record in records {
-            let (id, r) = record?;
-            filter.insert(id.as_bytes());
-            if chunk.is_empty() {
-                first = id;
-            }
-            keys::encode_indexed(&mut chunk, &id, &r);
-            count += 1;
-            if chunk.len() == CHUNK * INDEXED {
-                self.tree.insert(chunk_key(no, first), chunk.as_slice())?;
-                chunk.clear();
-                if stopped() {
-                    return Ok(None);
-                }
-            }
-        }
-        if !chunk.is_empty() {
-            self.tree.insert(chunk_key(no, first), chunk)?;
-        }
-        sorted::write_filter(&self.tree, FILTER, no, &filter)?;
-        Ok(Some((filter, count)))
-    }
-
-    /// Removes every key of a run (chunks and filter).
-    fn remove_run(&self, no: u64) -> Result<(), LogError> {
-        Ok(sorted::remove(&self.tree, &[RUN, FILTER], no)?)
+        let bytes = records.map(|r| r.map(|(id, r)| encoded(&id, &r)));
+        run_file::write(&self.dir, no, SHAPE, capacity, bytes, stopped)
     }
 
     /// Names the new state in the manifest. Called with the state locked, so that manifest
     /// writes follow one another in the order the state changed.
     fn commit(&self, s: &mut State) -> Result<(), LogError> {
-        s.generation += 1;
         self.tree.insert(MANIFEST, s.manifest())?;
         Ok(())
     }
@@ -283,15 +293,11 @@ impl Ids {
         records: impl Iterator<Item = Result<Indexed, LogError>>,
     ) -> Result<Arc<Run>, LogError> {
         let no = self.lock().reserve();
-        let (filter, count) = self
+        let opened = self
             .write_run(no, capacity, records, None)?
             .expect("only a merge is ever stopped");
-        Ok(Arc::new(Run {
-            no,
-            level: sorted::level_of(self.per_run, count),
-            count,
-            filter,
-        }))
+        let level = sorted::level_of(self.per_run, opened.file.count());
+        Ok(Arc::new(Run::of(no, level, opened)))
     }
 
     /// Writes `records` (the ids of every group up to seq `through`, not yet in a run) as a
@@ -345,41 +351,27 @@ impl Ids {
                 .collect();
             (inputs, level, s.reserve())
         };
-        let capacity = inputs.iter().map(|r| r.count).sum();
+        let capacity = inputs.iter().map(|r| r.count()).sum();
         let merged = sorted::Merged::new(
-            inputs.iter().map(|r| records(&self.tree, r.no)).collect(),
+            inputs.iter().map(|r| records(r.clone())).collect(),
             |r: &Indexed| r.0,
         );
-        let Some((filter, count)) = self.write_run(no, capacity, merged, Some(stop))? else {
+        let Some(opened) = self.write_run(no, capacity, merged, Some(stop))? else {
             return Ok(false);
         };
         {
             let mut s = self.lock();
             s.runs.retain(|r| !inputs.iter().any(|i| i.no == r.no));
-            s.runs.push(Arc::new(Run {
-                no,
-                level: level + 1,
-                count,
-                filter,
-            }));
+            s.runs.push(Arc::new(Run::of(no, level + 1, opened)));
             self.commit(&mut s)?;
         }
+        // Durably named no more before their files go: a manifest naming a deleted file
+        // would be an index that cannot open.
+        self.disk.flush()?;
         for r in &inputs {
-            self.remove_run(r.no)?;
+            run_file::remove(&self.dir, r.no)?;
         }
         Ok(true)
-    }
-
-    /// Removes the keys of runs the manifest does not name.
-    fn remove_unnamed_runs(&self) -> Result<(), LogError> {
-        let named: Vec<u64> = self.lock().runs.iter().map(|r| r.no).collect();
-        for tag in [RUN, FILTER] {
-            for no in sorted::unnamed(&self.tree, tag, &named)? {
-                tracing::warn!(run = no, "removing an unfinished run of the id index");
-                self.remove_run(no)?;
-            }
-        }
-        Ok(())
     }
 
     /// A log written before runs holds one `i` key per id, in id order: they become one run
@@ -402,7 +394,7 @@ impl Ids {
                     Ok((id, IdRecord::decode(&v)))
                 });
         let run = self.new_run(count, records)?;
-        let (no, count) = (run.no, run.count);
+        let (no, count) = (run.no, run.count());
         {
             let mut s = self.lock();
             s.runs.push(run);
@@ -425,17 +417,49 @@ impl Ids {
         self.lock()
             .runs
             .iter()
-            .map(|r| (r.level, r.count))
+            .map(|r| (r.level, r.count()))
             .collect()
     }
 }
 
-/// A run as the manifest names it: number, level, ids.
+fn encoded(id: &Uuid, r: &IdRecord) -> [u8; INDEXED] {
+    let mut v = Vec::with_capacity(INDEXED);
+    keys::encode_indexed(&mut v, id, r);
+    v.try_into().expect("an indexed record")
+}
+
+/// Writes run `no`, which a layout-2 log keeps as sled keys, to its file.
+fn move_to_file(tree: &sled::Tree, dir: &Path, no: u64, count: u64) -> Result<(), LogError> {
+    let stored = sorted::Records::<INDEXED>::new(tree, SLED_RUN, no)
+        .map(|r| r.map_err(|e| damaged(no, &e.to_string())));
+    let opened = run_file::write(dir, no, SHAPE, count, stored, || false)?.expect("never stopped");
+    if opened.file.count() != count {
+        return Err(damaged(no, "it holds fewer ids than its manifest says"));
+    }
+    tracing::info!(
+        run = no,
+        ids = count,
+        "moved a run of the id index into its file"
+    );
+    Ok(())
+}
+
 /// A run's records, in id order.
-fn records(tree: &sled::Tree, no: u64) -> impl Iterator<Item = Result<Indexed, LogError>> {
-    sorted::Records::<INDEXED>::new(tree, RUN, no).map(move |r| {
-        r.map(|b| keys::decode_indexed(&b))
-            .map_err(|e| damaged(no, &e.to_string()))
+fn records(run: Arc<Run>) -> impl Iterator<Item = Result<Indexed, LogError>> {
+    let mut buf = Vec::new();
+    (0..run.file.chunks()).flat_map(move |chunk| {
+        let read = run
+            .file
+            .read_chunk_into(chunk, &mut buf)
+            .map_err(LogError::from);
+        let out: Vec<Result<Indexed, LogError>> = match read {
+            Ok(()) => buf
+                .chunks_exact(INDEXED)
+                .map(|b| Ok(keys::decode_indexed(b)))
+                .collect(),
+            Err(e) => vec![Err(e)],
+        };
+        out
     })
 }
 
@@ -455,19 +479,37 @@ mod tests {
         )
     }
 
-    fn store() -> (tempfile::TempDir, sled::Tree) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let tree = db.open_tree("log").unwrap();
-        (dir, tree)
+    /// A log's sled tree and directory, where the index keeps its files.
+    struct Store {
+        dir: tempfile::TempDir,
+        db: sled::Db,
+        tree: sled::Tree,
     }
 
-    /// The runs that have keys under `prefix` (chunks or filters).
-    fn stored_runs(tree: &sled::Tree, prefix: u8) -> std::collections::BTreeSet<u64> {
-        tree.scan_prefix([prefix])
-            .keys()
-            .map(|k| keys::u64_of(&k.unwrap()[1..]))
-            .collect()
+    impl Store {
+        fn new() -> Store {
+            let dir = tempfile::tempdir().unwrap();
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let tree = db.open_tree("log").unwrap();
+            Store { dir, db, tree }
+        }
+
+        fn open(&self, per_run: usize) -> Ids {
+            let disk = Arc::new(Disk::open(self.db.clone(), self.dir.path()).unwrap());
+            Ids::open(self.tree.clone(), &self.files_dir(), disk, per_run).unwrap()
+        }
+
+        fn files_dir(&self) -> PathBuf {
+            self.dir.path().join(DIR)
+        }
+
+        /// The runs that have files.
+        fn stored_runs(&self) -> std::collections::BTreeSet<u64> {
+            run_file::stored(&self.files_dir())
+                .unwrap()
+                .into_iter()
+                .collect()
+        }
     }
 
     fn seq_of(ids: &Ids, n: u64) -> Option<u64> {
@@ -478,8 +520,8 @@ mod tests {
     /// are not; and after merging, a lookup checks fewer runs.
     #[test]
     fn ids_are_found_fresh_sealed_and_merged() {
-        let (_dir, tree) = store();
-        let ids = Ids::open(tree.clone(), 100).unwrap();
+        let store = Store::new();
+        let ids = store.open(100);
         let never = AtomicBool::new(false);
         for batch in 0..9u64 {
             let records: Vec<_> = (batch * 100 + 1..=batch * 100 + 100).map(record).collect();
@@ -498,9 +540,8 @@ mod tests {
         let absent = (901..5000).filter(|n| seq_of(&ids, *n).is_some()).count();
         assert_eq!(absent, 0);
         assert!(ids.lock().fresh.is_empty());
-        // The merged runs' keys are gone; only three runs' chunks and filters remain.
-        assert_eq!(stored_runs(&tree, RUN).len(), 3);
-        assert_eq!(stored_runs(&tree, FILTER).len(), 3);
+        // The merged runs' files are gone; only three runs' remain.
+        assert_eq!(store.stored_runs().len(), 3);
     }
 
     /// The filter answers "maybe" for every id it holds and rarely for others.
@@ -529,9 +570,9 @@ mod tests {
     /// the runs it was merging in place.
     #[test]
     fn a_reopened_index_keeps_named_runs_and_drops_unfinished_ones() {
-        let (_dir, tree) = store();
+        let store = Store::new();
         {
-            let ids = Ids::open(tree.clone(), 10).unwrap();
+            let ids = store.open(10);
             for batch in 0..4u64 {
                 let records: Vec<_> = (batch * 10 + 1..=batch * 10 + 10).map(record).collect();
                 ids.add(&records);
@@ -539,35 +580,34 @@ mod tests {
             }
             let stop = AtomicBool::new(true);
             assert!(!ids.merge_once(&stop).unwrap(), "stopped after one chunk");
-            // An unfinished seal: chunks and filter of a run the manifest never names.
+            // An unfinished seal: the file of a run the manifest never names.
             let orphan = ids.lock().reserve();
             ids.write_run(orphan, 1, std::iter::once(Ok(record(99))), None)
                 .unwrap();
         }
-        let ids = Ids::open(tree.clone(), 10).unwrap();
+        let ids = store.open(10);
         assert_eq!(ids.covered(), 40);
         assert_eq!(ids.runs(), vec![(0, 10); 4]);
         assert_eq!(seq_of(&ids, 99), None);
         assert!((1..=40).all(|n| seq_of(&ids, n) == Some(n)));
-        assert_eq!(stored_runs(&tree, RUN).len(), 4);
-        assert_eq!(stored_runs(&tree, FILTER).len(), 4);
+        assert_eq!(store.stored_runs().len(), 4);
     }
 
     /// A log from before runs, with one `i` key per id, opens with those ids in a run and
     /// the keys gone.
     #[test]
     fn one_key_per_id_moves_into_a_run() {
-        let (_dir, tree) = store();
+        let store = Store::new();
         for n in 1..=150 {
             let (id, r) = record(n);
-            tree.insert(keys::id(id), &r.encode()[..]).unwrap();
+            store.tree.insert(keys::id(id), &r.encode()[..]).unwrap();
         }
-        let ids = Ids::open(tree.clone(), 100).unwrap();
+        let ids = store.open(100);
         assert_eq!(ids.runs(), vec![(0, 150)]);
         assert!((1..=150).all(|n| seq_of(&ids, n) == Some(n)));
-        assert!(tree.scan_prefix(keys::ID_PREFIX).next().is_none());
+        assert!(store.tree.scan_prefix(keys::ID_PREFIX).next().is_none());
         drop(ids);
-        let ids = Ids::open(tree, 100).unwrap();
+        let ids = store.open(100);
         assert_eq!(ids.runs(), vec![(0, 150)]);
         assert_eq!(seq_of(&ids, 150), Some(150));
     }
@@ -575,8 +615,8 @@ mod tests {
     /// Two runs holding the same id (a migration cut short) merge into one record.
     #[test]
     fn merging_keeps_one_record_of_an_id_held_twice() {
-        let (_dir, tree) = store();
-        let ids = Ids::open(tree, 5).unwrap();
+        let store = Store::new();
+        let ids = store.open(5);
         for _ in 0..4 {
             let records: Vec<_> = (1..=5).map(record).collect();
             ids.seal(records, 5).unwrap();
@@ -584,5 +624,47 @@ mod tests {
         assert!(ids.merge_once(&AtomicBool::new(false)).unwrap());
         assert_eq!(ids.runs(), vec![(1, 5)]);
         assert!((1..=5).all(|n| seq_of(&ids, n) == Some(n)));
+    }
+
+    /// A layout-2 log keeps its runs as sled keys (`j` chunks of 64 records under their
+    /// first id, `f` filter parts): opening writes each named run to its file and removes
+    /// the keys, and every id is found as before.
+    #[test]
+    fn runs_kept_in_sled_move_into_files() {
+        let store = Store::new();
+        let records: Vec<_> = (1..=150).map(record).collect();
+        let mut sorted_records = records.clone();
+        sorted_records.sort_unstable_by_key(|(id, _)| *id);
+        let mut filter = Filter::with_capacity(150);
+        for (part, chunk) in sorted_records.chunks(CHUNK).enumerate() {
+            let mut key = keys::at_seq(SLED_RUN, 0).to_vec();
+            key.extend_from_slice(chunk[0].0.as_bytes());
+            let mut value = Vec::new();
+            for (id, r) in chunk {
+                keys::encode_indexed(&mut value, id, r);
+                filter.insert(id.as_bytes());
+            }
+            assert!(part < 3);
+            store.tree.insert(key, value).unwrap();
+        }
+        sorted::write_filter(&store.tree, SLED_FILTER, 0, &filter).unwrap();
+        let manifest = Manifest {
+            covered: 150,
+            next_run: 1,
+            runs: vec![(0, 1, 150)],
+        };
+        store.tree.insert(MANIFEST, manifest.encode()).unwrap();
+
+        let ids = store.open(100);
+        assert_eq!(ids.runs(), vec![(1, 150)]);
+        assert!((1..=150).all(|n| seq_of(&ids, n) == Some(n)));
+        assert_eq!(seq_of(&ids, 151), None);
+        assert_eq!(store.stored_runs(), [0].into());
+        for tag in [SLED_RUN, SLED_FILTER] {
+            assert!(store.tree.scan_prefix([tag]).next().is_none(), "{tag}");
+        }
+        drop(ids);
+        let ids = store.open(100);
+        assert!((1..=150).all(|n| seq_of(&ids, n) == Some(n)));
     }
 }

@@ -3,8 +3,10 @@
 //! - `e` seq → [`crate::record::Entry`] bytes
 //! - `i` event id → seq, version, young person, body digest: written by earlier versions
 //!   of the log, one key per id; opening moves them into the id index's runs
-//! - `j` run, first id → a chunk of a run of the id index; `f` run, part → its filter;
-//!   `m` → the id index's manifest (see [`crate::ids`])
+//! - `j` run, first id → a chunk of a run of the id index, and `f` run, part → its filter:
+//!   written by earlier versions (layout 2); opening moves each run into its file under
+//!   `ids/`
+//! - `m` → the id index's manifest: its live runs' files (see [`crate::ids`])
 //! - `s` young person, version → seq: written by earlier versions, one key per event;
 //!   opening moves them into `t` segments
 //! - `t` young person, first version → the seqs of 64 versions (see [`crate::streams`])
@@ -19,11 +21,12 @@ use uuid::Uuid;
 
 pub const LAYOUT: &[u8] = b"v";
 
-/// The layout of the log's keys: 2 since ids went into runs and streams into segments.
-/// Opening moves a log in an older layout forward (see [`crate::ids`] and
-/// [`crate::streams`]); a log in a newer one is refused, because this build would misread
-/// it, and misreading the id index would take every repeat for a new event.
-pub const LAYOUT_NOW: &[u8] = b"2";
+/// The layout of the log's keys: 2 since ids went into runs and streams into segments; 3
+/// since the id index's runs are files (`ids/`) rather than `j` and `f` keys. Opening moves
+/// a log in an older layout forward (see [`crate::ids`] and [`crate::streams`]); a log in a
+/// newer one is refused, because this build would misread it, and misreading the id index
+/// would take every repeat for a new event.
+pub const LAYOUT_NOW: &[u8] = b"3";
 
 /// Records this build's layout, once opening has moved the log to it; a write only when
 /// it changes, so an ordinary open writes nothing.

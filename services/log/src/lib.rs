@@ -175,7 +175,13 @@ impl Log {
         keys::check_layout(&tree)?;
         let head = writer::Head::recover(&tree)?;
         streams::migrate(&tree)?;
-        let ids = Arc::new(ids::Ids::open(tree.clone(), options.ids_per_run)?);
+        let disk = Arc::new(disk::Disk::open(db.clone(), dir)?);
+        let ids = Arc::new(ids::Ids::open(
+            tree.clone(),
+            &dir.join(ids::DIR),
+            disk.clone(),
+            options.ids_per_run,
+        )?);
         keys::settle_layout(&tree)?;
         let found = index::recover(&tree, head.seq, &ids)?;
         if found.restored > 0 {
@@ -189,7 +195,6 @@ impl Log {
         let (jobs, rx) = mpsc::sync_channel(4096);
         let clock = options.clock;
         let people_cached = options.people_cached.max(1);
-        let disk = Arc::new(disk::Disk::open(db.clone(), dir)?);
         let vault = Arc::new(vault::Vault::open(dir, tree.clone(), people_cached)?);
         vault.recover(&disk)?;
         let indexed = Arc::new(index::Progress::new(head.seq));

@@ -696,15 +696,23 @@ mod tests {
         let (durable, watch) = watch::channel(0);
         let (jobs, rx) = mpsc::sync_channel(64);
         let idle = std::thread::spawn(move || rx.iter().for_each(drop));
+        let disk = Arc::new(Disk::with_sync(db, sync));
+        let ids = Ids::open(
+            tree.clone(),
+            &dir.path().join(crate::ids::DIR),
+            disk.clone(),
+            crate::IDS_PER_RUN,
+        )
+        .unwrap();
         let parts = Parts {
-            disk: Arc::new(Disk::with_sync(db, sync)),
+            disk,
             tree: tree.clone(),
             clock: Arc::new(time::OffsetDateTime::now_utc),
             durable,
             vault,
             people_cached,
             progress: Arc::new(Progress::new(0)),
-            ids: Arc::new(Ids::open(tree.clone(), crate::IDS_PER_RUN).unwrap()),
+            ids: Arc::new(ids),
             unsealed: Vec::new(),
         };
         let head = Head {
