@@ -256,7 +256,20 @@ where
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io(dir, e))?;
-    Ok(Some(open(dir, no, shape, count)?))
+    fences.shrink_to_fit();
+    Ok(Some(Opened {
+        file: RunFile {
+            file: File::open(&path).map_err(|e| io(&path, e))?,
+            no,
+            count,
+            shape,
+        },
+        filter,
+        fences: Fences {
+            key: shape.key,
+            bytes: fences,
+        },
+    }))
 }
 
 /// Opens run `no`, which its manifest says holds `count` records; refuses a file that is
@@ -293,11 +306,12 @@ pub fn open(dir: &Path, no: u64, shape: Shape, count: u64) -> Result<Opened, Run
     if whole != Some(len) {
         return Err(refused);
     }
-    let mut tail = vec![0u8; (fences_len + filter_len) as usize];
-    file.read_exact_at(&mut tail, records_len)
+    let mut fences = vec![0u8; fences_len as usize];
+    let mut filter = vec![0u8; filter_len as usize];
+    file.read_exact_at(&mut fences, records_len)
+        .and_then(|_| file.read_exact_at(&mut filter, records_len + fences_len))
         .map_err(|e| io(&path, e))?;
-    let filter = Filter::from_bytes(&tail[fences_len as usize..])?;
-    tail.truncate(fences_len as usize);
+    let filter = Filter::from_bytes(&filter)?;
     Ok(Opened {
         file: RunFile {
             file,
@@ -308,7 +322,7 @@ pub fn open(dir: &Path, no: u64, shape: Shape, count: u64) -> Result<Opened, Run
         filter,
         fences: Fences {
             key: shape.key,
-            bytes: tail,
+            bytes: fences,
         },
     })
 }
