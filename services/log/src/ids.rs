@@ -39,8 +39,8 @@
 use crate::disk::Disk;
 use crate::error::LogError;
 use crate::keys::{self, IdRecord, Indexed, INDEXED};
-use crate::run_file::{self, Fences, RunFile, Shape};
-use crate::sorted::{self, Filter, Manifest, RunError};
+use crate::run_file::{self, Run, Shape};
+use crate::sorted::{self, Manifest, RunError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,51 +80,27 @@ impl From<RunError> for LogError {
     }
 }
 
-/// One live run.
-pub struct Run {
-    no: u64,
-    level: u32,
-    file: RunFile,
-    filter: Filter,
-    fences: Fences,
-}
-
-impl Run {
-    fn of(no: u64, level: u32, opened: run_file::Opened) -> Run {
-        Run {
-            no,
-            level,
-            file: opened.file,
-            filter: opened.filter,
-            fences: opened.fences,
-        }
-    }
-
-    fn count(&self) -> u64 {
-        self.file.count()
-    }
-
-    /// Looks `id` up: in the chunk whose span holds it (two, when a chunk starts with it).
-    fn find(&self, id: &Uuid, buf: &mut Vec<u8>) -> Result<Option<IdRecord>, LogError> {
-        for chunk in self.fences.chunks_for(id.as_bytes()) {
-            self.file.read_chunk_into(chunk, buf)?;
-            let n = buf.len() / INDEXED;
-            let at = |i: usize| &buf[i * INDEXED..i * INDEXED + 16];
-            let (mut lo, mut hi) = (0, n);
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                match at(mid).cmp(id.as_bytes()) {
-                    std::cmp::Ordering::Less => lo = mid + 1,
-                    std::cmp::Ordering::Greater => hi = mid,
-                    std::cmp::Ordering::Equal => {
-                        let (_, r) = keys::decode_indexed(&buf[mid * INDEXED..(mid + 1) * INDEXED]);
-                        return Ok(Some(r));
-                    }
+/// Looks `id` up in `run`: in the chunk whose span holds it (two, when a chunk starts with
+/// it).
+fn find(run: &Run, id: &Uuid, buf: &mut Vec<u8>) -> Result<Option<IdRecord>, LogError> {
+    for chunk in run.fences.chunks_for(id.as_bytes()) {
+        run.file.read_chunk_into(chunk, buf)?;
+        let n = buf.len() / INDEXED;
+        let at = |i: usize| &buf[i * INDEXED..i * INDEXED + 16];
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match at(mid).cmp(id.as_bytes()) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let (_, r) = keys::decode_indexed(&buf[mid * INDEXED..(mid + 1) * INDEXED]);
+                    return Ok(Some(r));
                 }
             }
         }
-        Ok(None)
     }
+    Ok(None)
 }
 
 struct State {
@@ -199,7 +175,7 @@ impl Ids {
             }
             let opened =
                 run_file::open(dir, no, SHAPE, count).map_err(|e| damaged(no, &e.to_string()))?;
-            runs.push(Arc::new(Run::of(no, level, opened)));
+            runs.push(Arc::new(opened.at(level)));
         }
         // Every named run is in its file: what sled still holds of runs is moved or orphaned.
         for tag in [SLED_RUN, SLED_FILTER] {
@@ -257,7 +233,7 @@ impl Ids {
         };
         let mut buf = Vec::new();
         for run in &candidates {
-            if let Some(r) = run.find(id, &mut buf)? {
+            if let Some(r) = find(run, id, &mut buf)? {
                 return Ok(Some(r));
             }
         }
@@ -272,7 +248,7 @@ impl Ids {
         capacity: u64,
         records: impl Iterator<Item = Result<Indexed, LogError>>,
         stop: Option<&AtomicBool>,
-    ) -> Result<Option<run_file::Opened>, LogError> {
+    ) -> Result<Option<Run>, LogError> {
         let stopped = || stop.is_some_and(|s| s.load(Ordering::Relaxed));
         let bytes = records.map(|r| r.map(|(id, r)| encoded(&id, &r)));
         run_file::write(&self.dir, no, SHAPE, capacity, bytes, stopped)
@@ -296,8 +272,8 @@ impl Ids {
         let opened = self
             .write_run(no, capacity, records, None)?
             .expect("only a merge is ever stopped");
-        let level = sorted::level_of(self.per_run, opened.file.count());
-        Ok(Arc::new(Run::of(no, level, opened)))
+        let level = sorted::level_of(self.per_run, opened.count());
+        Ok(Arc::new(opened.at(level)))
     }
 
     /// Writes `records` (the ids of every group up to seq `through`, not yet in a run) as a
@@ -362,7 +338,7 @@ impl Ids {
         {
             let mut s = self.lock();
             s.runs.retain(|r| !inputs.iter().any(|i| i.no == r.no));
-            s.runs.push(Arc::new(Run::of(no, level + 1, opened)));
+            s.runs.push(Arc::new(opened.at(level + 1)));
             self.commit(&mut s)?;
         }
         // Durably named no more before their files go: a manifest naming a deleted file
@@ -433,7 +409,7 @@ fn move_to_file(tree: &sled::Tree, dir: &Path, no: u64, count: u64) -> Result<()
     let stored = sorted::Records::<INDEXED>::new(tree, SLED_RUN, no)
         .map(|r| r.map_err(|e| damaged(no, &e.to_string())));
     let opened = run_file::write(dir, no, SHAPE, count, stored, || false)?.expect("never stopped");
-    if opened.file.count() != count {
+    if opened.count() != count {
         return Err(damaged(no, "it holds fewer ids than its manifest says"));
     }
     tracing::info!(
@@ -547,7 +523,7 @@ mod tests {
     /// The filter answers "maybe" for every id it holds and rarely for others.
     #[test]
     fn the_filter_has_no_false_negatives_and_few_false_positives() {
-        let mut f = Filter::with_capacity(10_000);
+        let mut f = sorted::Filter::with_capacity(10_000);
         for n in 0..10_000 {
             f.insert(record(n).0.as_bytes());
         }
@@ -557,7 +533,7 @@ mod tests {
             .count();
         assert!(false_positives < 2_000, "{false_positives} in 100,000");
         // Sequential ids, as an agency may send them, spread as well as random ones.
-        let mut g = Filter::with_capacity(10_000);
+        let mut g = sorted::Filter::with_capacity(10_000);
         (0..10_000u128).for_each(|n| g.insert(Uuid::from_u128(n).as_bytes()));
         let sequential = (10_000..110_000u128)
             .filter(|n| g.may_contain(Uuid::from_u128(*n).as_bytes()))
@@ -635,7 +611,7 @@ mod tests {
         let records: Vec<_> = (1..=150).map(record).collect();
         let mut sorted_records = records.clone();
         sorted_records.sort_unstable_by_key(|(id, _)| *id);
-        let mut filter = Filter::with_capacity(150);
+        let mut filter = sorted::Filter::with_capacity(150);
         for (part, chunk) in sorted_records.chunks(CHUNK).enumerate() {
             let mut key = keys::at_seq(SLED_RUN, 0).to_vec();
             key.extend_from_slice(chunk[0].0.as_bytes());

@@ -133,11 +133,44 @@ pub struct RunFile {
     shape: Shape,
 }
 
-/// A run as [`write`] left it or [`open`] found it.
-pub struct Opened {
+/// A live run: its file, and its filter and fences in memory.
+pub struct Run {
+    pub no: u64,
+    /// Where its user's merges put it ([`crate::sorted::level_of`]); 0 until it says.
+    pub level: u32,
     pub file: RunFile,
     pub filter: Filter,
     pub fences: Fences,
+}
+
+impl Run {
+    fn new(file: File, no: u64, count: u64, shape: Shape, filter: Filter, fences: Vec<u8>) -> Run {
+        Run {
+            no,
+            level: 0,
+            file: RunFile {
+                file,
+                no,
+                count,
+                shape,
+            },
+            filter,
+            fences: Fences {
+                key: shape.key,
+                bytes: fences,
+            },
+        }
+    }
+
+    /// The run at `level`.
+    pub fn at(mut self, level: u32) -> Run {
+        self.level = level;
+        self
+    }
+
+    pub fn count(&self) -> u64 {
+        self.file.count
+    }
 }
 
 impl RunFile {
@@ -209,7 +242,7 @@ pub fn write<R, E>(
     capacity: u64,
     records: impl Iterator<Item = Result<R, E>>,
     stop: impl Fn() -> bool,
-) -> Result<Option<Opened>, E>
+) -> Result<Option<Run>, E>
 where
     R: AsRef<[u8]>,
     E: From<RunError>,
@@ -257,24 +290,13 @@ where
         .and_then(|d| d.sync_all())
         .map_err(|e| io(dir, e))?;
     fences.shrink_to_fit();
-    Ok(Some(Opened {
-        file: RunFile {
-            file: File::open(&path).map_err(|e| io(&path, e))?,
-            no,
-            count,
-            shape,
-        },
-        filter,
-        fences: Fences {
-            key: shape.key,
-            bytes: fences,
-        },
-    }))
+    let file = File::open(&path).map_err(|e| io(&path, e))?;
+    Ok(Some(Run::new(file, no, count, shape, filter, fences)))
 }
 
 /// Opens run `no`, which its manifest says holds `count` records; refuses a file that is
 /// short, long, or not a run of this shape.
-pub fn open(dir: &Path, no: u64, shape: Shape, count: u64) -> Result<Opened, RunError> {
+pub fn open(dir: &Path, no: u64, shape: Shape, count: u64) -> Result<Run, RunError> {
     let path = path(dir, no);
     let file = File::open(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => RunError::File("its file is missing"),
@@ -312,19 +334,7 @@ pub fn open(dir: &Path, no: u64, shape: Shape, count: u64) -> Result<Opened, Run
         .and_then(|_| file.read_exact_at(&mut filter, records_len + fences_len))
         .map_err(|e| io(&path, e))?;
     let filter = Filter::from_bytes(&filter)?;
-    Ok(Opened {
-        file: RunFile {
-            file,
-            no,
-            count,
-            shape,
-        },
-        filter,
-        fences: Fences {
-            key: shape.key,
-            bytes: fences,
-        },
-    })
+    Ok(Run::new(file, no, count, shape, filter, fences))
 }
 
 #[cfg(test)]

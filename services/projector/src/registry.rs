@@ -47,8 +47,8 @@
 
 use crate::dispatcher::KeyValue;
 use crate::store::{self, ProjectionError};
-use pathway_log::run_file::{self, Fences, RunFile, Shape};
-use pathway_log::sorted::{self, number, numbered, Filter, Manifest, RunError, FANOUT};
+use pathway_log::run_file::{self, Run, Shape};
+use pathway_log::sorted::{self, number, numbered, Manifest, RunError, FANOUT};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -191,41 +191,16 @@ fn people_in<'a>(chunk: &'a [u8], key: &'a [u8]) -> impl Iterator<Item = Uuid> +
         .map(person_of)
 }
 
-/// One live run.
-struct Run {
-    no: u64,
-    level: u32,
-    file: RunFile,
-    filter: Filter,
-    fences: Fences,
-}
-
-impl Run {
-    fn of(no: u64, level: u32, opened: run_file::Opened) -> Run {
-        Run {
-            no,
-            level,
-            file: opened.file,
-            filter: opened.filter,
-            fences: opened.fences,
-        }
+/// Chunk `chunk` of `run` as it is now: its edit if erasure rewrote it, else as stored.
+fn chunk_of(run: &Run, chunk: u32, edit: Option<&Arc<Vec<u8>>>) -> Result<Chunk, ProjectionError> {
+    let bytes = match edit {
+        Some(e) => Chunk::Edited(e.clone()),
+        None => Chunk::Stored(run.file.read_chunk(chunk)?),
+    };
+    if !bytes.as_ref().len().is_multiple_of(ENTRY) {
+        return Err(damaged(run.no, "a chunk is truncated"));
     }
-
-    fn count(&self) -> u64 {
-        self.file.count()
-    }
-
-    /// Chunk `chunk` as it is now: its edit if erasure rewrote it, else as stored.
-    fn chunk(&self, chunk: u32, edit: Option<&Arc<Vec<u8>>>) -> Result<Chunk, ProjectionError> {
-        let bytes = match edit {
-            Some(e) => Chunk::Edited(e.clone()),
-            None => Chunk::Stored(self.file.read_chunk(chunk)?),
-        };
-        if !bytes.as_ref().len().is_multiple_of(ENTRY) {
-            return Err(damaged(self.no, "a chunk is truncated"));
-        }
-        Ok(bytes)
-    }
+    Ok(bytes)
 }
 
 /// A chunk read for a lookup or a merge.
@@ -325,7 +300,7 @@ impl Registry {
             .map(|(no, level, count)| {
                 let opened = run_file::open(dir, no, SHAPE, count)
                     .map_err(|e| damaged(no, &e.to_string()))?;
-                Ok(Arc::new(Run::of(no, level, opened)))
+                Ok(Arc::new(opened.at(level)))
             })
             .collect::<Result<Vec<_>, ProjectionError>>()?;
         let mut edits = Edits::new();
@@ -459,7 +434,7 @@ impl Registry {
         let mut edits = Vec::new();
         for (run, run_edits) in runs {
             for chunk in 0..run.file.chunks() {
-                let now = run.chunk(chunk, run_edits.get(&chunk))?;
+                let now = chunk_of(&run, chunk, run_edits.get(&chunk))?;
                 let entries = || now.as_ref().chunks_exact(ENTRY).filter(|e| !is_pad(e));
                 if entries().any(erased) {
                     let bytes = entries()
@@ -574,8 +549,8 @@ impl Registry {
     ) -> Result<Run, ProjectionError> {
         let opened = run_file::write(&self.dir, no, SHAPE, capacity, entries, || false)?
             .expect("never stopped");
-        let level = sorted::level_of(self.per_run, opened.file.count());
-        Ok(Run::of(no, level, opened))
+        let level = sorted::level_of(self.per_run, opened.count());
+        Ok(opened.at(level))
     }
 
     /// Merges the oldest [`FANOUT`] runs of the lowest level that has that many, if one
@@ -814,7 +789,7 @@ impl Iterator for Entries {
             let chunk = self.next;
             self.next += 1;
             self.at = 0;
-            match self.run.chunk(chunk, self.edits.get(&chunk)) {
+            match chunk_of(&self.run, chunk, self.edits.get(&chunk)) {
                 Ok(c) => self.chunk = Some(c),
                 Err(e) => {
                     self.next = u32::MAX;
