@@ -250,7 +250,7 @@ impl Ids {
         stop: Option<&AtomicBool>,
     ) -> Result<Option<Run>, LogError> {
         let stopped = || stop.is_some_and(|s| s.load(Ordering::Relaxed));
-        let bytes = records.map(|r| r.map(|(id, r)| encoded(&id, &r)));
+        let bytes = records.map(|r| r.map(|(id, r)| keys::encode_indexed(&id, &r)));
         run_file::write(&self.dir, no, SHAPE, capacity, bytes, stopped)
     }
 
@@ -396,12 +396,6 @@ impl Ids {
             .map(|r| (r.level, r.count()))
             .collect()
     }
-}
-
-fn encoded(id: &Uuid, r: &IdRecord) -> [u8; INDEXED] {
-    let mut v = Vec::with_capacity(INDEXED);
-    keys::encode_indexed(&mut v, id, r);
-    v.try_into().expect("an indexed record")
 }
 
 /// Writes run `no`, which a layout-2 log keeps as sled keys, to its file.
@@ -617,13 +611,16 @@ mod tests {
             key.extend_from_slice(chunk[0].0.as_bytes());
             let mut value = Vec::new();
             for (id, r) in chunk {
-                keys::encode_indexed(&mut value, id, r);
+                value.extend_from_slice(&keys::encode_indexed(id, r));
                 filter.insert(id.as_bytes());
             }
             assert!(part < 3);
             store.tree.insert(key, value).unwrap();
         }
-        sorted::write_filter(&store.tree, SLED_FILTER, 0, &filter).unwrap();
+        for (part, bytes) in filter.to_bytes().chunks(4096).enumerate() {
+            let key = sorted::numbered(SLED_FILTER, 0, part as u32);
+            store.tree.insert(key, bytes).unwrap();
+        }
         let manifest = Manifest {
             covered: 150,
             next_run: 1,

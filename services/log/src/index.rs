@@ -42,7 +42,7 @@ pub fn chunks(records: &[Indexed]) -> impl Iterator<Item = ([u8; 9], Vec<u8>)> +
     records.chunks(CHUNK).map(|chunk| {
         let mut v = Vec::with_capacity(chunk.len() * INDEXED);
         for (id, r) in chunk {
-            keys::encode_indexed(&mut v, id, r);
+            v.extend_from_slice(&keys::encode_indexed(id, r));
         }
         (keys::pending(chunk[0].1.seq), v)
     })

@@ -145,9 +145,12 @@ pub type Indexed = (Uuid, IdRecord);
 /// The stored size of an [`Indexed`]: the id, then the encoded record.
 pub const INDEXED: usize = 16 + 64;
 
-pub fn encode_indexed(out: &mut Vec<u8>, id: &Uuid, r: &IdRecord) {
-    out.extend_from_slice(id.as_bytes());
-    out.extend_from_slice(&r.encode());
+/// The stored bytes of an [`Indexed`].
+pub fn encode_indexed(id: &Uuid, r: &IdRecord) -> [u8; INDEXED] {
+    let mut b = [0u8; INDEXED];
+    b[..16].copy_from_slice(id.as_bytes());
+    b[16..].copy_from_slice(&r.encode());
+    b
 }
 
 /// Reads an [`Indexed`] from exactly [`INDEXED`] bytes.

@@ -212,23 +212,38 @@ impl RunFile {
         Ok(buf)
     }
 
-    /// Writes `bytes` over chunk `chunk`, at its length (the rest filled with `pad`), and
-    /// syncs it: erasure's rewrite of a chunk without someone, in place.
-    pub fn overwrite(&self, dir: &Path, chunk: u32, bytes: &[u8], pad: u8) -> Result<(), RunError> {
-        let len = self.chunk_len(chunk);
-        if bytes.len() > len {
-            return Err(RunError::File("a rewritten chunk is longer than the chunk"));
+    /// Writes each `(chunk, bytes)` over its chunk, at its length (the rest filled with
+    /// `pad`), then syncs the file once: erasure's rewrites of chunks without someone, in
+    /// place. A chunk that already holds them is left alone, so writing the same rewrites
+    /// again (as every open does) neither writes nor syncs.
+    pub fn overwrite(&self, dir: &Path, chunks: &[(u32, &[u8])], pad: u8) -> Result<(), RunError> {
+        let mut changed = Vec::new();
+        let mut stored = Vec::new();
+        for (chunk, bytes) in chunks {
+            let len = self.chunk_len(*chunk);
+            if bytes.len() > len {
+                return Err(RunError::File("a rewritten chunk is longer than the chunk"));
+            }
+            let mut padded = bytes.to_vec();
+            padded.resize(len, pad);
+            self.read_chunk_into(*chunk, &mut stored)?;
+            if stored != padded {
+                changed.push((*chunk, padded));
+            }
         }
-        let mut padded = bytes.to_vec();
-        padded.resize(len, pad);
+        if changed.is_empty() {
+            return Ok(());
+        }
         let path = path(dir, self.no);
         let file = OpenOptions::new()
             .write(true)
             .open(&path)
             .map_err(|e| io(&path, e))?;
-        file.write_all_at(&padded, self.offset(chunk))
-            .and_then(|_| file.sync_data())
-            .map_err(|e| io(&path, e))
+        for (chunk, padded) in &changed {
+            file.write_all_at(padded, self.offset(*chunk))
+                .map_err(|e| io(&path, e))?;
+        }
+        file.sync_data().map_err(|e| io(&path, e))
     }
 }
 

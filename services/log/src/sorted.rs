@@ -1,20 +1,20 @@
-//! Sorted runs in sled (a log-structured merge tree's, not the entry runs of `runs`): the
-//! parts the log's event-id index (`ids`) and the projector's identity registry share.
+//! Sorted runs (a log-structured merge tree's, not the entry runs of `runs`): the parts the
+//! log's event-id index (`ids`) and the projector's identity registry share.
 //!
 //! Both keep keys that land at random places (agencies' event ids; digests of identifiers)
 //! the way a log-structured merge tree does, because sled 0.34 copies a leaf for every
-//! insert and splits one past 16 keys: immutable runs of fixed-size records, in order, in
-//! chunks under `tag ‖ run number ‖ …` keys (so sled only sees keys appended at the right
-//! edge of a prefix), each run with a Bloom filter, merged [`FANOUT`] at a time. What a
-//! record is, how chunks are keyed, and when runs are sealed stay with each user, since
-//! each ties them to its own crash protocol.
+//! insert and splits one past 16 keys: immutable runs of fixed-size records, in order, each
+//! a file of its own ([`crate::run_file`]) with a Bloom filter, named by a manifest key in
+//! sled and merged [`FANOUT`] at a time. What a record is and when runs are sealed stay with
+//! each user, since each ties them to its own crash protocol.
 //!
 //! # Layout
-//! - [`Filter`]: a cache-line-blocked Bloom filter, stored 4 KiB a key ([`write_filter`],
-//!   [`read_filter`]).
-//! - [`Records`]: a run's records read back in order; [`Merged`]: runs merged in order.
+//! - [`Filter`]: a cache-line-blocked Bloom filter, stored as its words.
+//! - [`Merged`]: runs merged in order.
 //! - [`Manifest`]: the live runs, in one key.
-//! - [`level_of`], [`unnamed`]: where a run belongs, and which stored runs a manifest lacks.
+//! - [`level_of`]: where a run belongs.
+//! - [`Records`], [`unnamed`], [`remove`]: runs as the id index kept them in sled before
+//!   files (chunks under `tag ‖ run number ‖ …` keys), which opening moves into files.
 
 use crate::keys;
 
@@ -22,9 +22,6 @@ use crate::keys;
 /// `FANOUT` runs a level once merges have caught up); each record is rewritten once a
 /// level, and the levels grow by this factor, so there are few of them.
 pub const FANOUT: usize = 4;
-
-/// Filter words a key holds (4 KiB).
-const FILTER_PART: usize = 512;
 
 /// About 1% false positives with [`PROBES`] probes in one 512-bit block.
 const BITS_PER_KEY: u64 = 10;
@@ -124,54 +121,17 @@ impl Filter {
         self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
-    /// Appends `bytes` (stored by [`Filter::to_bytes`], whole or in parts) to `words`.
-    fn extend_words(words: &mut Vec<u64>, bytes: &[u8]) -> Result<(), RunError> {
-        if !bytes.len().is_multiple_of(8) {
-            return Err(RunError::Filter);
-        }
-        words.extend(
-            bytes
-                .chunks_exact(8)
-                .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes"))),
-        );
-        Ok(())
-    }
-
-    fn of_words(words: Vec<u64>) -> Result<Filter, RunError> {
-        if words.is_empty() || !words.len().is_multiple_of(BLOCK_WORDS) {
-            return Err(RunError::Filter);
-        }
-        Ok(Filter { words })
-    }
-
     /// The filter [`Filter::to_bytes`] stored; refused if it is not whole.
     pub fn from_bytes(bytes: &[u8]) -> Result<Filter, RunError> {
-        let mut words = Vec::with_capacity(bytes.len() / 8);
-        Filter::extend_words(&mut words, bytes)?;
-        Filter::of_words(words)
+        if bytes.is_empty() || !bytes.len().is_multiple_of(8 * BLOCK_WORDS) {
+            return Err(RunError::Filter);
+        }
+        let words = bytes
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            .collect();
+        Ok(Filter { words })
     }
-}
-
-/// Stores `filter` 4 KiB a key, under `tag ‖ no ‖ part`.
-pub fn write_filter(
-    tree: &sled::Tree,
-    tag: u8,
-    no: u64,
-    filter: &Filter,
-) -> Result<(), sled::Error> {
-    for (part, bytes) in filter.to_bytes().chunks(FILTER_PART * 8).enumerate() {
-        tree.insert(numbered(tag, no, part as u32), bytes)?;
-    }
-    Ok(())
-}
-
-/// The filter [`write_filter`] stored under `tag ‖ no`.
-pub fn read_filter(tree: &sled::Tree, tag: u8, no: u64) -> Result<Filter, RunError> {
-    let mut words = Vec::new();
-    for v in tree.scan_prefix(prefix(tag, no)).values() {
-        Filter::extend_words(&mut words, &v?)?;
-    }
-    Filter::of_words(words)
 }
 
 /// What a manifest key holds: the live runs (number, level, records) and the position up to
@@ -386,15 +346,12 @@ mod tests {
 
     #[test]
     fn a_filter_never_forgets_and_reads_back_as_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = sled::open(dir.path()).unwrap().open_tree("t").unwrap();
         let keys: Vec<[u8; 16]> = (0..5000u128).map(|i| (i * 7919).to_be_bytes()).collect();
         let mut filter = Filter::with_capacity(keys.len() as u64);
         for k in &keys {
             filter.insert(k);
         }
-        write_filter(&tree, b'f', 3, &filter).unwrap();
-        let read = read_filter(&tree, b'f', 3).unwrap();
+        let read = Filter::from_bytes(&filter.to_bytes()).unwrap();
         assert!(keys.iter().all(|k| read.may_contain(k)));
         let strangers = (1_000_000..1_010_000u128)
             .filter(|i| read.may_contain(&i.to_be_bytes()))
@@ -403,7 +360,7 @@ mod tests {
             strangers < 300,
             "about 1% false positives, not {strangers} in 10,000"
         );
-        assert!(matches!(read_filter(&tree, b'f', 4), Err(RunError::Filter)));
+        assert!(matches!(Filter::from_bytes(&[]), Err(RunError::Filter)));
     }
 
     #[test]

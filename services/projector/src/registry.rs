@@ -37,8 +37,9 @@
 //! before its checkpoint: a step cut short is cleared and projected again, and rewriting a
 //! chunk without someone twice is harmless. A run's file is synced before the manifest
 //! names it, and deleted (merged away) only once sled durably holds a manifest that no
-//! longer does; opening removes files the manifest does not name, writes every `E` key over
-//! its chunk again, and reads the journal past the manifest's step into a run of its own.
+//! longer does; opening removes files the manifest does not name, writes again every `E`
+//! key its chunk in the file lacks (a torn write), and reads the journal past the
+//! manifest's step into a run of its own.
 //! A lookup holds the runs it reads open, so a merge deleting one meanwhile changes nothing
 //! for it.
 //!
@@ -48,7 +49,7 @@
 use crate::dispatcher::KeyValue;
 use crate::store::{self, ProjectionError};
 use pathway_log::run_file::{self, Run, Shape};
-use pathway_log::sorted::{self, number, numbered, Manifest, RunError, FANOUT};
+use pathway_log::sorted::{self, number, numbered, Manifest, FANOUT};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -115,6 +116,7 @@ impl Change {
     }
 
     /// `key` no longer lists `yp`.
+    #[cfg(test)]
     pub fn remove(key: &[u8], yp: Uuid) -> Result<Change, ProjectionError> {
         Ok(Change {
             add: false,
@@ -269,7 +271,7 @@ pub struct Registry {
 impl Registry {
     /// Opens the registry in `tree` and `dir`, whose projections are whole up to
     /// `checkpoint`: removes run files the manifest does not name and journal chunks past
-    /// the checkpoint (a step cut short), writes edits over their chunks again, and seals
+    /// the checkpoint (a step cut short), writes again each edit its chunk lacks, and seals
     /// the journal the manifest does not cover into a run.
     pub fn open(
         tree: sled::Tree,
@@ -282,10 +284,7 @@ impl Registry {
             covered,
             next_run,
             runs: named,
-        } = Manifest::read(&tree, MANIFEST).map_err(|e| match e {
-            RunError::Storage(e) => ProjectionError::from(e),
-            damage => ProjectionError::Corrupt(format!("the identity registry: {damage}")),
-        })?;
+        } = Manifest::read(&tree, MANIFEST)?;
         for no in run_file::stored(dir)? {
             if !named.iter().any(|(n, _, _)| *n == no) {
                 tracing::warn!(
@@ -514,16 +513,18 @@ impl Registry {
     /// them durably: until then, a crash could leave a file rewritten for a step that is
     /// projected again.
     fn write_edits(&self) -> Result<(), ProjectionError> {
-        let s = self.lock();
-        for (run, chunk) in &s.unwritten {
-            let Some(r) = s.runs.iter().find(|r| r.no == *run) else {
-                continue;
-            };
-            let bytes = s.edits.get(&(*run, *chunk)).expect("an unwritten edit");
-            r.file.overwrite(&self.dir, *chunk, bytes, PAD)?;
+        let mut s = self.lock();
+        for r in &s.runs {
+            let chunks: Vec<(u32, &[u8])> = s
+                .unwritten
+                .range((r.no, 0)..=(r.no, u32::MAX))
+                .map(|&(no, chunk)| (chunk, s.edits[&(no, chunk)].as_slice()))
+                .collect();
+            if !chunks.is_empty() {
+                r.file.overwrite(&self.dir, &chunks, PAD)?;
+            }
         }
-        drop(s);
-        self.lock().unwritten.clear();
+        s.unwritten.clear();
         Ok(())
     }
 

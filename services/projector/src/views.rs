@@ -536,11 +536,10 @@ pub fn latest_destination_if(
 }
 
 /// Point reads of many keys, answered in the order asked. They are made in key order and
-/// split across the cores: the registry's keys are digests, so one row's keys land anywhere
-/// in the tree, and a million people's registry outgrows sled's cache. Read in key order,
-/// a chunk of rows visits each cached node once and a page read from disk serves every key
-/// of the chunk that it holds, rather than being read again for each (BENCHMARKS.md,
-/// session 12).
+/// split across the cores: a chunk of import rows asks for a million people's `l` keys,
+/// far more than sled's cache holds. Read in key order, a chunk of rows visits each cached
+/// node once and a page read from disk serves every key of the chunk that it holds, rather
+/// than being read again for each (BENCHMARKS.md, session 12).
 pub fn get_many(
     tree: &sled::Tree,
     keys: &[Vec<u8>],
