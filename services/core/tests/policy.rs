@@ -224,6 +224,27 @@ fn withdrawal_without_categories_withdraws_all() {
         .is_none());
 }
 
+/// A person whose every grant was withdrawn holds what one who never gave consent holds, and
+/// a person without consent stays small: the projector keeps 100,000 of them in one map.
+#[test]
+fn withdrawing_everything_leaves_the_state_of_no_consent() {
+    let never = Given::new(vec![]).registered("2008-01-01");
+    let mut g = Given::new(vec![]).registered("2008-01-01");
+    g.event(
+        "la",
+        EventType::ConsentGranted,
+        samples::data(EventType::ConsentGranted),
+    );
+    assert_ne!(g.person, never.person);
+    g.event(
+        "la",
+        EventType::ConsentWithdrawn,
+        samples::data(EventType::ConsentWithdrawn),
+    );
+    assert_eq!(g.person, never.person);
+    assert!(std::mem::size_of::<PersonState>() <= 48);
+}
+
 #[test]
 fn an_override_allows_what_it_names_until_it_expires_or_ends() {
     let mut g = Given::new(vec![flow(
