@@ -123,7 +123,19 @@ pub struct Running {
 
 /// Builds the whole service on the embedded bus.
 pub fn build(config: Config, data: &Path) -> anyhow::Result<Running> {
-    build_with(config, data, LogOptions::default())
+    let options = log_options(&config.service);
+    build_with(config, data, options)
+}
+
+/// The log's options as the service's settings give them.
+pub fn log_options(service: &crate::config::ServiceSettings) -> LogOptions {
+    let defaults = LogOptions::default();
+    LogOptions {
+        cache_bytes: service
+            .log_cache_mib
+            .map_or(defaults.cache_bytes, |mib| mib.max(1) << 20),
+        ..defaults
+    }
 }
 
 /// [`build`], with the log's options (its clock, in tests).

@@ -102,6 +102,9 @@ pub struct ServiceSettings {
     pub rate_burst: Option<f64>,
     /// Seconds a request may take to start answering.
     pub request_timeout_seconds: Option<u64>,
+    /// The log's page cache in MiB (`pathway_log::CACHE_BYTES` when absent): memory against
+    /// ingest speed.
+    pub log_cache_mib: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,6 +332,16 @@ mod tests {
         assert_eq!(c.agreements.agencies().count(), 3);
         assert_eq!(c.tokens.len(), 8);
         assert_eq!(c.agreements.flows().len(), 9);
+    }
+
+    /// `service.log_cache_mib` reaches the log; without it the log keeps its default.
+    #[test]
+    fn the_log_cache_follows_the_settings() {
+        let demo = parse(DEMO, "demo").unwrap();
+        let cache = |c: &Config| crate::app::log_options(&c.service).cache_bytes;
+        assert_eq!(cache(&demo), pathway_log::CACHE_BYTES);
+        let set = parse(&format!("[service]\nlog_cache_mib = 48\n{DEMO}"), "set").unwrap();
+        assert_eq!(cache(&set), 48 << 20);
     }
 
     #[test]

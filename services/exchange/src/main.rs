@@ -7,11 +7,14 @@
 /// batched and import throughput, and no more memory.
 ///
 /// Its options are compiled in (`.cargo/config.toml`, `JEMALLOC_SYS_WITH_MALLOC_CONF`):
-/// - `thp:always`: jemalloc backs its memory with transparent huge pages where the kernel
-///   allows (its `madvise` mode included). Opening a log, sled reads back every segment
-///   written since the last open into freshly allocated buffers, and faulting those in 4 KiB
-///   at a time was most of the open: a million-event log opened in 0.85 s before, 0.30 s
-///   with it (BENCHMARKS.md, session 11).
+/// - `thp:default`: no transparent huge pages (the kernel's mode here is `madvise`).
+///   sled allocates its page tables and metrics zeroed and touches them sparsely, and the
+///   allocator's runs of small objects are partly used: with huge pages (`thp:always`, sessions
+///   11-17) each touched 4 KiB of those became a resident 2 MiB. The server started at 44 MB
+///   rather than 20, and a million-row import peaked 54-70 MB higher (BENCHMARKS.md,
+///   session 18). What huge pages bought was fewer page faults: batched ingest about 5%
+///   faster, and a rebuild's opening of the log 0.3 s rather than 0.85 s, its projecting as
+///   much slower.
 /// - `narenas:1`: one arena rather than four a core. Each arena holds memory of its own, and
 ///   two cores gain nothing from eight: a 200,000-row import peaked at 446 MB with huge
 ///   pages and two arenas against 498 MB with neither, ingest unchanged (session 11); one

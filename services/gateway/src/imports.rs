@@ -667,13 +667,18 @@ pub fn review_queue(state: &AppState, agency: &str) -> Result<Vec<Value>, HttpPr
 /// Valid rows planned and appended together. Between chunks the projections catch up, so a
 /// chunk finds the people earlier chunks registered through the identity registry and
 /// nothing about earlier chunks is kept: memory stays bounded however long the file.
-const CHUNK_ROWS: usize = 5_000;
+/// A chunk's plan is its envelopes as JSON values, about 2 KB a new row: at 2,500 rows a
+/// million new rows peaked 20-25 MB lower than at 5,000, at the same speed (BENCHMARKS.md,
+/// session 18).
+const CHUNK_ROWS: usize = 2_500;
 /// Rows planned together after a chunk that appended events for at most a tenth of its rows,
 /// as most chunks of a repeated quarterly file do. More reads made together in key order
 /// ([`views::get_many`]) share more of sled's nodes, and rows that change nothing plan into
 /// almost nothing; a chunk of new people, which plans into events, stays at [`CHUNK_ROWS`].
-/// 20,000 measured best against 5,000 and 50,000 (BENCHMARKS.md, session 12).
-const QUIET_CHUNK_ROWS: usize = 20_000;
+/// 20,000 measured fastest against 5,000 and 50,000 (BENCHMARKS.md, session 12); 10,000
+/// reads fewer of sled's leaves at once, 30 MB off a repeated million-row file's peak for
+/// about a tenth of its speed, which stays well above its target (sessions 16 and 18).
+const QUIET_CHUNK_ROWS: usize = 10_000;
 /// Problems listed in a summary; beyond this they are counted (`unlisted_problems`).
 const MAX_LISTED: usize = 10_000;
 

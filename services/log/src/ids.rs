@@ -188,7 +188,8 @@ impl Ids {
             dir: dir.to_owned(),
             disk,
             state: Mutex::new(State {
-                fresh: HashMap::new(),
+                // Room for a run's worth and the group that overshoots it.
+                fresh: HashMap::with_capacity(per_run + per_run / 8),
                 runs,
                 covered,
                 next_run,

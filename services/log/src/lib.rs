@@ -53,9 +53,7 @@ use uuid::Uuid;
 pub struct LogOptions {
     /// Where `recorded_at` comes from; tests fix it.
     pub clock: Clock,
-    /// sled's page cache. 32 MiB by default: the import of a million new people peaked about
-    /// 40 MB lower than with 64 MiB at the same speed, and batched ingest was no slower;
-    /// at 16 MiB batched ingest lost about 5% (BENCHMARKS.md, session 16).
+    /// sled's page cache, [`CACHE_BYTES`] unless the service's settings say otherwise.
     pub cache_bytes: u64,
     /// People whose version and key stay in memory at most (and whose policy state the
     /// projector keeps); [`PEOPLE_CACHED`] unless a test wants eviction all the time.
@@ -69,21 +67,33 @@ impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
             clock: Arc::new(time::OffsetDateTime::now_utc),
-            cache_bytes: 32 << 20,
+            cache_bytes: CACHE_BYTES,
             people_cached: PEOPLE_CACHED,
             ids_per_run: IDS_PER_RUN,
         }
     }
 }
 
+/// The log's page cache by default, 16 MiB. sled's nodes of small entries take about three
+/// times in memory what its cache counts for them, and an import of new people writes
+/// small keys (each person's wrapped key and first stream segment) at random places. At
+/// 16 MiB a million-row import peaked 25-35 MB lower than at 32 MiB, under 200 MB for both
+/// passes, at the same speed; batched ingest runs 5-6% slower (BENCHMARKS.md, sessions 16
+/// and 18). A deployment that wants the ingest back and has the memory sets
+/// `service.log_cache_mib = 32`.
+pub const CACHE_BYTES: u64 = 16 << 20;
+
 /// How many people's versions and keys the log keeps in memory at most. Past this the
 /// caches are emptied and refilled from the store on demand, so memory stays bounded
 /// however many people the exchange holds (a million-row import, for one).
 pub const PEOPLE_CACHED: usize = 100_000;
 
-/// Ids a run of the id index starts with: about 2.6 MB of records, so sealing is rare, the
+/// Ids a run of the id index starts with: about 2 MB of records, so sealing is rare, the
 /// ids waiting for it stay small in memory, and at most that many are read back at open.
-pub const IDS_PER_RUN: usize = 32_768;
+/// Three quarters of a 32,768-slot hash map's capacity (28,672), so the fresh ids, sized for
+/// it at open, never grow the map however far a group overshoots: at 32,768 the map doubled
+/// to 65,536 slots, 6 MB held for good and 9 MB while it grew.
+pub const IDS_PER_RUN: usize = 24_576;
 
 /// Opens a sled database, waiting (up to ten seconds) for a lock its previous owner in this
 /// process has let go of but sled has not yet released: dropping a `sled::Db` does not

@@ -364,8 +364,9 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 /// (BENCHMARKS.md, session 16). Once the registry's runs left sled, what a repeated file
 /// reads of the projections is small `l` entries, which sled's cache counts at about a third
 /// of what they hold: at 16 MiB that pass peaked 55–60 MB lower than at 32, at the same
-/// speed, and nothing served slower (session 17).
-pub const CACHE_BYTES: u64 = 16 << 20;
+/// speed, and nothing served slower (session 17). Without huge pages (session 18) 8 MiB
+/// took 15-25 MB more off it, at the same speed.
+pub const CACHE_BYTES: u64 = 8 << 20;
 
 /// The projections' page cache for `exchange rebuild`, which writes them all at once with
 /// the service stopped: at 32 MiB it ran about 8% slower than at this size.
