@@ -131,9 +131,9 @@ pub fn build(config: Config, data: &Path) -> anyhow::Result<Running> {
 pub fn log_options(service: &crate::config::ServiceSettings) -> LogOptions {
     let defaults = LogOptions::default();
     LogOptions {
-        cache_bytes: service
-            .log_cache_mib
-            .map_or(defaults.cache_bytes, |mib| mib.max(1) << 20),
+        cache_bytes: service.log_cache_mib.map_or(defaults.cache_bytes, |mib| {
+            mib.max(1).saturating_mul(1 << 20)
+        }),
         ..defaults
     }
 }
