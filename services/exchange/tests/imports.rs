@@ -721,7 +721,7 @@ async fn a_file_broken_part_way_stops_there_and_the_corrected_file_finishes_it()
         .chain((0..6010).map(row))
         .collect::<String>()
         .into_bytes();
-    // Not text from row 6,000 on: the first chunk of 5,000 rows is applied by then.
+    // Not text from row 6,000 on: the first chunks (2,500 rows each) are applied by then.
     let mut broken = good.clone();
     let at = String::from_utf8_lossy(&good)
         .match_indices('\n')
