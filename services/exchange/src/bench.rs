@@ -18,8 +18,9 @@ use uuid::Uuid;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which measurements: batched, single, sse, rebuild, policy, registry, import, nats,
-    /// stages (comma-separated), or all (nats only where a nats-server is found).
+    /// Which measurements: batched, single, sse, rebuild, policy, registry, import,
+    /// newcomers, nats, stages (comma-separated), or all (nats only where a nats-server is
+    /// found).
     #[arg(long, default_value = "all")]
     only: String,
     /// Events for the batched-ingest run (in batches of 1,000).
@@ -54,6 +55,9 @@ pub struct Args {
     /// Rows of the generated destinations file for the import run.
     #[arg(long, default_value_t = 1_000_000)]
     import_rows: usize,
+    /// New people (a registration and a destination each) in the newcomers run.
+    #[arg(long, default_value_t = 500_000)]
+    newcomers: usize,
     /// People (one identifier each) in the registry run.
     #[arg(long, default_value_t = 1_000_000)]
     registry_people: u64,
@@ -488,6 +492,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if wants("import") {
             crate::bench_import::run(&root, args.import_rows, args.import_children).await?;
+        }
+        if wants("newcomers") {
+            crate::bench_newcomers::run(&root, args.newcomers).await?;
         }
         let nats_server = args
             .nats_server

@@ -238,6 +238,36 @@ async fn request_load(
     Ok((rate, lat))
 }
 
+const ACK_ONLY: &str = "bench-ack-only";
+
+/// Starts a consumer of the recorder's shape on the ingress stream that acknowledges each
+/// message and does nothing else; the task ends once it has acknowledged `n`.
+async fn ack_only(
+    stream: &jetstream::stream::Stream,
+    n: usize,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let consumer: pull::Stream = {
+        let c: jetstream::consumer::PullConsumer = stream
+            .create_consumer(pathway_nats::ingress::consumer_config(ACK_ONLY))
+            .await?;
+        pathway_nats::ingress::pull(&c).await?
+    };
+    Ok(tokio::spawn(async move {
+        let mut messages = consumer;
+        let mut acked = 0;
+        while acked < n {
+            let m = messages
+                .next()
+                .await
+                .context("the consumer's messages ended")?
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            acked += 1;
+        }
+        Ok(())
+    }))
+}
+
 async fn wait_for(
     what: &str,
     deadline: Duration,
@@ -277,6 +307,25 @@ pub async fn run(root: &Path, o: Options) -> anyhow::Result<()> {
         o.events,
         cpu.per_message(o.events)
     );
+    stream.purge().await?;
+
+    // 1b. The ceiling for any consumer: the same publishes while a consumer of the
+    // recorder's shape takes each message and only acknowledges it. What the broker does
+    // for a consumer (delivering, taking acknowledgements) shows against raw, without any
+    // of the exchange's own work.
+    let acker = ack_only(&stream, o.events).await?;
+    let cpu = Cpu::start(&broker);
+    let bodies = allocations(&strangers, o.events);
+    let (t, _) = publish_apart(broker.url.clone(), "demo-la", subject, bodies, 512).await?;
+    acker.await??;
+    let acked = o.events as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "nats jetstream, a consumer that only acknowledges: {} publishes, all acknowledged: {acked:.0}/s, {:.0}% of raw; {}",
+        o.events,
+        100.0 * acked / raw,
+        cpu.per_message(o.events)
+    );
+    stream.delete_consumer(ACK_ONLY).await?;
     stream.purge().await?;
 
     // The transport's own ceiling for request/reply: a responder that only echoes.

@@ -135,6 +135,28 @@ pub fn in_stream_config(replicas: usize) -> stream::Config {
     }
 }
 
+/// The recorder's durable pull consumer, under `name` (the benchmark measures the broker
+/// with another of the same shape).
+pub fn consumer_config(name: &str) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(name.to_owned()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: MAX_ACK_PENDING,
+        ..Default::default()
+    }
+}
+
+/// The consumer's messages as the recorder takes them: a standing pull of up to 1,024.
+pub async fn pull(consumer: &consumer::PullConsumer) -> Result<consumer::pull::Stream, Error> {
+    consumer
+        .stream()
+        .max_messages_per_batch(1024)
+        .messages()
+        .await
+        .map_err(Error::nats)
+}
+
 /// Consumes the ingress stream with the recorder's durable pull consumer until the
 /// connection fails; the caller starts it again.
 pub async fn consume_stored(
@@ -151,24 +173,13 @@ pub async fn consume_stored(
     let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(
             subjects::RECORDER_CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(subjects::RECORDER_CONSUMER.to_owned()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_ack_pending: MAX_ACK_PENDING,
-                ..Default::default()
-            },
+            consumer_config(subjects::RECORDER_CONSUMER),
         )
         .await
         .map_err(Error::nats)?;
     let purger = tokio::spawn(purge_recorded(stream.clone(), consumer.clone()));
     let _stop_purger = AbortOnDrop(purger);
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(1024)
-        .messages()
-        .await
-        .map_err(Error::nats)?;
+    let mut messages = pull(&consumer).await?;
     let lanes: Vec<mpsc::Sender<jetstream::Message>> = (0..LANES)
         .map(|_| {
             let (tx, mut rx) = mpsc::channel::<jetstream::Message>(16);
