@@ -54,6 +54,10 @@ pub struct Entry {
 
 pub const GENESIS: [u8; 32] = [0; 32];
 
+/// About what a record takes beyond its data (ids, type, times, source): a guess that
+/// only sizes a buffer.
+const ENVELOPE_BYTES: usize = 384;
+
 pub fn chain_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(prev);
@@ -70,12 +74,15 @@ pub fn hex(b: &[u8]) -> String {
 impl Entry {
     /// Serialises a record into its stored bytes, chained onto `prev`.
     pub fn encode(record: &Record, prev: &[u8; 32]) -> (Vec<u8>, [u8; 32]) {
-        let body = serde_json::to_vec(record).expect("records serialise");
-        let hash = chain_hash(prev, &body);
-        let mut out = Vec::with_capacity(64 + body.len());
+        // The body is written in place behind room for the hashes, sized for the data and
+        // the envelope's fields, rather than serialised alone and copied: the writer encodes
+        // every event it stages.
+        let mut out = Vec::with_capacity(64 + ENVELOPE_BYTES + record.data.get().len());
         out.extend_from_slice(prev);
-        out.extend_from_slice(&hash);
-        out.extend_from_slice(&body);
+        out.extend_from_slice(&[0; 32]);
+        serde_json::to_writer(&mut out, record).expect("records serialise");
+        let hash = chain_hash(prev, &out[64..]);
+        out[32..64].copy_from_slice(&hash);
         (out, hash)
     }
 

@@ -217,11 +217,20 @@ impl Vault {
 
     /// Seals event data for position `seq`, as the JSON stored in the record.
     pub fn seal(key: &[u8; 32], seq: u64, data: &RawValue) -> Box<RawValue> {
-        let mut buf = data.get().as_bytes().to_vec();
+        // Sized for the tag and for the text, so neither grows: this runs for every event
+        // the writer stages.
+        let plain = data.get().as_bytes();
+        let mut buf = Vec::with_capacity(plain.len() + ring::aead::MAX_TAG_LEN);
+        buf.extend_from_slice(plain);
         aead(key)
             .seal_in_place_append_tag(nonce(seq), Aad::from(seq.to_be_bytes()), &mut buf)
             .expect("sealing cannot fail");
-        RawValue::from_string(format!("{SEALED_PREFIX}{}\"}}", encode(&buf))).expect("JSON")
+        let mut text = Vec::with_capacity(SEALED_PREFIX.len() + buf.len().div_ceil(3) * 4 + 2);
+        text.extend_from_slice(SEALED_PREFIX.as_bytes());
+        encode_into(&buf, &mut text);
+        text.extend_from_slice(b"\"}");
+        let text = String::from_utf8(text).expect("the prefix and the alphabet are ASCII");
+        RawValue::from_string(text).expect("JSON")
     }
 
     /// The sealed ciphertext of stored data, if it is sealed. The stored form is exactly what
@@ -305,8 +314,15 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// Base64 (standard, padded): the sealed data is a JSON string. Every append seals and
 /// every read of the log opens, so both directions work a whole group of four characters
 /// at a time, byte pushes rather than slice copies.
+#[cfg(test)]
 fn encode(bytes: &[u8]) -> String {
     let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+    encode_into(bytes, &mut out);
+    String::from_utf8(out).expect("the alphabet is ASCII")
+}
+
+/// Appends the base64 of `bytes` to `out`.
+fn encode_into(bytes: &[u8], out: &mut Vec<u8>) {
     let sextet = |n: u32, shift: u32| ALPHABET[(n >> shift & 63) as usize];
     let mut chunks = bytes.chunks_exact(3);
     for c in &mut chunks {
@@ -324,7 +340,6 @@ fn encode(bytes: &[u8]) -> String {
         }
         _ => {}
     }
-    String::from_utf8(out).expect("the alphabet is ASCII")
 }
 
 /// Each byte's value in [`ALPHABET`], or 255.
