@@ -2,9 +2,11 @@
 //! memory while it takes a destinations file of a million rows.
 //!
 //! The server is this binary (`exchange serve --demo`) in its own process, so its peak
-//! resident memory (`VmHWM` in /proc) is the server's alone. Files are generated, sent as
-//! the CLI sends them (streamed from disk), each twice: first everyone is new (a
-//! registration and a destination per row), then nothing has changed.
+//! resident memory (`VmHWM` in /proc) is the server's alone. Files are generated and sent as
+//! the CLI sends them (streamed from disk). The destinations file goes three times: first
+//! everyone is new (a registration and a destination per row), then nothing has changed,
+//! then a quarter later everyone has a new destination (and a quarter of them a NEET onset).
+//! The looked-after list goes twice, new and unchanged.
 
 use anyhow::{bail, Context};
 use std::io::{BufRead, Write};
@@ -82,21 +84,30 @@ pub fn letters(mut n: usize) -> String {
     }
 }
 
-fn destinations_file(path: &Path, rows: usize) -> anyhow::Result<()> {
+/// The careers service's file for `rows` young people: the autumn quarter's, or (`later`)
+/// the winter quarter's, in which everyone has moved on to the next activity code (so a
+/// quarter of them, from 310 to 540, into NEET) with later dates.
+fn destinations_file(path: &Path, rows: usize, later: bool) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(
         f,
         "YoungPersonsID,DOB,GivenName,FamilyName,ActivityCode,StartDate,DateAscertained,LEACode,UniqueLearnerNo"
     )?;
+    let codes = ["230", "310", "540", "619"];
+    let (shift, start, ascertained) = if later {
+        (1, "2026-12-01", "2026-12-15")
+    } else {
+        (0, "2026-09-01", "2026-09-20")
+    };
     for i in 0..rows {
         writeln!(
             f,
-            "{i:013},{}-{:02}-{:02},{},Example,{},2026-09-01,2026-09-20,878,{}",
+            "{i:013},{}-{:02}-{:02},{},Example,{},{start},{ascertained},878,{}",
             2006 + i % 4,
             1 + i % 12,
             1 + i % 28,
             letters(i),
-            ["230", "310", "540", "619"][i % 4],
+            codes[(i + shift) % 4],
             1_000_000_000 + i
         )?;
     }
@@ -187,15 +198,17 @@ async fn looked_after(
 pub async fn run(root: &Path, rows: usize, children: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(root)?;
     let file = dir.path().join("destinations.csv");
-    destinations_file(&file, rows)?;
+    destinations_file(&file, rows, false)?;
+    let later = dir.path().join("destinations-later.csv");
+    destinations_file(&later, rows, true)?;
     let size = std::fs::metadata(&file)?.len();
     let server = start(&dir.path().join("data"))?;
     let pid = server.child.id();
     let before = peak_mb(pid)?;
-    for pass in ["new", "unchanged"] {
+    for (pass, file) in [("new", &file), ("unchanged", &file), ("changed", &later)] {
         // The server's CPU for the pass: steadier than the wall clock on a shared machine.
         let cpu = crate::bench::cpu_seconds_of(&pid.to_string());
-        let (summary, secs) = match destinations(&server, &file).await {
+        let (summary, secs) = match destinations(&server, file).await {
             Ok(answer) => answer,
             Err(e) => {
                 // Time for the server's last words to reach the console before it is stopped.
@@ -205,13 +218,14 @@ pub async fn run(root: &Path, rows: usize, children: usize) -> anyhow::Result<()
         };
         let cpu = crate::bench::cpu_seconds_of(&pid.to_string()) - cpu;
         println!(
-            "import destinations ({pass}): {} rows ({:.0} MB) in {secs:.1} s, {:.0} rows/s; {} registered, {} changed, {} unchanged; server peak memory {:.0} MB (at start {before:.0} MB); server CPU {:.0} µs a row",
+            "import destinations ({pass}): {} rows ({:.0} MB) in {secs:.1} s, {:.0} rows/s; {} registered, {} changed, {} unchanged, {} NEET onsets; server peak memory {:.0} MB (at start {before:.0} MB); server CPU {:.0} µs a row",
             summary["rows"],
             size as f64 / 1e6,
             rows as f64 / secs,
             summary["registered"],
             summary["changed"],
             summary["unchanged"],
+            summary["neet_onsets"],
             peak_mb(pid)?,
             cpu * 1e6 / rows as f64
         );
