@@ -64,6 +64,11 @@ pub struct Args {
     /// Children in the generated looked-after list for the import run.
     #[arg(long, default_value_t = 20_000)]
     import_children: usize,
+    /// The import run's server configuration (a TOML file like deploy/demo.toml, whose demo
+    /// tokens the run uses), to measure settings such as `service.log_cache_mib`
+    /// [default: the built-in demo].
+    #[arg(long, value_name = "FILE")]
+    import_config: Option<std::path::PathBuf>,
     /// Events for each NATS ingress run.
     #[arg(long, default_value_t = 20_000)]
     nats_events: usize,
@@ -491,7 +496,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             crate::bench_registry::run(&root, args.registry_people)?;
         }
         if wants("import") {
-            crate::bench_import::run(&root, args.import_rows, args.import_children).await?;
+            crate::bench_import::run(
+                &root,
+                args.import_rows,
+                args.import_children,
+                args.import_config.as_deref(),
+            )
+            .await?;
         }
         if wants("newcomers") {
             crate::bench_newcomers::run(&root, args.newcomers).await?;

@@ -25,9 +25,16 @@ impl Drop for Server {
     }
 }
 
-fn start(data: &Path) -> anyhow::Result<Server> {
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data"])
+/// Starts the server on `config`, or on the built-in demo.
+fn start(data: &Path, config: Option<&Path>) -> anyhow::Result<Server> {
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.arg("serve");
+    match config {
+        Some(file) => command.arg("--config").arg(file),
+        None => command.arg("--demo"),
+    };
+    let mut child = command
+        .args(["--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .env("RUST_LOG", "info,sled=warn")
         .stdout(std::process::Stdio::null())
@@ -195,14 +202,19 @@ async fn looked_after(
     .await
 }
 
-pub async fn run(root: &Path, rows: usize, children: usize) -> anyhow::Result<()> {
+pub async fn run(
+    root: &Path,
+    rows: usize,
+    children: usize,
+    config: Option<&Path>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(root)?;
     let file = dir.path().join("destinations.csv");
     destinations_file(&file, rows, false)?;
     let later = dir.path().join("destinations-later.csv");
     destinations_file(&later, rows, true)?;
     let size = std::fs::metadata(&file)?.len();
-    let server = start(&dir.path().join("data"))?;
+    let server = start(&dir.path().join("data"), config)?;
     let pid = server.child.id();
     let before = peak_mb(pid)?;
     for (pass, file) in [("new", &file), ("unchanged", &file), ("changed", &later)] {
@@ -233,7 +245,7 @@ pub async fn run(root: &Path, rows: usize, children: usize) -> anyhow::Result<()
     drop(server);
 
     let files = looked_after_files(dir.path(), children)?;
-    let server = start(&dir.path().join("data-la"))?;
+    let server = start(&dir.path().join("data-la"), config)?;
     for pass in ["new", "unchanged"] {
         let (summary, secs) = looked_after(&server, &files).await?;
         println!(
