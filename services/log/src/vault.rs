@@ -311,9 +311,7 @@ impl Vault {
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/// Base64 (standard, padded): the sealed data is a JSON string. Every append seals and
-/// every read of the log opens, so both directions work a whole group of four characters
-/// at a time, byte pushes rather than slice copies.
+/// [`encode_into`] a string of its own, for the tests.
 #[cfg(test)]
 fn encode(bytes: &[u8]) -> String {
     let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
@@ -321,7 +319,9 @@ fn encode(bytes: &[u8]) -> String {
     String::from_utf8(out).expect("the alphabet is ASCII")
 }
 
-/// Appends the base64 of `bytes` to `out`.
+/// Appends the Base64 (standard, padded) of `bytes` to `out`: the sealed data is a JSON
+/// string. Every append seals and every read of the log opens, so both directions work a
+/// whole group of four characters at a time, byte pushes rather than slice copies.
 fn encode_into(bytes: &[u8], out: &mut Vec<u8>) {
     let sextet = |n: u32, shift: u32| ALPHABET[(n >> shift & 63) as usize];
     let mut chunks = bytes.chunks_exact(3);
