@@ -3,7 +3,9 @@
 //!
 //! It starts a nats-server from deploy/nats/exchange.conf (so `sync_interval: always`, as
 //! in production) on free loopback ports, and the exchange in this process. Measured:
-//! 1. raw JetStream publish into the ingress stream with nobody consuming (the ceiling);
+//! 1. raw JetStream publish into the ingress stream with nobody consuming (the ceiling),
+//!    then the same with a consumer of the recorder's shape that only acknowledges (the
+//!    ceiling for any consumer: what the broker does for one, without our work);
 //! 2. JetStream ingress: the same publishes while the exchange consumes, until all are in
 //!    our log;
 //! 3. request/reply ingress with 64 concurrent publishers, and the disclosures those events
