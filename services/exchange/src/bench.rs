@@ -114,6 +114,14 @@ pub(crate) fn env(ty: EventType, yp: Option<Uuid>) -> Value {
     e
 }
 
+/// A bench event as the recorder hands it to the log: validated, from `source`.
+pub(crate) fn new_event(value: &Value, source: &str) -> NewEvent {
+    NewEvent {
+        submitted: pathway_core::envelope::validate(value).expect("valid bench event"),
+        source: source.into(),
+    }
+}
+
 /// The `n`th of the bench's young people, with identifiers and a name of their own: real
 /// people do not share a child id, and a registry key listing every person in the bench
 /// measured the sample data rather than the exchange.
@@ -409,10 +417,7 @@ async fn rebuild(root: &std::path::Path, total: usize, repeat: usize) -> anyhow:
                     let (s, ty) = mix[k % mix.len()];
                     (s, env(ty, Some(ids[k % people])))
                 };
-                NewEvent {
-                    submitted: pathway_core::envelope::validate(&value).expect("valid sample"),
-                    source: source.into(),
-                }
+                new_event(&value, source)
             })
             .collect();
         let receipts = log.append(batch).await?;

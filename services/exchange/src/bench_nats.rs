@@ -248,14 +248,11 @@ async fn ack_only(
     stream: &jetstream::stream::Stream,
     n: usize,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
-    let consumer: pull::Stream = {
-        let c: jetstream::consumer::PullConsumer = stream
-            .create_consumer(pathway_nats::ingress::consumer_config(ACK_ONLY))
-            .await?;
-        pathway_nats::ingress::pull(&c).await?
-    };
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pathway_nats::ingress::consumer_config(ACK_ONLY))
+        .await?;
+    let mut messages = pathway_nats::ingress::pull(&consumer).await?;
     Ok(tokio::spawn(async move {
-        let mut messages = consumer;
         let mut acked = 0;
         while acked < n {
             let m = messages

@@ -9,35 +9,19 @@
 //! ids). The clock stops once the log's indexer has taken the last person's stream, so its
 //! work counts as the import's would. Whatever rate this reaches, the import cannot beat.
 
-use crate::bench::{cpu_seconds_of, registration};
-use pathway_core::envelope::validate;
+use crate::bench::{cpu_seconds_of, new_event, registration};
 use pathway_core::EventType;
+// The import's own chunk and batch sizes, so that this run follows it.
+use pathway_gateway::imports::{batches, BATCH, CHUNK_ROWS, IN_FLIGHT};
 use pathway_log::{Log, NewEvent};
 use std::time::Instant;
 use uuid::Uuid;
-
-/// Rows per chunk and events per append: the import's (`gateway::imports`).
-const CHUNK_ROWS: usize = 2_500;
-const BATCH: usize = 1_000;
-const IN_FLIGHT: usize = 2;
-
-fn new_event(value: &serde_json::Value, source: &str) -> NewEvent {
-    NewEvent {
-        submitted: validate(value).expect("valid sample"),
-        source: source.into(),
-    }
-}
 
 /// Appends `events` in batches of [`BATCH`], [`IN_FLIGHT`] at once; their receipts' people,
 /// in order.
 async fn append(log: &Log, events: Vec<NewEvent>) -> anyhow::Result<Vec<Uuid>> {
     use futures::{StreamExt, TryStreamExt};
-    let mut batches = Vec::new();
-    let mut events = events.into_iter().peekable();
-    while events.peek().is_some() {
-        batches.push(events.by_ref().take(BATCH).collect::<Vec<_>>());
-    }
-    let answered: Vec<_> = futures::stream::iter(batches)
+    let answered: Vec<_> = futures::stream::iter(batches(events, BATCH))
         .map(|b| log.append(b))
         .buffered(IN_FLIGHT)
         .try_collect()
@@ -56,7 +40,7 @@ pub async fn run(root: &std::path::Path, rows: usize) -> anyhow::Result<()> {
     // once its registration has minted one (its canonical bytes keep a placeholder of the
     // same length, which only the idempotency digest reads).
     let placeholder = Uuid::nil();
-    let mut chunks: Vec<(Vec<NewEvent>, Vec<NewEvent>)> = (0..rows)
+    let chunks: Vec<(Vec<NewEvent>, Vec<NewEvent>)> = (0..rows)
         .step_by(CHUNK_ROWS)
         .map(|start| {
             let end = (start + CHUNK_ROWS).min(rows);
@@ -74,7 +58,7 @@ pub async fn run(root: &std::path::Path, rows: usize) -> anyhow::Result<()> {
         .collect();
     let (started, cpu) = (Instant::now(), cpu_seconds_of("self"));
     let mut last = None;
-    for (registrations, mut destinations) in chunks.drain(..) {
+    for (registrations, mut destinations) in chunks {
         let people = append(&log, registrations).await?;
         for (d, yp) in destinations.iter_mut().zip(&people) {
             d.submitted.young_person = Some(*yp);

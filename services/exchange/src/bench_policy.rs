@@ -12,7 +12,6 @@ use pathway_core::date::Day;
 use pathway_core::person::{Fact, PersonState};
 use pathway_core::policy::decide;
 use pathway_core::samples;
-use pathway_log::NewEvent;
 use pathway_projector::Projector;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -174,10 +173,7 @@ async fn projected(root: &std::path::Path, s: Scenario, people: usize) -> anyhow
         if let Some(yp) = yp {
             e["young_person"] = json!(yp);
         }
-        NewEvent {
-            submitted: pathway_core::envelope::validate(&e).expect("valid bench event"),
-            source: "la".into(),
-        }
+        crate::bench::new_event(&e, "la")
     };
     let mut reg = samples::data(EventType::YoungPersonRegistered);
     reg["date_of_birth"] = json!("2008-01-01");

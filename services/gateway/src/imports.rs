@@ -505,13 +505,13 @@ fn plan(
 /// Batches of an import in flight at once. One at a time, the log writer waited while the
 /// recorder validated the next batch and the recorder waited for the writer's fsync; two
 /// keep both busy, one per core.
-const IN_FLIGHT: usize = 2;
+pub const IN_FLIGHT: usize = 2;
 
 /// Envelopes an import submits at once.
-const BATCH: usize = 1000;
+pub const BATCH: usize = 1000;
 
 /// `items` in batches of `size`, moved rather than copied.
-fn batches<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+pub fn batches<T>(items: Vec<T>, size: usize) -> Vec<Vec<T>> {
     let mut items = items.into_iter().peekable();
     let mut out = Vec::new();
     while items.peek().is_some() {
@@ -670,7 +670,7 @@ pub fn review_queue(state: &AppState, agency: &str) -> Result<Vec<Value>, HttpPr
 /// A chunk's plan is its envelopes as JSON values, about 2 KB a new row: at 2,500 rows a
 /// million new rows peaked 20-25 MB lower than at 5,000, at the same speed (BENCHMARKS.md,
 /// session 18).
-const CHUNK_ROWS: usize = 2_500;
+pub const CHUNK_ROWS: usize = 2_500;
 /// Rows planned together after a chunk that appended events for at most a tenth of its rows,
 /// as most chunks of a repeated quarterly file do. More reads made together in key order
 /// ([`views::get_many`]) share more of sled's nodes, and rows that change nothing plan into
