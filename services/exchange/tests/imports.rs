@@ -684,20 +684,51 @@ async fn the_latest_destination_digest_follows_every_destination_and_erasure() {
     );
     assert_eq!(app.log.head(), head, "the same file twice appends nothing");
 
+    // Someone else's latest destination, which may well share the erased person's key.
+    let other = app.register("2008-06-01").await;
+    let mut d = sample("destination.recorded", other);
+    d["data"]["activity_code"] = json!("310");
+    let (s, v) = app.post(CAREERS, &d).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    app.drain();
+    let others = |p: &pathway_projector::Projector| {
+        let data = &d["data"];
+        latest_destination_if(
+            p,
+            "demo-careers",
+            other,
+            "310",
+            day(data["start_date"].as_str().unwrap()),
+            day(data["date_ascertained"].as_str().unwrap()),
+        )
+        .unwrap()
+    };
+    assert_eq!(others(&app.projector), v["seq"].as_u64());
+
     app.erase(yp).await;
     assert!(!is_latest(
         "demo-careers",
         "230",
-        "2026-09-01",
-        "2026-09-20"
+        "2026-11-15",
+        "2026-11-25"
     ));
-    let prefix = pathway_projector::store::latest_destinations(yp);
+    assert_eq!(
+        others(&app.projector),
+        v["seq"].as_u64(),
+        "only theirs goes"
+    );
+    use pathway_projector::latest;
+    let held: Vec<latest::Record> = app
+        .projector
+        .dump()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.first() == Some(&latest::TAG))
+        .flat_map(|(_, v)| latest::decode(v).unwrap())
+        .collect();
+    assert!(held.iter().any(|r| r.young_person == other));
     assert!(
-        app.projector
-            .dump()
-            .unwrap()
-            .iter()
-            .all(|(k, _)| !k.starts_with(&prefix)),
+        held.iter().all(|r| r.young_person != yp),
         "erasure removes the digests"
     );
 }

@@ -176,7 +176,7 @@ struct Claim<'a> {
 type Identified = (Match, BTreeSet<Uuid>, BTreeSet<Uuid>);
 
 /// What the registry says of each claim, in order. All the claims' identifiers are read in
-/// one pass in key order ([`views::get_many`]), then the names of those no identifier found.
+/// one pass in key order ([`views::lookup_many`]), then the names of those no identifier found.
 fn identify_all(
     p: &Projector,
     agency: &str,
@@ -673,7 +673,7 @@ pub fn review_queue(state: &AppState, agency: &str) -> Result<Vec<Value>, HttpPr
 pub const CHUNK_ROWS: usize = 2_500;
 /// Rows planned together after a chunk that appended events for at most a tenth of its rows,
 /// as most chunks of a repeated quarterly file do. More reads made together in key order
-/// ([`views::get_many`]) share more of sled's nodes, and rows that change nothing plan into
+/// ([`pathway_projector::latest::get_many`]) share more of sled's nodes, and rows that change nothing plan into
 /// almost nothing; a chunk of new people, which plans into events, stays at [`CHUNK_ROWS`].
 /// 20,000 measured fastest against 5,000 and 50,000 (BENCHMARKS.md, session 12); 10,000
 /// reads fewer of sled's leaves at once, 30 MB off a repeated million-row file's peak for

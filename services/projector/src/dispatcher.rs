@@ -1,6 +1,7 @@
 //! The dispatcher: tails the log and applies each entry to the projections.
 
 use crate::codec::{self, DecisionRef, RunWriter};
+use crate::latest;
 use crate::registry::{self, Change, Edit, Registry};
 use crate::store::{self, ProjectionError, Purges};
 use pathway_bus::{Egress, Notice};
@@ -88,7 +89,7 @@ struct Pending<'t> {
     /// People erased in this step: their registry entries go.
     erased: Vec<Uuid>,
     /// Latest destinations recorded in this step, by (person, agency): the last one wins.
-    destinations: BTreeMap<(Uuid, String), Vec<u8>>,
+    destinations: BTreeMap<(Uuid, String), [u8; latest::STORED]>,
 }
 
 /// A step's writes, in the order they are made: key by key, then the checkpoint.
@@ -106,25 +107,29 @@ struct Pending<'t> {
 ///   that erasure cannot find;
 /// - readers of the feed stop at the checkpoint, so no one is served a step in progress.
 #[derive(Default)]
-struct Writes(Vec<(Vec<u8>, Option<sled::IVec>)>);
+struct Writes {
+    keys: Vec<(Vec<u8>, Option<sled::IVec>)>,
+    /// The latest-destination index's keys, which may move records between keys.
+    latest: Vec<latest::Rewrite>,
+}
 
 impl Writes {
     fn insert(&mut self, key: impl AsRef<[u8]>, value: impl Into<sled::IVec>) {
-        self.0.push((key.as_ref().to_vec(), Some(value.into())));
+        self.keys.push((key.as_ref().to_vec(), Some(value.into())));
     }
 
     fn remove(&mut self, key: impl AsRef<[u8]>) {
-        self.0.push((key.as_ref().to_vec(), None));
+        self.keys.push((key.as_ref().to_vec(), None));
     }
 
     fn apply(self, tree: &sled::Tree) -> Result<(), ProjectionError> {
-        for (key, value) in self.0 {
+        for (key, value) in self.keys {
             match value {
                 Some(v) => tree.insert(key, v)?,
                 None => tree.remove(key)?,
             };
         }
-        Ok(())
+        latest::apply(tree, self.latest)
     }
 }
 
@@ -248,20 +253,12 @@ impl<'t> Pending<'t> {
             }
             changes.extend(removed);
             edits = rewritten;
-            for yp in &self.erased {
-                for kv in self.tree.scan_prefix(store::latest_destinations(*yp)) {
-                    writes.remove(kv?.0);
-                }
-            }
         }
         for (k, chunk) in self.registry.journal(step, &changes) {
             writes.insert(k, chunk);
         }
-        for ((yp, agency), digest) in &self.destinations {
-            if !self.erased.contains(yp) {
-                writes.insert(store::latest_destination(*yp, agency), digest.as_slice());
-            }
-        }
+        let erased: BTreeSet<Uuid> = self.erased.iter().copied().collect();
+        writes.latest = latest::plan(self.tree, &self.destinations, &erased)?;
         let runs = self
             .full
             .into_iter()
@@ -581,13 +578,16 @@ impl Projector {
                 if let Ok(EventData::DestinationRecorded(d)) =
                     EventData::parse_raw(fact.event_type, fact.data)
                 {
-                    let mut value = store::destination_digest(
+                    let digest = store::destination_digest(
                         yp,
                         &d.activity_code,
                         d.start_date,
                         d.date_ascertained,
                     );
-                    value.extend_from_slice(&fact.seq.to_be_bytes());
+                    let mut value = [0u8; latest::STORED];
+                    let (head, seq) = value.split_at_mut(store::DESTINATION_DIGEST);
+                    head.copy_from_slice(&digest);
+                    seq.copy_from_slice(&fact.seq.to_be_bytes());
                     pending
                         .destinations
                         .insert((yp, fact.source.to_owned()), value);

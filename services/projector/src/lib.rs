@@ -11,6 +11,7 @@
 //! - [`views`]: reading feeds, read models and the disclosure log back, joined with the log.
 //! - [`retention`]: finding disclosures past their flow's retention (purged by an event).
 //! - [`registry`]: the identity registry, as sorted runs with their filters in memory.
+//! - [`latest`]: the latest-destination index, many people to a key.
 //!
 //! Derived data holds references to log entries (sequence numbers, bases, field lists),
 //! never copies of personal data: a read model is folded on read from the person's log
@@ -20,6 +21,7 @@
 
 mod codec;
 pub mod dispatcher;
+pub mod latest;
 pub mod registry;
 pub mod retention;
 pub mod store;

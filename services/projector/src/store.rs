@@ -18,8 +18,9 @@
 //!   [`crate::registry::DIR`]): the people registered under each key, a key being `x` and
 //!   SHA-256(scheme, scope, value) cut to 16 bytes for an identifier, or `n` and
 //!   SHA-256(date of birth, normalised name) for the registry's fallback
-//! - `l` person agency → [`destination_digest`] of the latest `destination.recorded` that
-//!   agency sourced about the person, then its seq: an import row that repeats it is known
+//! - `l` person → the latest-destination index ([`crate::latest`]): for the people from that
+//!   person to the next `l` key, [`destination_digest`] of the latest `destination.recorded`
+//!   each agency sourced about them, then its seq: an import row that repeats it is known
 //!   unchanged with one lookup, without reading (and decrypting) the person's log stream
 //!
 //! Registry keys are digests, not the identifiers, names and dates themselves: the
@@ -139,8 +140,8 @@ pub const LAYOUT_KEY: &[u8] = b"v";
 /// Changed whenever a key's meaning changes (2: registry values list people; `l` keys;
 /// 3: `g` keys per person; destination digests over day numbers; 4: runs in `codec`'s
 /// version 3; 5: digests cut to fit sled's inline keys and values; 6: the registry in runs;
-/// 7: the registry's runs in files of their own).
-pub const LAYOUT: &[u8] = b"7";
+/// 7: the registry's runs in files of their own; 8: `l` keys of many people each).
+pub const LAYOUT: &[u8] = b"8";
 
 fn agency_key(tag: u8, agency: &str, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + agency.len() + rest.len());
@@ -279,11 +280,10 @@ pub fn decode_reviews(bytes: &[u8]) -> Result<Vec<Review>, ProjectionError> {
 
 /// Digests cut short: registry keys to [`KEY_DIGEST`] bytes (the tag makes 17), so a run's
 /// chunk holds more entries, and destination digests to [`DESTINATION_DIGEST`] (with the seq,
-/// 22), which sled keeps inline in its node rather than allocating apart (a million people's
-/// `l` keys are about 100,000 leaves). A chance collision stays far below anything that
-/// could matter (2^-128 and 2^-112 a pair).
+/// 22), so a key of the latest-destination index holds its people in about 1.5 KB. A chance
+/// collision stays far below anything that could matter (2^-128 and 2^-112 a pair).
 const KEY_DIGEST: usize = 16;
-const DESTINATION_DIGEST: usize = 14;
+pub const DESTINATION_DIGEST: usize = 14;
 
 fn digest(parts: &[&[u8]]) -> ring::digest::Digest {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -311,20 +311,6 @@ pub fn identifier_key(scheme: Scheme, scope: &str, value: &str) -> Vec<u8> {
 
 pub fn name_key(dob: Day, name: &str) -> Vec<u8> {
     digest_key(b'n', &[dob.to_string().as_bytes(), name.as_bytes()])
-}
-
-/// `l` + person + agency: where the digest of the latest destination that agency recorded
-/// about the person is kept. Person first, so erasure removes every agency's with one scan.
-pub fn latest_destination(yp: Uuid, agency: &str) -> Vec<u8> {
-    let mut k = latest_destinations(yp);
-    k.extend_from_slice(agency.as_bytes());
-    k
-}
-
-pub fn latest_destinations(yp: Uuid) -> Vec<u8> {
-    let mut k = vec![b'l'];
-    k.extend_from_slice(yp.as_bytes());
-    k
 }
 
 /// What an import compares a row with: a digest of the person and the destination's three
@@ -390,11 +376,10 @@ pub fn open(
 mod tests {
     use super::*;
 
-    /// Registry keys have the registry's one size, however long what they digest; the
-    /// destination digests with their seq fit sled's inline 22 bytes.
+    /// Registry keys have the registry's one size, however long what they digest; a
+    /// destination digest with its seq is a latest-destination record's fixed part.
     #[test]
-    fn registry_keys_have_one_size_and_destination_values_fit_inline_in_sled_nodes() {
-        const INLINE: usize = 22;
+    fn registry_keys_and_destination_digests_have_their_sizes() {
         let long = "x".repeat(200);
         let day = Day::parse("2026-09-01").unwrap();
         assert_eq!(
@@ -406,7 +391,10 @@ mod tests {
             crate::registry::KEY
         );
         assert_eq!(name_key(day, &long).len(), crate::registry::KEY);
-        assert!(destination_digest(Uuid::new_v4(), "230", day, day).len() + 8 <= INLINE);
+        assert_eq!(
+            destination_digest(Uuid::new_v4(), "230", day, day).len() + 8,
+            crate::latest::STORED
+        );
         assert_ne!(
             identifier_key(Scheme::Uln, "", "1000000001"),
             identifier_key(Scheme::Upn, "", "1000000001"),

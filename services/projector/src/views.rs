@@ -2,6 +2,7 @@
 //! with the log so the caller sees the event as it may see it (minimised to its fields).
 
 use crate::codec;
+use crate::latest;
 use crate::store::{self, Decision, DisclosureRecord, FeedItem, ProjectionError, Purges};
 use crate::Projector;
 use pathway_core::date::Day;
@@ -535,48 +536,6 @@ pub fn latest_destination_if(
     )
 }
 
-/// Point reads of many keys, answered in the order asked. They are made in key order and
-/// split across the cores: a chunk of import rows asks for a million people's `l` keys,
-/// far more than sled's cache holds. Read in key order, a chunk of rows visits each cached
-/// node once and a page read from disk serves every key of the chunk that it holds, rather
-/// than being read again for each (BENCHMARKS.md, session 12).
-pub fn get_many(
-    tree: &sled::Tree,
-    keys: &[Vec<u8>],
-) -> Result<Vec<Option<sled::IVec>>, ProjectionError> {
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    order.sort_unstable_by(|a, b| keys[*a].cmp(&keys[*b]));
-    let read = |part: &[usize]| -> Result<Vec<(usize, Option<sled::IVec>)>, ProjectionError> {
-        part.iter()
-            .map(|i| Ok((*i, tree.get(&keys[*i])?)))
-            .collect()
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parts: Vec<Vec<(usize, Option<sled::IVec>)>> = if threads < 2 || keys.len() < 256 {
-        vec![read(&order)?]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = order
-                .chunks(keys.len().div_ceil(threads))
-                .map(|part| scope.spawn(move || read(part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().map_err(|_| {
-                        ProjectionError::Corrupt("a projection reader panicked".into())
-                    })?
-                })
-                .collect::<Result<_, _>>()
-        })?
-    };
-    let mut out = vec![None; keys.len()];
-    for (i, v) in parts.into_iter().flatten() {
-        out[i] = v;
-    }
-    Ok(out)
-}
-
 /// [`lookup`] for many identifiers (scheme, scope, value) at once, in the order asked.
 pub fn lookup_many(
     p: &Projector,
@@ -615,11 +574,8 @@ pub fn latest_destinations_if(
     agency: &str,
     queries: &[DestinationQuery],
 ) -> Result<Vec<Option<u64>>, ProjectionError> {
-    let keys: Vec<Vec<u8>> = queries
-        .iter()
-        .map(|q| store::latest_destination(q.young_person, agency))
-        .collect();
-    get_many(p.tree(), &keys)?
+    let asked: Vec<(Uuid, &str)> = queries.iter().map(|q| (q.young_person, agency)).collect();
+    latest::get_many(p.tree(), &asked)?
         .into_iter()
         .zip(queries)
         .map(|(stored, q)| {
@@ -628,15 +584,9 @@ pub fn latest_destinations_if(
             };
             let digest =
                 store::destination_digest(q.young_person, q.activity_code, q.start, q.ascertained);
-            match stored.strip_prefix(digest.as_slice()) {
-                Some(seq) => {
-                    let seq: [u8; 8] = seq.try_into().map_err(|_| {
-                        ProjectionError::Corrupt("a latest destination without its seq".into())
-                    })?;
-                    Ok(Some(u64::from_be_bytes(seq)))
-                }
-                None => Ok(None),
-            }
+            let (held, seq) = stored.split_at(store::DESTINATION_DIGEST);
+            Ok((held == digest.as_slice())
+                .then(|| u64::from_be_bytes(seq.try_into().expect("8 bytes"))))
         })
         .collect()
 }
@@ -664,38 +614,4 @@ pub fn visible_destinations(
         .filter(|s| s.event_type == EventType::DestinationRecorded)
         .map(|s| s.data)
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn many_reads_answer_in_the_order_asked_whatever_the_key_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = sled::Config::new()
-            .path(dir.path())
-            .open()
-            .unwrap()
-            .open_tree("t")
-            .unwrap();
-        for i in (0..2000u32).step_by(2) {
-            tree.insert(i.to_be_bytes(), &i.to_le_bytes()).unwrap();
-        }
-        // Descending, so that key order is the reverse of the order asked; odd keys absent;
-        // enough keys to be split across threads.
-        let asked: Vec<Vec<u8>> = (0..2000u32)
-            .rev()
-            .map(|i| i.to_be_bytes().to_vec())
-            .collect();
-        let got = get_many(&tree, &asked).unwrap();
-        assert_eq!(got.len(), asked.len());
-        for (key, value) in asked.iter().zip(got) {
-            let i = u32::from_be_bytes(key[..].try_into().unwrap());
-            match value {
-                Some(v) => assert_eq!(&v[..], &i.to_le_bytes(), "key {i}"),
-                None => assert!(i % 2 == 1, "key {i} is held"),
-            }
-        }
-    }
 }
