@@ -724,7 +724,7 @@ async fn the_latest_destination_digest_follows_every_destination_and_erasure() {
         .unwrap()
         .iter()
         .filter(|(k, _)| k.first() == Some(&latest::TAG))
-        .flat_map(|(_, v)| latest::decode(v).unwrap())
+        .flat_map(|(_, v)| latest::records(v).unwrap())
         .collect();
     assert!(held.iter().any(|r| r.young_person == other));
     assert!(

@@ -9,7 +9,10 @@
 //! - `m` → the id index's manifest: its live runs' files (see [`crate::ids`])
 //! - `s` young person, version → seq: written by earlier versions, one key per event;
 //!   opening moves them into `t` segments
-//! - `t` young person, first version → the seqs of 64 versions (see [`crate::streams`])
+//! - `t` young person, first version → the seqs of 64 versions from the 65th on; until
+//!   layout 4 also the first 64 (see [`crate::streams`])
+//! - `u` young person → people's first 64 seqs, packed many people to a key
+//!   ([`crate::packed`], [`crate::streams`])
 //! - `h` → the last seq of the last whole group: moved after everything a group writes, so
 //!   it is where the log ends after a crash (see [`crate::writer::Head::recover`])
 //! - `v` → the layout of these keys ([`LAYOUT_NOW`])
@@ -22,11 +25,19 @@ use uuid::Uuid;
 pub const LAYOUT: &[u8] = b"v";
 
 /// The layout of the log's keys: 2 since ids went into runs and streams into segments; 3
-/// since the id index's runs are files (`ids/`) rather than `j` and `f` keys. Opening moves
-/// a log in an older layout forward (see [`crate::ids`] and [`crate::streams`]); a log in a
-/// newer one is refused, because this build would misread it, and misreading the id index
-/// would take every repeat for a new event.
-pub const LAYOUT_NOW: &[u8] = b"3";
+/// since the id index's runs are files (`ids/`) rather than `j` and `f` keys; 4 since first
+/// stream segments are packed (`u`). Opening moves a log in an older layout forward (see
+/// [`crate::ids`] and [`crate::streams`]); a log in a newer one is refused, because this
+/// build would misread it, and misreading the id index would take every repeat for a new
+/// event.
+pub const LAYOUT_NOW: &[u8] = b"4";
+
+/// The layout a log was written in: `None` for a new log or one older than layout 2.
+pub fn stored_layout(tree: &sled::Tree) -> Result<Option<u32>, LogError> {
+    Ok(tree
+        .get(LAYOUT)?
+        .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+}
 
 /// Records this build's layout, once opening has moved the log to it; a write only when
 /// it changes, so an ordinary open writes nothing.

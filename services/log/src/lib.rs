@@ -27,6 +27,7 @@ mod error;
 mod ids;
 mod index;
 mod keys;
+pub mod packed;
 pub mod record;
 pub mod run_file;
 mod runs;
@@ -183,6 +184,11 @@ impl Log {
         )?;
         let tree = db.open_tree("log")?;
         keys::check_layout(&tree)?;
+        // Before the head is recovered: cutting an entry a crash left past the head looks
+        // for its stream slot where this layout keeps it.
+        if keys::stored_layout(&tree)?.is_some_and(|l| (2..4).contains(&l)) {
+            streams::pack_first_segments(&tree)?;
+        }
         let head = writer::Head::recover(&tree)?;
         streams::migrate(&tree)?;
         let disk = Arc::new(disk::Disk::open(db.clone(), dir)?);

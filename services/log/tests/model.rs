@@ -703,13 +703,10 @@ fn acknowledged_events_the_indexer_had_not_reached_are_indexed_at_open() {
             "the group's id records"
         );
         assert!(run_files(dir.path()).is_empty(), "no run yet");
-        // The person's segment (versions from 1) as it stood before the group: seq 1 only.
-        let mut segment = vec![b't'];
-        segment.extend_from_slice(yp.as_bytes());
-        segment.extend_from_slice(&1u64.to_be_bytes());
-        let seqs = tree.get(&segment).unwrap().expect("the person's segment");
+        // The person's first segment as it stood before the group: seq 1 only.
+        let seqs = first_segment(&tree, yp);
         assert_eq!(seqs.len(), 3 * 8);
-        tree.insert(&segment, &seqs[..8]).unwrap();
+        set_first_segment(&tree, yp, &seqs[..8]);
         db.flush().unwrap();
     }
 
@@ -769,9 +766,9 @@ fn a_log_with_one_key_per_id_and_per_event_keeps_its_ids_and_streams() {
         assert_eq!(moved as u128, RACE_PEOPLE + 100);
         // and every person's stream as one `s` key per event
         let mut events = 0;
-        for kv in tree.scan_prefix(b"t") {
-            let (k, v) = kv.unwrap();
-            let first = u64::from_be_bytes(k[17..25].try_into().unwrap());
+        for (k, first) in first_segments_as_keys(&tree) {
+            assert_eq!(first, 1);
+            let v = tree.remove(&k).unwrap().unwrap();
             for (i, seq) in v.chunks(8).enumerate() {
                 let mut key = vec![b's'];
                 key.extend_from_slice(&k[1..17]);
@@ -779,7 +776,6 @@ fn a_log_with_one_key_per_id_and_per_event_keeps_its_ids_and_streams() {
                 tree.insert(key, seq).unwrap();
                 events += 1;
             }
-            tree.remove(k).unwrap();
         }
         assert_eq!(events as u128, RACE_PEOPLE + 100);
         db.flush().unwrap();
@@ -910,12 +906,9 @@ fn verify_names_an_entry_its_indexes_lost() {
     // When entry 11's person's stream loses it (their segment cut back to their registration)
     let eleventh = racer(u128::from(IDS + 2) % RACE_PEOPLE);
     tamper(&|tree| {
-        let mut segment = vec![b't'];
-        segment.extend_from_slice(eleventh.as_bytes());
-        segment.extend_from_slice(&1u64.to_be_bytes());
-        let seqs = tree.get(&segment).unwrap().unwrap();
+        let seqs = first_segment(tree, eleventh);
         assert_eq!(seqs.len(), 16, "the registration and entry 11");
-        tree.insert(&segment, &seqs[..8]).unwrap();
+        set_first_segment(tree, eleventh, &seqs[..8]);
     });
     // Then verify names entry 11
     let err = verified();
@@ -939,6 +932,109 @@ fn verify_names_an_entry_its_indexes_lost() {
     assert!(err.reason.contains("id index"), "{err}");
 }
 
+/// A person's first stream segment (their first 64 seqs), packed with others' under `u`.
+fn first_segment(tree: &sled::Tree, yp: Uuid) -> Vec<u8> {
+    pathway_log::packed::get(tree, b'u', yp)
+        .unwrap()
+        .expect("the person's first segment")
+}
+
+fn set_first_segment(tree: &sled::Tree, yp: Uuid, seqs: &[u8]) {
+    use pathway_log::packed;
+    let plan = packed::plan::<packed::PackError>(tree, b'u', [yp], |_, _| Ok(Some(seqs.to_vec())))
+        .unwrap();
+    packed::apply(tree, plan).unwrap();
+}
+
+/// Turns the packed first stream segments (`u`) back into a `t` key each, as layout 3 kept
+/// them; returns every `t` key with the first version it starts at.
+fn first_segments_as_keys(tree: &sled::Tree) -> Vec<(Vec<u8>, u64)> {
+    for kv in tree.scan_prefix(b"u") {
+        let (k, v) = kv.unwrap();
+        for (yp, segment) in pathway_log::packed::decode(&v).unwrap() {
+            let mut key = vec![b't'];
+            key.extend_from_slice(yp.as_bytes());
+            key.extend_from_slice(&1u64.to_be_bytes());
+            tree.insert(key, segment).unwrap();
+        }
+        tree.remove(k).unwrap();
+    }
+    tree.scan_prefix(b"t")
+        .keys()
+        .map(|k| {
+            let k = k.unwrap().to_vec();
+            let first = u64::from_be_bytes(k[17..25].try_into().unwrap());
+            (k, first)
+        })
+        .collect()
+}
+
+/// A log in layout 3 (a key for every person's first stream segment) opens with those
+/// segments packed many people to a key: streams read as before, later segments stay where
+/// they are, appends go on from each person's version, verify passes, and no first segment
+/// keeps a key of its own.
+#[test]
+fn a_log_with_a_key_per_first_segment_opens_with_them_packed() {
+    // Given a log whose people have 1 + 200 / 8 = 26 events each, one with 80
+    let (dir, rt, log) = racing();
+    rt.block_on(async {
+        log.append(racers_registered()).await.unwrap();
+        let sent: Vec<_> = (0..200).map(|k| send(IDS + k, 0)).collect();
+        log.append(sent).await.unwrap();
+        let more: Vec<_> = (0..54)
+            .map(|k| send(IDS + 1000 + k * RACE_PEOPLE as u64, 0))
+            .collect();
+        log.append(more).await.unwrap();
+    });
+    let before: Vec<Vec<u64>> = (0..RACE_PEOPLE)
+        .map(|n| versions_of(&log, racer(n)))
+        .collect();
+    assert_eq!(before[0].len(), 80);
+    drop(log);
+    drop(rt);
+    // as layout 3 kept it
+    {
+        let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
+        let tree = db.open_tree("log").unwrap();
+        let keys = first_segments_as_keys(&tree);
+        assert_eq!(
+            keys.len() as u128,
+            RACE_PEOPLE + 1,
+            "racer 0 has a second segment"
+        );
+        tree.insert(b"v", &b"3"[..]).unwrap();
+        db.flush().unwrap();
+    }
+
+    // When it opens
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+
+    // Then every stream reads as before
+    for n in 0..RACE_PEOPLE {
+        assert_eq!(versions_of(&log, racer(n)), before[n as usize], "racer {n}");
+    }
+    // and goes on from its version
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let next = rt
+        .block_on(log.append(vec![send(IDS + 5000, 0), send(IDS + 5001, 0)]))
+        .unwrap();
+    assert_eq!(next[0].version, 81);
+    assert_eq!(next[1].version, before[1].len() as u64 + 1);
+    log.verify(None).unwrap();
+    drop(log);
+    let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
+    let tree = db.open_tree("log").unwrap();
+    let firsts: Vec<u64> = tree
+        .scan_prefix(b"t")
+        .keys()
+        .map(|k| u64::from_be_bytes(k.unwrap()[17..25].try_into().unwrap()))
+        .collect();
+    assert_eq!(firsts, vec![65], "only racer 0's second segment has a key");
+    assert_eq!(tree.get(b"v").unwrap().as_deref(), Some(&b"4"[..]));
+}
+
 /// A log records its key layout; a build refuses a log in a layout newer than its own,
 /// rather than misread it (an id index it could not read would take every repeat for a new
 /// event).
@@ -949,8 +1045,8 @@ fn a_log_in_a_newer_layout_is_refused() {
     {
         let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
         let tree = db.open_tree("log").unwrap();
-        assert_eq!(tree.get(b"v").unwrap().as_deref(), Some(&b"3"[..]));
-        tree.insert(b"v", &b"4"[..]).unwrap();
+        assert_eq!(tree.get(b"v").unwrap().as_deref(), Some(&b"4"[..]));
+        tree.insert(b"v", &b"5"[..]).unwrap();
         db.flush().unwrap();
     }
     let err = match Log::open(dir.path(), LogOptions::default()) {

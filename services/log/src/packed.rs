@@ -1,0 +1,581 @@
+//! Small per-person values packed many people to a sled key: the log's first stream
+//! segments (`streams`) and the projections' latest-destination index.
+//!
+//! Why: sled 0.34 keeps in memory, for every page it holds on disk, a stub with the disk
+//! locations of the page's fragments, and a leaf page holds at most 16 keys. A key per
+//! person therefore costs memory for good, growing with people: with three such keys a
+//! person, a million people held about 40 MB of stubs (BENCHMARKS.md, sessions 19 and 20).
+//! Packed about [`PER_KEY`] people a key, a million people take about 32,000 keys.
+//!
+//! # Layout
+//! - key: `tag` ‖ a person's id (16 bytes). The key *covers* the people from that id up to
+//!   the next key of the tag, and holds the values of those it has, in order;
+//! - value: records of `person (16) ‖ length (2) ‖ the person's value`, ordered by person.
+//!
+//! Which keys hold whom depends only on who is held: a key starts at the first person held
+//! and at each person whom a hash of their id picks ([`starts_key`], one in [`PER_KEY`]).
+//! So the same people make the same keys whatever order they came in, and a rebuild of the
+//! projections equals the live run key for key. People minted in order (UUIDv7) arrive at
+//! the right edge: they join the last key or start the next, and nothing moves.
+//!
+//! Each user is the only writer of its tag, one step at a time, so a key is read, changed
+//! and written back without a race. Where a change moves stored records from one key to
+//! another (a newcomer who starts a key in the middle of one; the removal of a person who
+//! started one), its keys are written as one sled batch, so a crash never leaves a
+//! person's value in two keys or in none.
+
+use std::ops::Bound;
+use uuid::Uuid;
+
+/// People a key holds on average. With values of up to about 70 bytes (a first stream
+/// segment of a few events; an agency's digest) a key is about 2 KB, rarely more than a few
+/// times that, and a leaf of 16 keys far below the size at which sled writes a page as a
+/// blob file, which it never fsyncs.
+pub const PER_KEY: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("a packed record is cut short")]
+    Cut,
+}
+
+pub fn key(tag: u8, yp: Uuid) -> [u8; 17] {
+    let mut k = [tag; 17];
+    k[1..].copy_from_slice(yp.as_bytes());
+    k
+}
+
+/// One person's value.
+pub type Record = (Uuid, Vec<u8>);
+
+pub fn encode(records: &[Record]) -> Vec<u8> {
+    let size = records.iter().map(|(_, v)| 18 + v.len()).sum();
+    let mut out = Vec::with_capacity(size);
+    for (yp, value) in records {
+        out.extend_from_slice(yp.as_bytes());
+        let len = u16::try_from(value.len()).expect("a packed value is at most 64 KiB");
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+pub fn decode(mut bytes: &[u8]) -> Result<Vec<Record>, PackError> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (yp, rest) = bytes.split_first_chunk::<16>().ok_or(PackError::Cut)?;
+        let (len, rest) = rest.split_first_chunk::<2>().ok_or(PackError::Cut)?;
+        let (value, rest) = rest
+            .split_at_checked(usize::from(u16::from_be_bytes(*len)))
+            .ok_or(PackError::Cut)?;
+        out.push((Uuid::from_bytes(*yp), value.to_vec()));
+        bytes = rest;
+    }
+    Ok(out)
+}
+
+/// The key covering a person, its records, and the next key (where its cover ends).
+struct Cover {
+    key: Option<sled::IVec>,
+    records: Vec<Record>,
+    until: Option<sled::IVec>,
+}
+
+impl Cover {
+    fn find(tree: &sled::Tree, tag: u8, yp: Uuid) -> Result<Cover, PackError> {
+        let at = key(tag, yp);
+        let below = tree.range(&[tag][..]..=&at[..]).next_back().transpose()?;
+        let (key, records) = match below {
+            Some((k, v)) => (Some(k), decode(&v)?),
+            None => (None, Vec::new()),
+        };
+        let after = key.as_deref().unwrap_or(&at).to_vec();
+        let end = Bound::Excluded(vec![tag + 1]);
+        let until = tree
+            .range((Bound::Excluded(after), end))
+            .next()
+            .transpose()?
+            .map(|(k, _)| k);
+        Ok(Cover {
+            key,
+            records,
+            until,
+        })
+    }
+
+    fn covers(&self, tag: u8, yp: Uuid) -> bool {
+        self.until.as_deref().is_none_or(|u| key(tag, yp)[..] < *u)
+    }
+
+    fn value(&self, yp: Uuid) -> Option<&[u8]> {
+        self.records
+            .binary_search_by_key(&yp, |(p, _)| *p)
+            .ok()
+            .map(|i| self.records[i].1.as_slice())
+    }
+}
+
+/// A person's value.
+pub fn get(tree: &sled::Tree, tag: u8, yp: Uuid) -> Result<Option<Vec<u8>>, PackError> {
+    Ok(Cover::find(tree, tag, yp)?.value(yp).map(<[u8]>::to_vec))
+}
+
+/// The values of many people, in the order asked. Read in key order and split across the
+/// cores: a chunk of import rows asks about thousands of people, far more than sled's cache
+/// holds, and in key order each key is read once for all the people it covers
+/// (BENCHMARKS.md, session 12).
+pub fn get_many(
+    tree: &sled::Tree,
+    tag: u8,
+    asked: &[Uuid],
+) -> Result<Vec<Option<Vec<u8>>>, PackError> {
+    type Found = Vec<(usize, Option<Vec<u8>>)>;
+    let mut order: Vec<usize> = (0..asked.len()).collect();
+    order.sort_unstable_by_key(|i| asked[*i]);
+    let read = |part: &[usize]| -> Result<Found, PackError> {
+        let mut cover: Option<Cover> = None;
+        let mut out = Vec::with_capacity(part.len());
+        for i in part {
+            let yp = asked[*i];
+            // Asked in order, so a key found for an earlier person starts at or before this one.
+            let held = match cover.take() {
+                Some(c) if c.covers(tag, yp) => cover.insert(c),
+                _ => cover.insert(Cover::find(tree, tag, yp)?),
+            };
+            out.push((*i, held.value(yp).map(<[u8]>::to_vec)));
+        }
+        Ok(out)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts: Vec<Found> = if threads < 2 || asked.len() < 256 {
+        vec![read(&order)?]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = order
+                .chunks(asked.len().div_ceil(threads))
+                .map(|part| scope.spawn(move || read(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a packed-key reader panicked"))
+                .collect::<Result<_, _>>()
+        })?
+    };
+    let mut out = vec![None; asked.len()];
+    for (i, v) in parts.into_iter().flatten() {
+        out[i] = v;
+    }
+    Ok(out)
+}
+
+/// Keys to write (`Some`) or remove (`None`) for the people one stored key covered.
+/// `together` when a stored record moves to another key, so the keys must land at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub keys: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub together: bool,
+}
+
+/// Whether a person starts a key of their own: about one in [`PER_KEY`], by a hash of the
+/// id, so which keys hold whom is a function of who is held, not of the order they came in
+/// (a rebuild of the projections writes the same keys as the live run did).
+pub fn starts_key(yp: Uuid) -> bool {
+    let v = yp.as_u128();
+    crate::sorted::mix(v as u64 ^ crate::sorted::mix((v >> 64) as u64))
+        .is_multiple_of(PER_KEY as u64)
+}
+
+fn person_of(key: &[u8]) -> Uuid {
+    Uuid::from_slice(&key[1..]).expect("a packed key is a tag and a person")
+}
+
+/// Stored keys being changed together: their records, changed in place, and where the
+/// next stored key begins.
+struct Region {
+    old: Vec<(sled::IVec, Vec<Record>)>,
+    records: Vec<Record>,
+    until: Option<sled::IVec>,
+}
+
+impl Region {
+    fn covers(&self, tag: u8, yp: Uuid) -> bool {
+        self.until.as_deref().is_none_or(|u| key(tag, yp)[..] < *u)
+    }
+}
+
+/// What changing `people` (ascending, each once) makes of the keys: `update` is given each
+/// person's stored value and returns the new one (`None`: none).
+///
+/// The keys are always those [`starts_key`] gives for the people held: a key starts at the
+/// first person held and at every person who starts a key. A newcomer who starts a key
+/// splits the key they land in; the removal of a person who started one merges what
+/// followed them into the key before.
+pub fn plan<E: From<PackError>>(
+    tree: &sled::Tree,
+    tag: u8,
+    people: impl IntoIterator<Item = Uuid>,
+    mut update: impl FnMut(Uuid, Option<&[u8]>) -> Result<Option<Vec<u8>>, E>,
+) -> Result<Vec<Rewrite>, E> {
+    let mut people = people.into_iter().peekable();
+    let mut regions: Vec<Region> = Vec::new();
+    while let Some(first) = people.next() {
+        let mut cover = Cover::find(tree, tag, first)?;
+        if cover.key.is_none() {
+            // Below everyone held: the first person becomes the first key's head.
+            if let Some(next) = cover.until.take() {
+                cover = Cover::find(tree, tag, person_of(&next))?;
+            }
+        }
+        let mut region = Region {
+            old: cover
+                .key
+                .into_iter()
+                .map(|k| (k, cover.records.clone()))
+                .collect(),
+            records: cover.records,
+            until: cover.until,
+        };
+        let mut yp = first;
+        loop {
+            let at = region.records.binary_search_by_key(&yp, |(p, _)| *p);
+            let stored = at.ok().map(|i| region.records[i].1.as_slice());
+            match (update(yp, stored)?, at) {
+                (Some(v), Ok(i)) => region.records[i].1 = v,
+                (Some(v), Err(i)) => region.records.insert(i, (yp, v)),
+                (None, Ok(i)) => {
+                    region.records.remove(i);
+                }
+                (None, Err(_)) => {}
+            }
+            match people.next_if(|p| region.covers(tag, *p)) {
+                Some(p) => yp = p,
+                None => break,
+            }
+        }
+        // A key whose head has gone (and who was not the first person held) joins the key
+        // before it.
+        let head = region.old.first().map(|(k, _)| k.clone());
+        if let Some(head) = head {
+            let kept = region.records.first().map(|(p, _)| *p) == Some(person_of(&head));
+            if !kept {
+                if regions
+                    .last()
+                    .is_some_and(|r| r.until.as_ref() == Some(&head))
+                {
+                    let mut before = regions.pop().expect("just seen");
+                    before.old.append(&mut region.old);
+                    before.records.append(&mut region.records);
+                    before.until = region.until;
+                    region = before;
+                } else if let Some((k, v)) = tree
+                    .range(&[tag][..]..&head[..])
+                    .next_back()
+                    .transpose()
+                    .map_err(PackError::from)?
+                {
+                    let mut records = decode(&v)?;
+                    region.old.insert(0, (k, records.clone()));
+                    records.append(&mut region.records);
+                    region.records = records;
+                }
+            }
+        }
+        regions.push(region);
+    }
+    Ok(regions.iter().map(|r| rewrite(tag, r)).collect())
+}
+
+/// The keys holding a region's records, split where [`starts_key`] says.
+fn rewrite(tag: u8, region: &Region) -> Rewrite {
+    let mut chunks: Vec<&[Record]> = Vec::new();
+    let mut start = 0;
+    for (i, (yp, _)) in region.records.iter().enumerate() {
+        if i > start && starts_key(*yp) {
+            chunks.push(&region.records[start..i]);
+            start = i;
+        }
+    }
+    if start < region.records.len() {
+        chunks.push(&region.records[start..]);
+    }
+    let was: std::collections::HashMap<Uuid, &[u8]> = region
+        .old
+        .iter()
+        .flat_map(|(k, records)| records.iter().map(move |(yp, _)| (*yp, &k[..])))
+        .collect();
+    let mut keys = Vec::new();
+    let mut together = false;
+    let mut written = std::collections::HashSet::new();
+    for chunk in chunks {
+        let k = key(tag, chunk[0].0);
+        together |= chunk
+            .iter()
+            .any(|(yp, _)| was.get(yp).is_some_and(|old| *old != &k[..]));
+        written.insert(k.to_vec());
+        let same = region
+            .old
+            .iter()
+            .any(|(old, records)| old[..] == k[..] && records.as_slice() == chunk);
+        if !same {
+            keys.push((k.to_vec(), Some(encode(chunk))));
+        }
+    }
+    for (old, _) in &region.old {
+        if !written.contains(&old[..]) {
+            keys.push((old.to_vec(), None));
+        }
+    }
+    Rewrite { keys, together }
+}
+
+/// Applies a plan key by key, or as one batch where records move between keys.
+pub fn apply(tree: &sled::Tree, rewrites: Vec<Rewrite>) -> Result<(), PackError> {
+    for r in rewrites {
+        if r.together {
+            let mut batch = sled::Batch::default();
+            for (k, v) in r.keys {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            tree.apply_batch(batch)?;
+        } else {
+            for (k, v) in r.keys {
+                match v {
+                    Some(v) => tree.insert(k, v)?,
+                    None => tree.remove(k)?,
+                };
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every person's value under `tag`, in order.
+pub fn all(tree: &sled::Tree, tag: u8) -> impl Iterator<Item = Result<Record, PackError>> + '_ {
+    tree.scan_prefix([tag]).flat_map(|kv| {
+        let records = kv.map_err(PackError::from).and_then(|(_, v)| decode(&v));
+        match records {
+            Ok(r) => r.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const TAG: u8 = b'q';
+
+    fn tree() -> (tempfile::TempDir, sled::Tree) {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled::Config::new()
+            .path(dir.path())
+            .open()
+            .unwrap()
+            .open_tree("t")
+            .unwrap();
+        (dir, tree)
+    }
+
+    /// A small deterministic generator, so a failure is repeatable.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    type Model = BTreeMap<Uuid, Vec<u8>>;
+
+    /// Sets (`Some`) and removes (`None`) values as one step; returns its plan.
+    fn step(
+        tree: &sled::Tree,
+        model: &mut Model,
+        changes: BTreeMap<Uuid, Option<Vec<u8>>>,
+    ) -> Vec<Rewrite> {
+        let plan = plan::<PackError>(tree, TAG, changes.keys().copied(), |yp, _| {
+            Ok(changes[&yp].clone())
+        })
+        .unwrap();
+        apply(tree, plan.clone()).unwrap();
+        for (yp, v) in changes {
+            match v {
+                Some(v) => model.insert(yp, v),
+                None => model.remove(&yp),
+            };
+        }
+        plan
+    }
+
+    /// Every record lies in the key that covers it, no key is empty or holds more than
+    /// [`PER_KEY`] people, the records are exactly the model's, and lookups find them.
+    fn check(tree: &sled::Tree, model: &Model, people: &[Uuid]) {
+        let keys: Vec<(sled::IVec, Vec<Record>)> = tree
+            .scan_prefix([TAG])
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (k, decode(&v).unwrap())
+            })
+            .collect();
+        // The keys are exactly those the people held make, whatever the steps were.
+        let heads: Vec<Uuid> = model
+            .keys()
+            .enumerate()
+            .filter(|(i, yp)| *i == 0 || starts_key(**yp))
+            .map(|(_, yp)| *yp)
+            .collect();
+        let stored: Vec<Uuid> = keys.iter().map(|(k, _)| person_of(k)).collect();
+        assert_eq!(stored, heads, "the keys the people held make");
+        for (i, (k, records)) in keys.iter().enumerate() {
+            assert_eq!(records[0].0, person_of(k), "a key is its first person's");
+            for (yp, _) in records {
+                if let Some((next, _)) = keys.get(i + 1) {
+                    assert!(key(TAG, *yp)[..] < next[..], "a record past its cover");
+                }
+            }
+        }
+        let all: Model = all(tree, TAG).map(Result::unwrap).collect();
+        assert_eq!(&all, model);
+        let asked: Vec<Uuid> = people.iter().rev().copied().collect();
+        for (yp, found) in asked.iter().zip(get_many(tree, TAG, &asked).unwrap()) {
+            assert_eq!(found.as_ref(), model.get(yp), "{yp}");
+            assert_eq!(get(tree, TAG, *yp).unwrap(), found);
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_a_cut_value_is_refused() {
+        let records = vec![
+            (Uuid::from_u128(1), b"demo".to_vec()),
+            (Uuid::from_u128(2), Vec::new()),
+        ];
+        let bytes = encode(&records);
+        assert_eq!(decode(&bytes).unwrap(), records);
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode(&bytes[..20]).is_err());
+    }
+
+    /// Given keys built by many steps of sets and removals, at random places and some at
+    /// the right edge, when every person is looked up, then each finds exactly their value.
+    #[test]
+    fn lookups_match_a_plain_map_through_random_steps() {
+        let (_dir, tree) = tree();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut people: Vec<Uuid> = Vec::new();
+        let mut model = Model::new();
+        for round in 0..60u64 {
+            let mut changes = BTreeMap::new();
+            for _ in 0..rng.below(120) {
+                let yp = if people.is_empty() || rng.below(3) == 0 {
+                    // Newcomers: mostly random ids, some ascending like minted ones.
+                    let id = if rng.below(2) == 0 {
+                        Uuid::from_u128(u128::from(rng.next()) << 64 | u128::from(rng.next()))
+                    } else {
+                        Uuid::from_u128(
+                            u128::MAX / 2 + u128::from(round * 1000) + people.len() as u128,
+                        )
+                    };
+                    people.push(id);
+                    id
+                } else {
+                    people[rng.below(people.len())]
+                };
+                let value =
+                    (rng.below(8) != 0).then(|| rng.next().to_be_bytes()[..rng.below(8)].to_vec());
+                changes.insert(yp, value);
+            }
+            step(&tree, &mut model, changes);
+            check(&tree, &model, &people);
+        }
+        assert!(model.len() > 1000, "many keys: {} people", model.len());
+        let everyone = people.iter().map(|yp| (*yp, None)).collect();
+        step(&tree, &mut model, everyone);
+        assert_eq!(tree.scan_prefix([TAG]).count(), 0, "every key goes");
+    }
+
+    /// People minted in order fill keys from the left and start the next one, so no stored
+    /// record moves and no step needs a batch.
+    #[test]
+    fn people_in_order_fill_keys_without_moving_records() {
+        let (_dir, tree) = tree();
+        let mut model = Model::new();
+        let mut people = Vec::new();
+        for round in 0..20u128 {
+            let mut changes = BTreeMap::new();
+            for i in 0..13 {
+                let yp = Uuid::from_u128(round * 100 + i);
+                people.push(yp);
+                changes.insert(yp, Some(vec![1]));
+            }
+            let plan = step(&tree, &mut model, changes);
+            assert!(plan.iter().all(|r| !r.together), "round {round}");
+        }
+        check(&tree, &model, &people);
+        assert!(tree.scan_prefix([TAG]).count() > 1, "more than one key");
+    }
+
+    /// A newcomer who starts a key, landing in the middle of one, moves the records after
+    /// them to their key, and the two keys are written together; their removal moves the
+    /// records back, together again.
+    #[test]
+    fn keys_split_and_merge_with_the_people_who_start_them() {
+        let (_dir, tree) = tree();
+        let mut model = Model::new();
+        // Ids far enough apart to find one that starts a key between two that do not.
+        let plain: Vec<Uuid> = (1..)
+            .map(|i: u128| Uuid::from_u128(i << 64))
+            .filter(|yp| !starts_key(*yp))
+            .take(10)
+            .collect();
+        let starter = (plain[4].as_u128() + 1..)
+            .map(Uuid::from_u128)
+            .find(|yp| starts_key(*yp))
+            .unwrap();
+        assert!(starter < plain[5]);
+        step(
+            &tree,
+            &mut model,
+            plain.iter().map(|yp| (*yp, Some(vec![1]))).collect(),
+        );
+        assert_eq!(tree.scan_prefix([TAG]).count(), 1);
+
+        let plan = step(
+            &tree,
+            &mut model,
+            BTreeMap::from([(starter, Some(vec![2]))]),
+        );
+        assert_eq!(plan.len(), 1);
+        assert!(plan[0].together);
+        assert_eq!(tree.scan_prefix([TAG]).count(), 2);
+        let mut people = plain.clone();
+        people.push(starter);
+        check(&tree, &model, &people);
+
+        let plan = step(&tree, &mut model, BTreeMap::from([(starter, None)]));
+        assert!(plan[0].together);
+        assert_eq!(tree.scan_prefix([TAG]).count(), 1);
+        check(&tree, &model, &people);
+
+        // The first person held goes: the key is the next one's.
+        let plan = step(&tree, &mut model, BTreeMap::from([(plain[0], None)]));
+        assert!(plan[0].together);
+        check(&tree, &model, &people);
+        assert_eq!(
+            person_of(&tree.scan_prefix([TAG]).next().unwrap().unwrap().0),
+            plain[1]
+        );
+    }
+}
