@@ -13,6 +13,8 @@
 //!   layout 4 also the first 64 (see [`crate::streams`])
 //! - `u` young person → people's first 64 seqs, packed many people to a key
 //!   ([`crate::packed`], [`crate::streams`])
+//! - `w` young person → people's keys, wrapped, packed many people to a key
+//!   ([`crate::vault`]); `p` young person → one person's, as layouts before 5 kept them
 //! - `h` → the last seq of the last whole group: moved after everything a group writes, so
 //!   it is where the log ends after a crash (see [`crate::writer::Head::recover`])
 //! - `v` → the layout of these keys ([`LAYOUT_NOW`])
@@ -26,11 +28,11 @@ pub const LAYOUT: &[u8] = b"v";
 
 /// The layout of the log's keys: 2 since ids went into runs and streams into segments; 3
 /// since the id index's runs are files (`ids/`) rather than `j` and `f` keys; 4 since first
-/// stream segments are packed (`u`). Opening moves a log in an older layout forward (see
-/// [`crate::ids`] and [`crate::streams`]); a log in a newer one is refused, because this
-/// build would misread it, and misreading the id index would take every repeat for a new
-/// event.
-pub const LAYOUT_NOW: &[u8] = b"4";
+/// stream segments are packed (`u`); 5 since person keys are packed (`w`). Opening moves a
+/// log in an older layout forward (see [`crate::ids`], [`crate::streams`] and
+/// [`crate::vault`]); a log in a newer one is refused, because this build would misread
+/// it, and misreading the id index would take every repeat for a new event.
+pub const LAYOUT_NOW: &[u8] = b"5";
 
 /// The layout a log was written in: `None` for a new log or one older than layout 2.
 pub fn stored_layout(tree: &sled::Tree) -> Result<Option<u32>, LogError> {

@@ -186,8 +186,12 @@ impl Log {
         keys::check_layout(&tree)?;
         // Before the head is recovered: cutting an entry a crash left past the head looks
         // for its stream slot where this layout keeps it.
-        if keys::stored_layout(&tree)?.is_some_and(|l| (2..4).contains(&l)) {
+        let layout = keys::stored_layout(&tree)?;
+        if layout.is_some_and(|l| (2..4).contains(&l)) {
             streams::pack_first_segments(&tree)?;
+        }
+        if layout.is_none_or(|l| l < 5) {
+            vault::Vault::pack_older(&tree)?;
         }
         let head = writer::Head::recover(&tree)?;
         streams::migrate(&tree)?;

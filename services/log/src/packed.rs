@@ -117,9 +117,27 @@ impl Cover {
     }
 }
 
-/// A person's value.
+/// A person's value: one reverse range read, and the key's records walked in place (the
+/// log asks this on every cache miss of a person's key or stream).
 pub fn get(tree: &sled::Tree, tag: u8, yp: Uuid) -> Result<Option<Vec<u8>>, PackError> {
-    Ok(Cover::find(tree, tag, yp)?.value(yp).map(<[u8]>::to_vec))
+    let at = key(tag, yp);
+    let Some((_, value)) = tree.range(&[tag][..]..=&at[..]).next_back().transpose()? else {
+        return Ok(None);
+    };
+    let mut bytes = &value[..];
+    while !bytes.is_empty() {
+        let (id, rest) = bytes.split_first_chunk::<16>().ok_or(PackError::Cut)?;
+        let (len, rest) = rest.split_first_chunk::<2>().ok_or(PackError::Cut)?;
+        let (v, rest) = rest
+            .split_at_checked(usize::from(u16::from_be_bytes(*len)))
+            .ok_or(PackError::Cut)?;
+        match Uuid::from_bytes(*id).cmp(&yp) {
+            std::cmp::Ordering::Equal => return Ok(Some(v.to_vec())),
+            std::cmp::Ordering::Greater => break,
+            std::cmp::Ordering::Less => bytes = rest,
+        }
+    }
+    Ok(None)
 }
 
 /// The values of many people, in the order asked. Read in key order and split across the

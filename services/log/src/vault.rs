@@ -8,15 +8,22 @@
 //! notice itself (`young-person.erased`) is not sealed: it holds nothing personal and must
 //! stay readable.
 //!
-//! Person keys live in the log tree under `p` + person, wrapped (AES-256-GCM) under a master
-//! key kept in a file beside the tree (`master-<epoch>.key`). Deleting a sled key does not
-//! wipe its old bytes from sled's files, so erasure also rotates the master: every remaining
-//! person key is re-wrapped under a new master, and the old master file is overwritten and
-//! removed. The erased person's wrapped key may linger in sled's files, but nothing that can
-//! unwrap it does.
+//! Person keys live in the log tree wrapped (AES-256-GCM) under a master key kept in a file
+//! beside the tree (`master-<epoch>.key`), packed about 32 people a sled key under `w`
+//! ([`crate::packed`]; until layout 5, `p` + person, a key each). Deleting a sled key does
+//! not wipe its old bytes from sled's files, so erasure also rotates the master: every
+//! remaining person key is re-wrapped under a new master, and the old master file is
+//! overwritten and removed. The erased person's wrapped key may linger in sled's files, but
+//! nothing that can unwrap it does.
+//!
+//! Keys are wrapped when they are stored, under the vault's lock, which erasure holds while
+//! it rotates: so no key is ever stored wrapped under a master that erasure has destroyed
+//! (a key wrapped when a group was staged and stored after a rotation would have been), and
+//! the vault's lock makes it the one writer of its packed keys.
 
 use crate::disk::Disk;
 use crate::error::LogError;
+use crate::packed;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::value::RawValue;
@@ -26,14 +33,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 use uuid::Uuid;
 
-pub const PREFIX: u8 = b'p';
+/// Person keys a key each, as layouts before 5 kept them.
+const OLD_PREFIX: u8 = b'p';
+/// Person keys, packed.
+pub const TAG: u8 = b'w';
 const SEALED_PREFIX: &str = "{\"$sealed\":\"";
 
-pub fn key(yp: Uuid) -> [u8; 17] {
-    let mut k = [PREFIX; 17];
-    k[1..].copy_from_slice(yp.as_bytes());
-    k
-}
+/// People whose keys are moved at once when an older log's are packed.
+const PACK_AT_ONCE: usize = 4096;
 
 fn storage(e: impl std::fmt::Display) -> LogError {
     LogError::Storage(e.to_string())
@@ -184,7 +191,7 @@ impl Vault {
             return Ok(Some(*k));
         }
         let state = self.state.lock().expect("vault lock");
-        let Some(wrapped) = self.tree.get(key(yp))? else {
+        let Some(wrapped) = packed::get(&self.tree, TAG, yp)? else {
             return Ok(None);
         };
         let k = Vault::unwrap(&state, yp, &wrapped)
@@ -197,11 +204,28 @@ impl Vault {
         Ok(Some(k))
     }
 
-    /// A new key for a person, and the wrapped form to store with the entries that use it.
-    pub fn new_key(&self, yp: Uuid) -> Result<([u8; 32], Vec<u8>), LogError> {
-        let k = random32(&self.rng)?;
+    /// A new key for a person, to [`Vault::store`] with the entries that use it.
+    pub fn new_key(&self) -> Result<[u8; 32], LogError> {
+        random32(&self.rng)
+    }
+
+    /// Stores new people's keys, wrapped under the current master. The writer calls this
+    /// before it writes the entries that use them, in the same flush.
+    pub fn store(&self, keys: &HashMap<Uuid, [u8; 32]>) -> Result<(), LogError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let state = self.state.lock().expect("vault lock");
-        Ok((k, Vault::wrap(&self.rng, &state, yp, &k)?))
+        let mut wrapped = BTreeMap::new();
+        for (yp, k) in keys {
+            wrapped.insert(*yp, Vault::wrap(&self.rng, &state, *yp, k)?);
+        }
+        let people: Vec<Uuid> = wrapped.keys().copied().collect();
+        let plan = packed::plan(&self.tree, TAG, people, |yp, _| {
+            Ok::<_, LogError>(wrapped.remove(&yp))
+        })?;
+        packed::apply(&self.tree, plan)?;
+        Ok(())
     }
 
     /// Called once keys written with a group of entries are durable.
@@ -259,7 +283,12 @@ impl Vault {
     /// wrapped bytes sled may still hold are useless. Returns whether there was a key.
     pub(crate) fn shred(&self, yp: Uuid, disk: &Disk) -> Result<bool, LogError> {
         let mut state = self.state.lock().expect("vault lock");
-        let existed = self.tree.remove(key(yp))?.is_some();
+        let mut existed = false;
+        let plan = packed::plan(&self.tree, TAG, [yp], |_, stored| {
+            existed = stored.is_some();
+            Ok::<_, LogError>(None)
+        })?;
+        packed::apply(&self.tree, plan)?;
         disk.flush()?;
         self.cache.write().expect("vault cache").remove(&yp);
         let next = state.current + 1;
@@ -285,13 +314,18 @@ impl Vault {
         if old.is_empty() {
             return Ok(());
         }
+        // The same keys with every value re-wrapped: which key holds whom depends only on
+        // who is held.
         let mut batch = sled::Batch::default();
-        for kv in self.tree.scan_prefix([PREFIX]) {
+        for kv in self.tree.scan_prefix([TAG]) {
             let (k, v) = kv?;
-            let person = Uuid::from_slice(&k[1..]).map_err(storage)?;
-            let key = Vault::unwrap(state, person, &v)
-                .ok_or_else(|| storage("a person key cannot be unwrapped during rotation"))?;
-            batch.insert(k, Vault::wrap(&self.rng, state, person, &key)?);
+            let mut records = packed::decode(&v)?;
+            for (person, wrapped) in &mut records {
+                let key = Vault::unwrap(state, *person, wrapped)
+                    .ok_or_else(|| storage("a person key cannot be unwrapped during rotation"))?;
+                *wrapped = Vault::wrap(&self.rng, state, *person, &key)?;
+            }
+            batch.insert(k, packed::encode(&records));
         }
         self.tree.apply_batch(batch)?;
         disk.flush()?;
@@ -300,6 +334,40 @@ impl Vault {
             destroy(&master_path(&self.dir, epoch))?;
         }
         Ok(())
+    }
+
+    /// Moves the keys of a log in layout 4 or earlier, a sled key each, into packed keys,
+    /// then removes them; as they are, whatever master wrapped them (a rotation a crash
+    /// interrupted is finished after, by [`Vault::recover`]). A crash midway leaves keys
+    /// that the next open moves again. Returns how many it moved.
+    pub(crate) fn pack_older(tree: &sled::Tree) -> Result<usize, LogError> {
+        let mut moved = 0;
+        let mut batch: BTreeMap<Uuid, Vec<u8>> = BTreeMap::new();
+        let flush = |batch: &mut BTreeMap<Uuid, Vec<u8>>| -> Result<(), LogError> {
+            let plan = packed::plan(tree, TAG, batch.keys().copied(), |yp, _| {
+                Ok::<_, LogError>(batch.get(&yp).cloned())
+            })?;
+            packed::apply(tree, plan)?;
+            batch.clear();
+            Ok(())
+        };
+        for kv in tree.scan_prefix([OLD_PREFIX]) {
+            let (k, v) = kv?;
+            let person = Uuid::from_slice(&k[1..]).map_err(storage)?;
+            batch.insert(person, v.to_vec());
+            moved += 1;
+            if batch.len() == PACK_AT_ONCE {
+                flush(&mut batch)?;
+            }
+        }
+        flush(&mut batch)?;
+        if moved > 0 {
+            for k in tree.scan_prefix([OLD_PREFIX]).keys() {
+                tree.remove(k?)?;
+            }
+            tracing::info!(people = moved, "packed the person keys of an older log");
+        }
+        Ok(moved)
     }
 
     /// Finishes any rotation a crash interrupted.
@@ -398,6 +466,100 @@ fn decode(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A vault on a fresh store, and the store's sled, to open the vault again from.
+    fn vault(dir: &Path) -> (Vault, Disk) {
+        let db = sled::Config::new().path(dir.join("db")).open().unwrap();
+        let tree = db.open_tree("log").unwrap();
+        let disk = Disk::with_sync(db, Box::new(|| Ok(())));
+        (Vault::open(dir, tree, 10).unwrap(), disk)
+    }
+
+    fn people(n: u128) -> HashMap<Uuid, [u8; 32]> {
+        (0..n)
+            .map(|i| (Uuid::from_u128(i * 0x9e37_79b9), [i as u8; 32]))
+            .collect()
+    }
+
+    /// Given stored keys, when one person is erased, then theirs is gone and everyone
+    /// else's still opens after a restart, under the new master only.
+    #[test]
+    fn erasure_removes_one_key_and_re_wraps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = people(300);
+        let gone = Uuid::from_u128(7 * 0x9e37_79b9);
+        {
+            let (v, disk) = vault(dir.path());
+            v.store(&all).unwrap();
+            assert!(
+                v.tree.scan_prefix([TAG]).count() < 30,
+                "packed, not a key each"
+            );
+            assert!(v.shred(gone, &disk).unwrap());
+            assert!(!v.shred(gone, &disk).unwrap(), "nothing left to erase");
+        }
+        let (v, _disk) = vault(dir.path());
+        let masters = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("master-")
+            })
+            .count();
+        assert_eq!(masters, 1, "the old masters are destroyed");
+        for (yp, k) in &all {
+            let want = (*yp != gone).then_some(*k);
+            assert_eq!(v.key(*yp).unwrap(), want, "{yp}");
+        }
+    }
+
+    /// A key made while a group was staged and stored after an erasure rotated the master
+    /// is wrapped under the new master, not the destroyed one: it still opens after a
+    /// restart.
+    #[test]
+    fn a_key_stored_after_a_rotation_is_wrapped_under_the_new_master() {
+        let dir = tempfile::tempdir().unwrap();
+        let newcomer = Uuid::from_u128(1_000_000);
+        let k = {
+            let (v, disk) = vault(dir.path());
+            v.store(&people(3)).unwrap();
+            let k = v.new_key().unwrap();
+            v.shred(Uuid::from_u128(0), &disk).unwrap();
+            v.store(&HashMap::from([(newcomer, k)])).unwrap();
+            k
+        };
+        let (v, _disk) = vault(dir.path());
+        assert_eq!(v.key(newcomer).unwrap(), Some(k));
+    }
+
+    /// An older log's keys, a sled key each, are packed at open and read as before.
+    #[test]
+    fn an_older_logs_keys_are_packed() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = people(100);
+        {
+            let (v, _disk) = vault(dir.path());
+            let state = v.state.lock().unwrap();
+            for (yp, k) in &all {
+                let mut old = [OLD_PREFIX; 17];
+                old[1..].copy_from_slice(yp.as_bytes());
+                v.tree
+                    .insert(old, Vault::wrap(&v.rng, &state, *yp, k).unwrap())
+                    .unwrap();
+            }
+            drop(state);
+            assert_eq!(Vault::pack_older(&v.tree).unwrap(), 100);
+            assert_eq!(Vault::pack_older(&v.tree).unwrap(), 0);
+            assert!(v.tree.scan_prefix([OLD_PREFIX]).next().is_none());
+        }
+        let (v, _disk) = vault(dir.path());
+        for (yp, k) in &all {
+            assert_eq!(v.key(*yp).unwrap(), Some(*k));
+        }
+    }
 
     #[test]
     fn base64_round_trips() {

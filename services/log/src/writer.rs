@@ -14,7 +14,7 @@ use crate::index::{self, Pending, Progress};
 use crate::keys::{self, IdRecord, Indexed};
 use crate::record::{Entry, Record, GENESIS};
 use crate::runs;
-use crate::vault::{self, Vault};
+use crate::vault::Vault;
 use pathway_core::catalogue::EventType;
 use pathway_core::envelope::Submitted;
 use std::collections::HashMap;
@@ -192,9 +192,8 @@ pub(crate) struct Writer {
 struct Stage {
     /// Stored bytes of the new entries, in sequence order from the group's start.
     entries: Vec<Vec<u8>>,
-    /// Person keys made for this stage's people (their wrapped forms are in `wrapped`).
+    /// Person keys made for this stage's people, stored (wrapped) with its entries.
     keys: HashMap<Uuid, [u8; 32]>,
-    wrapped: Vec<(Vec<u8>, Vec<u8>)>,
     /// The new entries' index records, for the `x` chunks and then the indexer.
     index: Vec<Indexed>,
     ids: HashMap<Uuid, IdRecord>,
@@ -339,7 +338,6 @@ impl Writer {
                     group.seq = stage.seq;
                     group.hash = stage.hash;
                     group.index.append(&mut stage.index);
-                    group.wrapped.append(&mut stage.wrapped);
                     group.entries.append(&mut stage.entries);
                     group.ids.extend(stage.ids);
                     group.versions.extend(stage.versions);
@@ -405,9 +403,7 @@ impl Writer {
     /// thousand events goes in. Readers need no batch to stay consistent: they read up to
     /// the durable head, which moves only after the flush.
     fn write(&self, group: &Stage) -> Result<(), LogError> {
-        for (k, v) in &group.wrapped {
-            self.tree.insert(&k[..], &v[..])?;
-        }
+        self.vault.store(&group.keys)?;
         let mut first = self.head.seq + 1;
         for run in runs::cut(&group.entries) {
             self.tree.insert(keys::entry(first), runs::encode(run))?;
@@ -481,11 +477,10 @@ impl Writer {
 
     /// A new key for a person being registered, staged with their first entry.
     fn new_key(&self, yp: Uuid, stage: &mut Stage) -> Result<[u8; 32], AppendError> {
-        let (k, wrapped) = self
+        let k = self
             .vault
-            .new_key(yp)
+            .new_key()
             .map_err(|e| AppendError::Storage(e.to_string()))?;
-        stage.wrapped.push((vault::key(yp).to_vec(), wrapped));
         stage.keys.insert(yp, k);
         Ok(k)
     }

@@ -969,10 +969,11 @@ fn first_segments_as_keys(tree: &sled::Tree) -> Vec<(Vec<u8>, u64)> {
         .collect()
 }
 
-/// A log in layout 3 (a key for every person's first stream segment) opens with those
-/// segments packed many people to a key: streams read as before, later segments stay where
-/// they are, appends go on from each person's version, verify passes, and no first segment
-/// keeps a key of its own.
+/// A log in layout 3 (a key for every person's first stream segment and for every person's
+/// key) opens with both packed many people to a key: streams read as before (their data
+/// unsealed with their keys), later segments stay where they are, appends go on from each
+/// person's version, verify passes, and no first segment or person key keeps a key of its
+/// own.
 #[test]
 fn a_log_with_a_key_per_first_segment_opens_with_them_packed() {
     // Given a log whose people have 1 + 200 / 8 = 26 events each, one with 80
@@ -1002,6 +1003,17 @@ fn a_log_with_a_key_per_first_segment_opens_with_them_packed() {
             RACE_PEOPLE + 1,
             "racer 0 has a second segment"
         );
+        // and every person's key under a key of its own
+        for kv in tree.scan_prefix(b"w") {
+            let (k, v) = kv.unwrap();
+            for (yp, wrapped) in pathway_log::packed::decode(&v).unwrap() {
+                let mut key = vec![b'p'];
+                key.extend_from_slice(yp.as_bytes());
+                tree.insert(key, wrapped).unwrap();
+            }
+            tree.remove(k).unwrap();
+        }
+        assert_eq!(tree.scan_prefix(b"p").count() as u128, RACE_PEOPLE);
         tree.insert(b"v", &b"3"[..]).unwrap();
         db.flush().unwrap();
     }
@@ -1012,6 +1024,8 @@ fn a_log_with_a_key_per_first_segment_opens_with_them_packed() {
     // Then every stream reads as before
     for n in 0..RACE_PEOPLE {
         assert_eq!(versions_of(&log, racer(n)), before[n as usize], "racer {n}");
+        let entries = log.read_person(racer(n)).unwrap();
+        assert!(entries.iter().all(|e| !e.erased), "racer {n}'s data opens");
     }
     // and goes on from its version
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -1032,7 +1046,11 @@ fn a_log_with_a_key_per_first_segment_opens_with_them_packed() {
         .map(|k| u64::from_be_bytes(k.unwrap()[17..25].try_into().unwrap()))
         .collect();
     assert_eq!(firsts, vec![65], "only racer 0's second segment has a key");
-    assert_eq!(tree.get(b"v").unwrap().as_deref(), Some(&b"4"[..]));
+    assert!(
+        tree.scan_prefix(b"p").next().is_none(),
+        "person keys packed"
+    );
+    assert_eq!(tree.get(b"v").unwrap().as_deref(), Some(&b"5"[..]));
 }
 
 /// A log records its key layout; a build refuses a log in a layout newer than its own,
@@ -1045,8 +1063,8 @@ fn a_log_in_a_newer_layout_is_refused() {
     {
         let db = pathway_log::open_sled(&sled::Config::new().path(dir.path())).unwrap();
         let tree = db.open_tree("log").unwrap();
-        assert_eq!(tree.get(b"v").unwrap().as_deref(), Some(&b"4"[..]));
-        tree.insert(b"v", &b"5"[..]).unwrap();
+        assert_eq!(tree.get(b"v").unwrap().as_deref(), Some(&b"5"[..]));
+        tree.insert(b"v", &b"6"[..]).unwrap();
         db.flush().unwrap();
     }
     let err = match Log::open(dir.path(), LogOptions::default()) {
