@@ -62,18 +62,32 @@ pub fn encode(records: &[Record]) -> Vec<u8> {
     out
 }
 
-pub fn decode(mut bytes: &[u8]) -> Result<Vec<Record>, PackError> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let (yp, rest) = bytes.split_first_chunk::<16>().ok_or(PackError::Cut)?;
-        let (len, rest) = rest.split_first_chunk::<2>().ok_or(PackError::Cut)?;
-        let (value, rest) = rest
-            .split_at_checked(usize::from(u16::from_be_bytes(*len)))
-            .ok_or(PackError::Cut)?;
-        out.push((Uuid::from_bytes(*yp), value.to_vec()));
-        bytes = rest;
-    }
-    Ok(out)
+pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, PackError> {
+    records(bytes)
+        .map(|r| r.map(|(yp, value)| (yp, value.to_vec())))
+        .collect()
+}
+
+/// A stored value's records, read in place.
+fn records(mut bytes: &[u8]) -> impl Iterator<Item = Result<(Uuid, &[u8]), PackError>> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let record = (|| {
+            let (yp, rest) = bytes.split_first_chunk::<16>().ok_or(PackError::Cut)?;
+            let (len, rest) = rest.split_first_chunk::<2>().ok_or(PackError::Cut)?;
+            let (value, rest) = rest
+                .split_at_checked(usize::from(u16::from_be_bytes(*len)))
+                .ok_or(PackError::Cut)?;
+            bytes = rest;
+            Ok((Uuid::from_bytes(*yp), value))
+        })();
+        if record.is_err() {
+            bytes = &[];
+        }
+        Some(record)
+    })
 }
 
 /// The key covering a person, its records, and the next key (where its cover ends).
@@ -124,17 +138,12 @@ pub fn get(tree: &sled::Tree, tag: u8, yp: Uuid) -> Result<Option<Vec<u8>>, Pack
     let Some((_, value)) = tree.range(&[tag][..]..=&at[..]).next_back().transpose()? else {
         return Ok(None);
     };
-    let mut bytes = &value[..];
-    while !bytes.is_empty() {
-        let (id, rest) = bytes.split_first_chunk::<16>().ok_or(PackError::Cut)?;
-        let (len, rest) = rest.split_first_chunk::<2>().ok_or(PackError::Cut)?;
-        let (v, rest) = rest
-            .split_at_checked(usize::from(u16::from_be_bytes(*len)))
-            .ok_or(PackError::Cut)?;
-        match Uuid::from_bytes(*id).cmp(&yp) {
+    for record in records(&value) {
+        let (id, v) = record?;
+        match id.cmp(&yp) {
             std::cmp::Ordering::Equal => return Ok(Some(v.to_vec())),
             std::cmp::Ordering::Greater => break,
-            std::cmp::Ordering::Less => bytes = rest,
+            std::cmp::Ordering::Less => {}
         }
     }
     Ok(None)
@@ -390,15 +399,9 @@ mod tests {
 
     const TAG: u8 = b'q';
 
-    fn tree() -> (tempfile::TempDir, sled::Tree) {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = sled::Config::new()
-            .path(dir.path())
-            .open()
-            .unwrap()
-            .open_tree("t")
-            .unwrap();
-        (dir, tree)
+    fn tree() -> sled::Tree {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        db.open_tree("t").unwrap()
     }
 
     /// A small deterministic generator, so a failure is repeatable.
@@ -490,7 +493,7 @@ mod tests {
     /// the right edge, when every person is looked up, then each finds exactly their value.
     #[test]
     fn lookups_match_a_plain_map_through_random_steps() {
-        let (_dir, tree) = tree();
+        let tree = tree();
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut people: Vec<Uuid> = Vec::new();
         let mut model = Model::new();
@@ -528,7 +531,7 @@ mod tests {
     /// record moves and no step needs a batch.
     #[test]
     fn people_in_order_fill_keys_without_moving_records() {
-        let (_dir, tree) = tree();
+        let tree = tree();
         let mut model = Model::new();
         let mut people = Vec::new();
         for round in 0..20u128 {
@@ -550,7 +553,7 @@ mod tests {
     /// records back, together again.
     #[test]
     fn keys_split_and_merge_with_the_people_who_start_them() {
-        let (_dir, tree) = tree();
+        let tree = tree();
         let mut model = Model::new();
         // Ids far enough apart to find one that starts a key between two that do not.
         let plain: Vec<Uuid> = (1..)

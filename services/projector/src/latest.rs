@@ -134,32 +134,7 @@ pub fn get_many(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tree() -> (tempfile::TempDir, sled::Tree) {
-        let dir = tempfile::tempdir().unwrap();
-        let tree = sled::Config::new()
-            .path(dir.path())
-            .open()
-            .unwrap()
-            .open_tree("t")
-            .unwrap();
-        (dir, tree)
-    }
-
-    /// A small deterministic generator, so a failure is repeatable.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use proptest::prelude::*;
 
     fn stored(n: u64) -> [u8; STORED] {
         let mut v = [0u8; STORED];
@@ -167,7 +142,12 @@ mod tests {
         v
     }
 
-    type Model = BTreeMap<(Uuid, String), [u8; STORED]>;
+    /// One of a pool of people, spread over the id space as agencies' and minted ids are.
+    fn person(n: u8) -> Uuid {
+        Uuid::from_u128(u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))
+    }
+
+    const AGENCIES: [&str; 2] = ["careers", "la"];
 
     #[test]
     fn a_persons_records_round_trip_and_a_cut_value_is_refused() {
@@ -181,50 +161,44 @@ mod tests {
         assert!(decode(&bytes[..5]).is_err());
     }
 
-    /// Given many steps of destinations from two agencies and erasures, at random, when
-    /// every (person, agency) is looked up, then each finds the last set, per agency, and
-    /// nothing of the erased; the keys hold exactly those records.
-    #[test]
-    fn lookups_match_a_plain_map_through_random_steps() {
-        let (_dir, tree) = tree();
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-        let mut people: Vec<Uuid> = Vec::new();
-        let mut model = Model::new();
-        let agencies = ["careers", "la"];
-        for _ in 0..40 {
-            let mut set = Model::new();
-            for _ in 0..rng.below(150) {
-                let yp = if people.is_empty() || rng.below(3) == 0 {
-                    let id = Uuid::from_u128(u128::from(rng.next()) << 64 | u128::from(rng.next()));
-                    people.push(id);
-                    id
-                } else {
-                    people[rng.below(people.len())]
-                };
-                set.insert((yp, agencies[rng.below(2)].to_owned()), stored(rng.next()));
+    proptest! {
+        /// Given steps of destinations from two agencies and erasures, when every (person,
+        /// agency) is looked up, then each finds the last one set, per agency, and nothing of
+        /// the erased; the keys hold exactly those records.
+        #[test]
+        fn lookups_match_a_plain_map_through_any_steps(
+            steps in proptest::collection::vec(
+                (
+                    proptest::collection::vec((0u8..200, 0usize..2, any::<u64>()), 0..80),
+                    proptest::collection::vec(0u8..200, 0..3),
+                ),
+                1..12,
+            )
+        ) {
+            let tree = sled::Config::new().temporary(true).open().unwrap().open_tree("t").unwrap();
+            let mut model: BTreeMap<(Uuid, String), [u8; STORED]> = BTreeMap::new();
+            for (sets, erasures) in steps {
+                let set: BTreeMap<(Uuid, String), [u8; STORED]> = sets
+                    .into_iter()
+                    .map(|(n, a, v)| ((person(n), AGENCIES[a].to_owned()), stored(v)))
+                    .collect();
+                let erased: BTreeSet<Uuid> = erasures.into_iter().map(person).collect();
+                apply(&tree, plan(&tree, &set, &erased).unwrap()).unwrap();
+                model.extend(set);
+                model.retain(|(yp, _), _| !erased.contains(yp));
             }
-            let erased: BTreeSet<Uuid> = (0..rng.below(4))
-                .map(|_| people[rng.below(people.len())])
-                .collect();
-            apply(&tree, plan(&tree, &set, &erased).unwrap()).unwrap();
-            model.extend(set);
-            model.retain(|(yp, _), _| !erased.contains(yp));
-
-            let asked: Vec<(Uuid, &str)> = people
-                .iter()
-                .flat_map(|yp| agencies.iter().map(move |a| (*yp, *a)))
-                .rev()
+            let asked: Vec<(Uuid, &str)> = (0..200u8)
+                .flat_map(|n| AGENCIES.map(|a| (person(n), a)))
                 .collect();
             for ((yp, agency), found) in asked.iter().zip(get_many(&tree, &asked).unwrap()) {
-                assert_eq!(found, model.get(&(*yp, (*agency).to_owned())).copied());
+                prop_assert_eq!(found, model.get(&(*yp, (*agency).to_owned())).copied());
             }
-            let held: Model = tree
+            let held: BTreeMap<(Uuid, String), [u8; STORED]> = tree
                 .scan_prefix([TAG])
                 .flat_map(|kv| records(&kv.unwrap().1).unwrap())
                 .map(|r| ((r.young_person, r.agency), r.stored))
                 .collect();
-            assert_eq!(held, model);
+            prop_assert_eq!(held, model);
         }
-        assert!(model.len() > 500, "{} records", model.len());
     }
 }
