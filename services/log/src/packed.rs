@@ -14,8 +14,9 @@
 //!
 //! Which keys hold whom depends only on who is held: a key starts at the first person held
 //! and at each person whom a hash of their id picks ([`starts_key`], one in [`PER_KEY`]).
-//! So the same people make the same keys whatever order they came in, and a rebuild of the
-//! projections equals the live run key for key. People minted in order (UUIDv7) arrive at
+//! So the same people make the same keys whatever order they came in (where values are
+//! small enough never to pass [`MAX_VALUE`]), and a rebuild of the projections equals the
+//! live run key for key. People minted in order (UUIDv7) arrive at
 //! the right edge: they join the last key or start the next, and nothing moves.
 //!
 //! Each user is the only writer of its tag, one step at a time, so a key is read, changed
@@ -27,11 +28,17 @@
 use std::ops::Bound;
 use uuid::Uuid;
 
-/// People a key holds on average. With values of up to about 70 bytes (a first stream
-/// segment of a few events; an agency's digest) a key is about 2 KB, rarely more than a few
-/// times that, and a leaf of 16 keys far below the size at which sled writes a page as a
-/// blob file, which it never fsyncs.
+/// People a key holds on average: values of about 2 KB for the small values packed here
+/// (a wrapped key, 82 bytes a record; a few events of a stream; an agency's digest).
 pub const PER_KEY: usize = 32;
+
+/// The most a key's value holds, whatever the hash picks: a key past it is cut, filled from
+/// the left (so people added at the right edge still move nothing). Durability, as for the
+/// log's entry runs ([`crate::runs`]'s `RUN_BYTES`): sled 0.34 writes a page bigger than
+/// 128 KiB as a blob file, which it never fsyncs, and a leaf splits only past 16 keys.
+/// Cuts make the keys depend on more than who is held, but only where values are large (a
+/// full first stream segment is 530 bytes), never for the projections' small digests.
+pub const MAX_VALUE: usize = crate::runs::RUN_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
@@ -314,7 +321,24 @@ pub fn plan<E: From<PackError>>(
     Ok(regions.iter().map(|r| rewrite(tag, r)).collect())
 }
 
-/// The keys holding a region's records, split where [`starts_key`] says.
+/// `records` cut into runs of at most [`MAX_VALUE`] encoded bytes, filled from the left.
+fn cut(records: &[Record]) -> Vec<&[Record]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, (_, value)) in records.iter().enumerate() {
+        let n = 18 + value.len();
+        if i > start && size + n > MAX_VALUE {
+            out.push(&records[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += n;
+    }
+    out.push(&records[start..]);
+    out
+}
+
+/// The keys holding a region's records, split where [`starts_key`] says (and [`cut`] where
+/// values are large).
 fn rewrite(tag: u8, region: &Region) -> Rewrite {
     let mut chunks: Vec<&[Record]> = Vec::new();
     let mut start = 0;
@@ -327,6 +351,7 @@ fn rewrite(tag: u8, region: &Region) -> Rewrite {
     if start < region.records.len() {
         chunks.push(&region.records[start..]);
     }
+    let chunks: Vec<&[Record]> = chunks.into_iter().flat_map(cut).collect();
     let was: std::collections::HashMap<Uuid, &[u8]> = region
         .old
         .iter()
@@ -546,6 +571,50 @@ mod tests {
         }
         check(&tree, &model, &people);
         assert!(tree.scan_prefix([TAG]).count() > 1, "more than one key");
+    }
+
+    /// Large values are cut into keys of at most [`MAX_VALUE`], filled from the left, so
+    /// people added in order still move nothing; every value is found.
+    #[test]
+    fn large_values_are_cut_into_keys_of_bounded_size() {
+        let tree = tree();
+        let mut model = Model::new();
+        let mut people = Vec::new();
+        for round in 0..30u128 {
+            let changes: BTreeMap<Uuid, Option<Vec<u8>>> = (0..7)
+                .map(|i| {
+                    let yp = Uuid::from_u128(round * 10 + i);
+                    people.push(yp);
+                    (yp, Some(vec![round as u8; 512]))
+                })
+                .collect();
+            let plan = step(&tree, &mut model, changes);
+            assert!(plan.iter().all(|r| !r.together), "round {round}");
+        }
+        for kv in tree.scan_prefix([TAG]) {
+            let (_, v) = kv.unwrap();
+            assert!(v.len() <= MAX_VALUE, "a value of {} bytes", v.len());
+        }
+        assert!(tree.scan_prefix([TAG]).count() >= 210 * 530 / MAX_VALUE);
+        let held: Model = super::all(&tree, TAG).map(Result::unwrap).collect();
+        assert_eq!(held, model);
+        for (yp, found) in people.iter().zip(get_many(&tree, TAG, &people).unwrap()) {
+            assert_eq!(found.as_ref(), model.get(yp));
+        }
+        // A value growing in the middle cuts again, and moves what follows, together.
+        let middle = people[100];
+        let plan = step(
+            &tree,
+            &mut model,
+            BTreeMap::from([(middle, Some(vec![9; 4000]))]),
+        );
+        assert!(plan.iter().any(|r| r.together));
+        for kv in tree.scan_prefix([TAG]) {
+            assert!(kv.unwrap().1.len() <= MAX_VALUE);
+        }
+        assert_eq!(get(&tree, TAG, middle).unwrap(), Some(vec![9; 4000]));
+        let held: Model = super::all(&tree, TAG).map(Result::unwrap).collect();
+        assert_eq!(held, model);
     }
 
     /// A newcomer who starts a key, landing in the middle of one, moves the records after
