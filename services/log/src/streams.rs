@@ -10,7 +10,7 @@
 //! segments, an event of a known person rewrites one small value in place (a leaf copy, no
 //! split). A key per person was still a stub in sled's memory for every 16 people, for
 //! good (about 20 MB a million people, BENCHMARKS.md session 20), hence first segments
-//! packed 32 people a key. A new person's goes in at the growing edge, since the exchange
+//! packed about 32 people a key. A new person's goes in at the growing edge, since the exchange
 //! mints time-ordered ids.
 //!
 //! A segment's slots are fixed by version (slot = version − first), so writing the same
