@@ -14,6 +14,15 @@ impl From<sled::Error> for LogError {
     }
 }
 
+impl From<crate::packed::PackError> for LogError {
+    fn from(e: crate::packed::PackError) -> Self {
+        match e {
+            crate::packed::PackError::Storage(e) => e.into(),
+            damage => LogError::Storage(format!("a packed key of the log: {damage}")),
+        }
+    }
+}
+
 /// Why a batch was not appended. `index` is the event's position in the batch, so the
 /// caller can name `/events/<index>/<field>`. Nothing of the batch was appended.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

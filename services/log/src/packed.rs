@@ -99,7 +99,8 @@ fn records(mut bytes: &[u8]) -> impl Iterator<Item = Result<(Uuid, &[u8]), PackE
 
 /// The key covering a person, its records, and the next key (where its cover ends).
 struct Cover {
-    key: Option<sled::IVec>,
+    /// The key and its value as stored.
+    stored: Option<(sled::IVec, sled::IVec)>,
     records: Vec<Record>,
     until: Option<sled::IVec>,
 }
@@ -108,11 +109,11 @@ impl Cover {
     fn find(tree: &sled::Tree, tag: u8, yp: Uuid) -> Result<Cover, PackError> {
         let at = key(tag, yp);
         let below = tree.range(&[tag][..]..=&at[..]).next_back().transpose()?;
-        let (key, records) = match below {
-            Some((k, v)) => (Some(k), decode(&v)?),
-            None => (None, Vec::new()),
+        let records = match &below {
+            Some((_, v)) => decode(v)?,
+            None => Vec::new(),
         };
-        let after = key.as_deref().unwrap_or(&at).to_vec();
+        let after = below.as_ref().map_or(&at[..], |(k, _)| &k[..]).to_vec();
         let end = Bound::Excluded(vec![tag + 1]);
         let until = tree
             .range((Bound::Excluded(after), end))
@@ -120,7 +121,7 @@ impl Cover {
             .transpose()?
             .map(|(k, _)| k);
         Ok(Cover {
-            key,
+            stored: below,
             records,
             until,
         })
@@ -228,7 +229,8 @@ fn person_of(key: &[u8]) -> Uuid {
 /// Stored keys being changed together: their records, changed in place, and where the
 /// next stored key begins.
 struct Region {
-    old: Vec<(sled::IVec, Vec<Record>)>,
+    /// The stored keys the region's records came from, and their values as stored.
+    old: Vec<(sled::IVec, sled::IVec)>,
     records: Vec<Record>,
     until: Option<sled::IVec>,
 }
@@ -256,18 +258,14 @@ pub fn plan<E: From<PackError>>(
     let mut regions: Vec<Region> = Vec::new();
     while let Some(first) = people.next() {
         let mut cover = Cover::find(tree, tag, first)?;
-        if cover.key.is_none() {
+        if cover.stored.is_none() {
             // Below everyone held: the first person becomes the first key's head.
             if let Some(next) = cover.until.take() {
                 cover = Cover::find(tree, tag, person_of(&next))?;
             }
         }
         let mut region = Region {
-            old: cover
-                .key
-                .into_iter()
-                .map(|k| (k, cover.records.clone()))
-                .collect(),
+            old: cover.stored.into_iter().collect(),
             records: cover.records,
             until: cover.until,
         };
@@ -310,7 +308,7 @@ pub fn plan<E: From<PackError>>(
                     .map_err(PackError::from)?
                 {
                     let mut records = decode(&v)?;
-                    region.old.insert(0, (k, records.clone()));
+                    region.old.insert(0, (k, v));
                     records.append(&mut region.records);
                     region.records = records;
                 }
@@ -318,7 +316,10 @@ pub fn plan<E: From<PackError>>(
         }
         regions.push(region);
     }
-    Ok(regions.iter().map(|r| rewrite(tag, r)).collect())
+    Ok(regions
+        .iter()
+        .map(|r| rewrite(tag, r))
+        .collect::<Result<_, _>>()?)
 }
 
 /// `records` cut into runs of at most [`MAX_VALUE`] encoded bytes, filled from the left.
@@ -339,7 +340,7 @@ fn cut(records: &[Record]) -> Vec<&[Record]> {
 
 /// The keys holding a region's records, split where [`starts_key`] says (and [`cut`] where
 /// values are large).
-fn rewrite(tag: u8, region: &Region) -> Rewrite {
+fn rewrite(tag: u8, region: &Region) -> Result<Rewrite, PackError> {
     let mut chunks: Vec<&[Record]> = Vec::new();
     let mut start = 0;
     for (i, (yp, _)) in region.records.iter().enumerate() {
@@ -352,11 +353,12 @@ fn rewrite(tag: u8, region: &Region) -> Rewrite {
         chunks.push(&region.records[start..]);
     }
     let chunks: Vec<&[Record]> = chunks.into_iter().flat_map(cut).collect();
-    let was: std::collections::HashMap<Uuid, &[u8]> = region
-        .old
-        .iter()
-        .flat_map(|(k, records)| records.iter().map(move |(yp, _)| (*yp, &k[..])))
-        .collect();
+    let mut was = std::collections::HashMap::new();
+    for (k, v) in &region.old {
+        for record in records(v) {
+            was.insert(record?.0, &k[..]);
+        }
+    }
     let mut keys = Vec::new();
     let mut together = false;
     let mut written = std::collections::HashSet::new();
@@ -366,12 +368,13 @@ fn rewrite(tag: u8, region: &Region) -> Rewrite {
             .iter()
             .any(|(yp, _)| was.get(yp).is_some_and(|old| *old != &k[..]));
         written.insert(k.to_vec());
+        let value = encode(chunk);
         let same = region
             .old
             .iter()
-            .any(|(old, records)| old[..] == k[..] && records.as_slice() == chunk);
+            .any(|(old, stored)| old[..] == k[..] && stored[..] == value[..]);
         if !same {
-            keys.push((k.to_vec(), Some(encode(chunk))));
+            keys.push((k.to_vec(), Some(value)));
         }
     }
     for (old, _) in &region.old {
@@ -379,7 +382,7 @@ fn rewrite(tag: u8, region: &Region) -> Rewrite {
             keys.push((old.to_vec(), None));
         }
     }
-    Rewrite { keys, together }
+    Ok(Rewrite { keys, together })
 }
 
 /// Applies a plan key by key, or as one batch where records move between keys.

@@ -20,7 +20,7 @@
 
 use crate::error::LogError;
 use crate::keys::{self, Indexed};
-use crate::packed::{self, PackError};
+use crate::packed;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -35,15 +35,6 @@ pub const FIRSTS: u8 = b'u';
 
 /// People whose first segments are written at once while moving many (an older log's).
 const FIRSTS_AT_ONCE: usize = 4096;
-
-impl From<PackError> for LogError {
-    fn from(e: PackError) -> Self {
-        match e {
-            PackError::Storage(e) => e.into(),
-            damage => LogError::Storage(format!("a packed stream segment: {damage}")),
-        }
-    }
-}
 
 pub fn prefix(yp: Uuid) -> [u8; 17] {
     let mut k = [PREFIX; 17];
@@ -234,23 +225,33 @@ pub fn slot(tree: &sled::Tree, yp: Uuid, version: u64) -> Result<Option<u64>, Lo
 
 /// A person's seqs, in version order.
 pub fn seqs(tree: &sled::Tree, yp: Uuid) -> Result<Vec<u64>, LogError> {
-    let mut out: Vec<u64> = segment(tree, yp, 1)?
-        .unwrap_or_default()
-        .chunks_exact(8)
-        .map(keys::u64_of)
-        .collect();
-    for v in tree.scan_prefix(prefix(yp)).values() {
-        out.extend(v?.chunks_exact(8).map(keys::u64_of));
+    let first = segment(tree, yp, 1)?.unwrap_or_default();
+    let mut out: Vec<u64> = first.chunks_exact(8).map(keys::u64_of).collect();
+    if is_full(&first) {
+        for v in tree.scan_prefix(prefix(yp)).values() {
+            out.extend(v?.chunks_exact(8).map(keys::u64_of));
+        }
     }
     Ok(out)
 }
 
 /// A person's current version: the last slot of their last segment; 0 for no one.
 pub fn version(tree: &sled::Tree, yp: Uuid) -> Result<u64, LogError> {
+    let first = segment(tree, yp, 1)?.unwrap_or_default();
+    if !is_full(&first) {
+        return Ok((first.len() / 8) as u64);
+    }
     match tree.scan_prefix(prefix(yp)).next_back().transpose()? {
-        None => Ok(segment(tree, yp, 1)?.map_or(0, |s| (s.len() / 8) as u64)),
+        None => Ok(SEGMENT),
         Some((k, v)) => Ok(keys::u64_of(&k[17..]) + (v.len() / 8) as u64 - 1),
     }
+}
+
+/// Whether a segment holds all its versions. Versions are placed in order, so a person
+/// has later segments only past a full first one, and most people's streams are read
+/// with one lookup.
+fn is_full(segment: &[u8]) -> bool {
+    segment.len() == SEGMENT as usize * 8
 }
 
 /// Moves the first segments of a log in layout 3 or earlier, a key each, into packed keys,

@@ -42,6 +42,17 @@ const SEALED_PREFIX: &str = "{\"$sealed\":\"";
 /// People whose keys are moved at once when an older log's are packed.
 const PACK_AT_ONCE: usize = 4096;
 
+/// Writes people's wrapped keys into the packed keys. Callers hold the vault's lock (or
+/// open the log, before anyone else can).
+fn put(tree: &sled::Tree, mut wrapped: BTreeMap<Uuid, Vec<u8>>) -> Result<(), LogError> {
+    let people: Vec<Uuid> = wrapped.keys().copied().collect();
+    let plan = packed::plan(tree, TAG, people, |yp, _| {
+        Ok::<_, LogError>(wrapped.remove(&yp))
+    })?;
+    packed::apply(tree, plan)?;
+    Ok(())
+}
+
 fn storage(e: impl std::fmt::Display) -> LogError {
     LogError::Storage(e.to_string())
 }
@@ -220,12 +231,7 @@ impl Vault {
         for (yp, k) in keys {
             wrapped.insert(*yp, Vault::wrap(&self.rng, &state, *yp, k)?);
         }
-        let people: Vec<Uuid> = wrapped.keys().copied().collect();
-        let plan = packed::plan(&self.tree, TAG, people, |yp, _| {
-            Ok::<_, LogError>(wrapped.remove(&yp))
-        })?;
-        packed::apply(&self.tree, plan)?;
-        Ok(())
+        put(&self.tree, wrapped)
     }
 
     /// Called once keys written with a group of entries are durable.
@@ -342,25 +348,17 @@ impl Vault {
     /// that the next open moves again. Returns how many it moved.
     pub(crate) fn pack_older(tree: &sled::Tree) -> Result<usize, LogError> {
         let mut moved = 0;
-        let mut batch: BTreeMap<Uuid, Vec<u8>> = BTreeMap::new();
-        let flush = |batch: &mut BTreeMap<Uuid, Vec<u8>>| -> Result<(), LogError> {
-            let plan = packed::plan(tree, TAG, batch.keys().copied(), |yp, _| {
-                Ok::<_, LogError>(batch.get(&yp).cloned())
-            })?;
-            packed::apply(tree, plan)?;
-            batch.clear();
-            Ok(())
-        };
+        let mut pending: BTreeMap<Uuid, Vec<u8>> = BTreeMap::new();
         for kv in tree.scan_prefix([OLD_PREFIX]) {
             let (k, v) = kv?;
             let person = Uuid::from_slice(&k[1..]).map_err(storage)?;
-            batch.insert(person, v.to_vec());
+            pending.insert(person, v.to_vec());
             moved += 1;
-            if batch.len() == PACK_AT_ONCE {
-                flush(&mut batch)?;
+            if pending.len() == PACK_AT_ONCE {
+                put(tree, std::mem::take(&mut pending))?;
             }
         }
-        flush(&mut batch)?;
+        put(tree, pending)?;
         if moved > 0 {
             for k in tree.scan_prefix([OLD_PREFIX]).keys() {
                 tree.remove(k?)?;

@@ -257,8 +257,7 @@ impl<'t> Pending<'t> {
         for (k, chunk) in self.registry.journal(step, &changes) {
             writes.insert(k, chunk);
         }
-        let erased: BTreeSet<Uuid> = self.erased.iter().copied().collect();
-        writes.latest = latest::plan(self.tree, &self.destinations, &erased)?;
+        writes.latest = latest::plan(self.tree, &self.destinations, &self.erased)?;
         let runs = self
             .full
             .into_iter()

@@ -8,7 +8,7 @@
 //! (1) ‖ agency ‖ digest and seq (22)`, ordered by agency. The dispatcher is the only writer.
 
 use crate::store::ProjectionError;
-use pathway_log::packed::{self, PackError};
+use pathway_log::packed;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
@@ -28,15 +28,6 @@ pub struct Record {
     pub stored: [u8; STORED],
 }
 
-impl From<PackError> for ProjectionError {
-    fn from(e: PackError) -> Self {
-        match e {
-            PackError::Storage(e) => e.into(),
-            damage => ProjectionError::Corrupt(format!("the latest-destination index: {damage}")),
-        }
-    }
-}
-
 fn encode(agencies: &BTreeMap<String, [u8; STORED]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(agencies.len() * 40);
     for (agency, stored) in agencies {
@@ -50,20 +41,38 @@ fn encode(agencies: &BTreeMap<String, [u8; STORED]>) -> Vec<u8> {
 }
 
 /// A person's records, by agency.
-fn decode(mut bytes: &[u8]) -> Result<BTreeMap<String, [u8; STORED]>, ProjectionError> {
-    let cut = || ProjectionError::Corrupt("a latest-destination record is cut short".into());
-    let mut out = BTreeMap::new();
-    while !bytes.is_empty() {
-        let (len, rest) = bytes.split_first().ok_or_else(cut)?;
-        let (agency, rest) = rest.split_at_checked(usize::from(*len)).ok_or_else(cut)?;
-        let (stored, rest) = rest.split_first_chunk::<STORED>().ok_or_else(cut)?;
-        let agency = std::str::from_utf8(agency).map_err(|_| {
-            ProjectionError::Corrupt("a latest-destination agency is not UTF-8".into())
-        })?;
-        out.insert(agency.to_owned(), *stored);
-        bytes = rest;
-    }
-    Ok(out)
+fn decode(bytes: &[u8]) -> Result<BTreeMap<String, [u8; STORED]>, ProjectionError> {
+    entries(bytes)
+        .map(|e| e.map(|(agency, stored)| (agency.to_owned(), stored)))
+        .collect()
+}
+
+/// A person's records, read in place: an import's lookup finds its agency's without
+/// allocating.
+fn entries(
+    mut bytes: &[u8],
+) -> impl Iterator<Item = Result<(&str, [u8; STORED]), ProjectionError>> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let entry = (|| {
+            let cut =
+                || ProjectionError::Corrupt("a latest-destination record is cut short".into());
+            let (len, rest) = bytes.split_first().ok_or_else(cut)?;
+            let (agency, rest) = rest.split_at_checked(usize::from(*len)).ok_or_else(cut)?;
+            let (stored, rest) = rest.split_first_chunk::<STORED>().ok_or_else(cut)?;
+            let agency = std::str::from_utf8(agency).map_err(|_| {
+                ProjectionError::Corrupt("a latest-destination agency is not UTF-8".into())
+            })?;
+            bytes = rest;
+            Ok((agency, *stored))
+        })();
+        if entry.is_err() {
+            bytes = &[];
+        }
+        Some(entry)
+    })
 }
 
 /// Every record a stored key's value holds (for tests and audits).
@@ -82,11 +91,12 @@ pub fn records(value: &[u8]) -> Result<Vec<Record>, ProjectionError> {
 }
 
 /// What a step changes: each (person, agency)'s new latest destination (`set`), and people
-/// erased (every agency's record goes; an erased person is not set again).
+/// erased (every agency's record goes; an erased person is not set again). A step erases
+/// few people, so `erased` is a plain list.
 pub fn plan(
     tree: &sled::Tree,
     set: &BTreeMap<(Uuid, String), [u8; STORED]>,
-    erased: &BTreeSet<Uuid>,
+    erased: &[Uuid],
 ) -> Result<Vec<Rewrite>, ProjectionError> {
     let people: BTreeSet<Uuid> = set
         .keys()
@@ -123,10 +133,14 @@ pub fn get_many(
         .into_iter()
         .zip(asked)
         .map(|(value, (_, agency))| {
-            Ok(match value {
-                Some(v) => decode(&v)?.get(*agency).copied(),
-                None => None,
-            })
+            let Some(v) = value else { return Ok(None) };
+            for entry in entries(&v) {
+                let (held, stored) = entry?;
+                if held == *agency {
+                    return Ok(Some(stored));
+                }
+            }
+            Ok(None)
         })
         .collect()
 }
@@ -183,7 +197,8 @@ mod tests {
                     .map(|(n, a, v)| ((person(n), AGENCIES[a].to_owned()), stored(v)))
                     .collect();
                 let erased: BTreeSet<Uuid> = erasures.into_iter().map(person).collect();
-                apply(&tree, plan(&tree, &set, &erased).unwrap()).unwrap();
+                let listed: Vec<Uuid> = erased.iter().copied().collect();
+                apply(&tree, plan(&tree, &set, &listed).unwrap()).unwrap();
                 model.extend(set);
                 model.retain(|(yp, _), _| !erased.contains(yp));
             }

@@ -62,6 +62,16 @@ impl From<pathway_log::sorted::RunError> for ProjectionError {
     }
 }
 
+impl From<pathway_log::packed::PackError> for ProjectionError {
+    fn from(e: pathway_log::packed::PackError) -> Self {
+        use pathway_log::packed::PackError;
+        match e {
+            PackError::Storage(e) => e.into(),
+            damage => ProjectionError::Corrupt(format!("the latest-destination index: {damage}")),
+        }
+    }
+}
+
 impl From<sled::Error> for ProjectionError {
     fn from(e: sled::Error) -> Self {
         ProjectionError::Storage(e.to_string())
