@@ -25,7 +25,8 @@ use pathway_core::identity::{self, Match, Scheme};
 use pathway_core::imports::{self, DestinationRow, RowError};
 use pathway_core::ssda903;
 use pathway_core::EventType;
-use pathway_projector::{views, Projector};
+use pathway_projector::views::{self, HeldDestination};
+use pathway_projector::Projector;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -147,18 +148,49 @@ fn latest_destination(
             r.source == agency && r.event_type == EventType::DestinationRecorded
         })
         .map_err(internal)?;
-    Ok(entry.and_then(
-        |e| match EventData::parse(e.record.event_type, &e.record.data_value()) {
-            Ok(EventData::DestinationRecorded(d)) => Some(Before {
-                activity_code: d.activity_code,
-                start: d.start_date,
-                ascertained: d.date_ascertained,
-                said_at: e.record.seq.to_string(),
-                line: None,
-            }),
-            _ => None,
-        },
-    ))
+    Ok(entry.and_then(said_before))
+}
+
+/// The destination at `seq`, which the projections name as the latest `agency` recorded for
+/// the person: one read of the log rather than a walk back along their stream. Should the
+/// entry there not be that destination (the projections and the log disagree, which they
+/// must not), the stream is walked after all.
+fn destination_at(
+    p: &Projector,
+    agency: &str,
+    yp: Uuid,
+    seq: u64,
+) -> Result<Option<Before>, HttpProblem> {
+    match p.log().get(seq).map_err(internal)? {
+        Some(e)
+            if e.record.young_person == yp
+                && e.record.source == agency
+                && e.record.event_type == EventType::DestinationRecorded =>
+        {
+            Ok(said_before(e))
+        }
+        _ => {
+            tracing::warn!(
+                seq,
+                "the latest-destination index names another entry; reading the stream"
+            );
+            latest_destination(p, agency, yp)
+        }
+    }
+}
+
+/// A recorded destination as the plan compares rows with it.
+fn said_before(e: pathway_log::Entry) -> Option<Before> {
+    match EventData::parse(e.record.event_type, &e.record.data_value()) {
+        Ok(EventData::DestinationRecorded(d)) => Some(Before {
+            activity_code: d.activity_code,
+            start: d.start_date,
+            ascertained: d.date_ascertained,
+            said_at: e.record.seq.to_string(),
+            line: None,
+        }),
+        _ => None,
+    }
 }
 
 /// Who a row or child says they are: the agency's own identifier, national ones, the name
@@ -241,7 +273,7 @@ fn link(agency: &str, yp: Uuid, ids: Value, how: &str, on: Day) -> Value {
 
 /// What the registry says of a row, and where the agency's latest destination for the
 /// matched person is when the row repeats it.
-type Looked = (Identified, Option<u64>);
+type Looked = (Identified, HeldDestination);
 
 /// Every row's reads, done before the rows are planned in order: they only read the
 /// projections (caught up before the chunk, and not written until its plan is appended), so
@@ -282,12 +314,13 @@ fn look_up(
             _ => None,
         })
         .unzip();
-    let mut held = vec![None; rows.len()];
-    for (i, seq) in matched
+    // Only rows that found someone are asked about; the others register or are held.
+    let mut held = vec![HeldDestination::Nothing; rows.len()];
+    for (i, h) in matched
         .into_iter()
-        .zip(views::latest_destinations_if(p, agency, &queries).map_err(internal)?)
+        .zip(views::latest_destinations(p, agency, &queries).map_err(internal)?)
     {
-        held[i] = seq;
+        held[i] = h;
     }
     Ok(identified.into_iter().zip(held).collect())
 }
@@ -394,12 +427,17 @@ fn plan(
         plan.resolved.push(row.nccis_id.clone());
         // Most rows of a quarterly file repeat what the agency said last time: the
         // projector's digest of the latest destination (`held`) tells so with one lookup.
-        // Only a row that differs reads the person's stream (for the NEET onset rule).
+        // Only a row that differs reads the log, at the position the index names (for the
+        // NEET onset rule and the dates).
         let before = match (latest.get(&who), who, held) {
             (Some(l), _, _) => l.clone(),
-            (None, Who::Known(_), Some(seq)) => Some(Before::of(row, seq.to_string())),
-            (None, Who::Known(yp), None) => latest_destination(p, agency, yp)?,
-            (None, Who::New(_), _) => None,
+            (None, Who::Known(_), HeldDestination::Same(seq)) => {
+                Some(Before::of(row, seq.to_string()))
+            }
+            (None, Who::Known(yp), HeldDestination::Other(seq)) => {
+                destination_at(p, agency, yp, seq)?
+            }
+            (None, Who::Known(_), HeldDestination::Nothing) | (None, Who::New(_), _) => None,
         };
         if let Some(b) = before.as_ref().filter(|b| b.is(row)) {
             summary.unchanged += 1;

@@ -530,9 +530,10 @@ pub fn latest_destination_if(
         ascertained,
     };
     Ok(
-        latest_destinations_if(p, agency, std::slice::from_ref(&query))?
-            .pop()
-            .flatten(),
+        match latest_destinations(p, agency, std::slice::from_ref(&query))?.pop() {
+            Some(HeldDestination::Same(seq)) => Some(seq),
+            _ => None,
+        },
     )
 }
 
@@ -568,27 +569,45 @@ pub struct DestinationQuery<'a> {
     pub ascertained: Day,
 }
 
-/// [`latest_destination_if`] for many people at once, in the order asked.
-pub fn latest_destinations_if(
+/// What the projections hold of the latest destination an agency recorded about a person,
+/// against the one asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldDestination {
+    /// The agency has recorded no destination for the person.
+    Nothing,
+    /// The latest is the one asked about, at this log position.
+    Same(u64),
+    /// The latest is another, at this log position: one read of the log tells what it was,
+    /// with no walk along the person's stream.
+    Other(u64),
+}
+
+/// For each query, in the order asked, how the latest destination its agency recorded
+/// compares: one read of the latest-destination index for all of them, nothing decrypted.
+pub fn latest_destinations(
     p: &Projector,
     agency: &str,
     queries: &[DestinationQuery],
-) -> Result<Vec<Option<u64>>, ProjectionError> {
+) -> Result<Vec<HeldDestination>, ProjectionError> {
     let asked: Vec<(Uuid, &str)> = queries.iter().map(|q| (q.young_person, agency)).collect();
-    latest::get_many(p.tree(), &asked)?
+    Ok(latest::get_many(p.tree(), &asked)?
         .into_iter()
         .zip(queries)
         .map(|(stored, q)| {
             let Some(stored) = stored else {
-                return Ok(None);
+                return HeldDestination::Nothing;
             };
             let digest =
                 store::destination_digest(q.young_person, q.activity_code, q.start, q.ascertained);
             let (held, seq) = stored.split_at(store::DESTINATION_DIGEST);
-            Ok((held == digest.as_slice())
-                .then(|| u64::from_be_bytes(seq.try_into().expect("8 bytes"))))
+            let seq = u64::from_be_bytes(seq.try_into().expect("8 bytes"));
+            if held == digest.as_slice() {
+                HeldDestination::Same(seq)
+            } else {
+                HeldDestination::Other(seq)
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// The people an agency has received anything about, from its feed.
