@@ -148,20 +148,43 @@ fn latest_destination(
             r.source == agency && r.event_type == EventType::DestinationRecorded
         })
         .map_err(internal)?;
-    Ok(entry.and_then(said_before))
+    Ok(entry.as_ref().and_then(said_before))
 }
 
-/// The destination at `seq`, which the projections name as the latest `agency` recorded for
-/// the person: one read of the log rather than a walk back along their stream. Should the
-/// entry there not be that destination (the projections and the log disagree, which they
-/// must not), the stream is walked after all.
+/// The entries the projections name as the latest destinations `agency` recorded for the
+/// people of a chunk's rows that differ from them ([`HeldDestination::Other`]), by log
+/// position: read at once, in log order ([`pathway_log::Log::get_many`]). A quarter's
+/// changed rows name destinations the last quarter's file appended together.
+fn destinations_named(
+    p: &Projector,
+    looked_up: &[Looked],
+) -> Result<HashMap<u64, pathway_log::Entry>, HttpProblem> {
+    let seqs: Vec<u64> = looked_up
+        .iter()
+        .filter_map(|(_, held)| match held {
+            HeldDestination::Other(seq) => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    let entries = p.log().get_many(&seqs).map_err(internal)?;
+    Ok(seqs
+        .into_iter()
+        .zip(entries)
+        .filter_map(|(seq, e)| Some((seq, e?)))
+        .collect())
+}
+
+/// The destination the projections name as the latest `agency` recorded for the person,
+/// as read ([`destinations_named`]). Should the entry not be that destination (the
+/// projections and the log disagree, which they must not), their stream is walked.
 fn destination_at(
     p: &Projector,
     agency: &str,
     yp: Uuid,
     seq: u64,
+    named: &HashMap<u64, pathway_log::Entry>,
 ) -> Result<Option<Before>, HttpProblem> {
-    match p.log().get(seq).map_err(internal)? {
+    match named.get(&seq) {
         Some(e)
             if e.record.young_person == yp
                 && e.record.source == agency
@@ -180,7 +203,7 @@ fn destination_at(
 }
 
 /// A recorded destination as the plan compares rows with it.
-fn said_before(e: pathway_log::Entry) -> Option<Before> {
+fn said_before(e: &pathway_log::Entry) -> Option<Before> {
     match EventData::parse(e.record.event_type, &e.record.data_value()) {
         Ok(EventData::DestinationRecorded(d)) => Some(Before {
             activity_code: d.activity_code,
@@ -346,6 +369,7 @@ fn plan(
     let mut latest: HashMap<Who, Option<Before>> = HashMap::new();
     let mut linked: BTreeSet<(Uuid, String)> = BTreeSet::new();
     let looked_up = look_up(p, agency, rows)?;
+    let named = destinations_named(p, &looked_up)?;
     for (row, (identified, held)) in rows.iter().zip(looked_up) {
         let (found, by_id, own_id_known) = identified;
         let who = match found {
@@ -435,7 +459,7 @@ fn plan(
                 Some(Before::of(row, seq.to_string()))
             }
             (None, Who::Known(yp), HeldDestination::Other(seq)) => {
-                destination_at(p, agency, yp, seq)?
+                destination_at(p, agency, yp, seq, &named)?
             }
             (None, Who::Known(_), HeldDestination::Nothing) | (None, Who::New(_), _) => None,
         };

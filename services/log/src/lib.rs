@@ -381,6 +381,75 @@ impl Log {
         entry.transpose()
     }
 
+    /// The durable entries at `seqs`, opened, in the order asked. They are read in log
+    /// order, each run once for the positions it holds, and their people's keys at once:
+    /// an import chunk's changed rows ask for thousands of entries appended together.
+    pub fn get_many(&self, seqs: &[u64]) -> Result<Vec<Option<Entry>>, LogError> {
+        let head = self.head();
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_unstable_by_key(|i| seqs[*i]);
+        let mut cursor = runs::Cursor::new(&self.inner.tree);
+        let mut out: Vec<Option<Entry>> = vec![None; seqs.len()];
+        for i in order {
+            let seq = seqs[i];
+            if (1..=head).contains(&seq) {
+                out[i] = cursor.at(seq)?.map(|b| decode_at(seq, b)).transpose()?;
+            }
+        }
+        let people: Vec<Uuid> = out
+            .iter()
+            .flatten()
+            .map(|e| e.record.young_person)
+            .collect();
+        self.inner.vault.warm(&people)?;
+        out.into_iter()
+            .map(|e| e.map(|e| self.open_entry(e)).transpose())
+            .collect()
+    }
+
+    /// Each of many people's durable entries before that person's own bound (`asked`:
+    /// person and bound), opened, in log order, with the index of the person asked; so each
+    /// person's in order. What [`Log::read_person_before`] gives one at a time, read in key
+    /// order: streams and keys one read for the people a packed key holds, entries one read
+    /// for the positions a run holds. People registered or changed together (an import's)
+    /// share both. Entries are handed to `f` as read, so memory does not grow with the
+    /// histories.
+    pub fn each_before(
+        &self,
+        asked: &[(Uuid, u64)],
+        mut f: impl FnMut(usize, Entry),
+    ) -> Result<(), LogError> {
+        let Some(last) = asked.iter().map(|(_, before)| *before).max() else {
+            return Ok(());
+        };
+        let head = self.head();
+        self.inner
+            .indexed
+            .wait_for(head.min(last.saturating_sub(1)))?;
+        let people: Vec<Uuid> = asked.iter().map(|(yp, _)| *yp).collect();
+        let mut wanted: Vec<(u64, usize)> = Vec::new();
+        for (i, seqs) in streams::seqs_many(&self.inner.tree, &people)?
+            .into_iter()
+            .enumerate()
+        {
+            let before = asked[i].1;
+            wanted.extend(
+                seqs.into_iter()
+                    .take_while(|seq| *seq <= head && *seq < before)
+                    .map(|seq| (seq, i)),
+            );
+        }
+        wanted.sort_unstable();
+        self.inner.vault.warm(&people)?;
+        let mut cursor = runs::Cursor::new(&self.inner.tree);
+        for (seq, i) in wanted {
+            if let Some(bytes) = cursor.at(seq)? {
+                f(i, self.open_entry(decode_at(seq, bytes)?)?);
+            }
+        }
+        Ok(())
+    }
+
     /// One young person's durable entries, in order.
     pub fn read_person(&self, young_person: Uuid) -> Result<Vec<Entry>, LogError> {
         self.read_person_before(young_person, u64::MAX)

@@ -93,6 +93,41 @@ pub fn holding(tree: &sled::Tree, seq: u64) -> sled::Result<Option<(sled::IVec, 
         .transpose()
 }
 
+/// Reads entries at rising positions, each run once for all the positions it holds.
+/// People registered or changed together have their entries in the same runs, so reading
+/// many people's entries in log order costs a lookup per run rather than one per entry
+/// (each lookup is a reverse range read of a large tree).
+pub struct Cursor<'t> {
+    tree: &'t sled::Tree,
+    /// The run last read: its first position, its value and how many entries it holds.
+    run: Option<(u64, sled::IVec, u64)>,
+}
+
+impl<'t> Cursor<'t> {
+    pub fn new(tree: &'t sled::Tree) -> Cursor<'t> {
+        Cursor { tree, run: None }
+    }
+
+    /// The stored bytes of the entry at `seq` (`Err`: its run is malformed there), if a run
+    /// holds it. Asked at rising positions, a run is read once.
+    pub fn at(&mut self, seq: u64) -> sled::Result<Option<Result<&[u8], usize>>> {
+        let held = |run: &Option<(u64, sled::IVec, u64)>| {
+            run.as_ref()
+                .is_some_and(|(first, _, n)| (*first..first + n).contains(&seq))
+        };
+        if !held(&self.run) {
+            self.run = holding(self.tree, seq)?.map(|(k, v)| {
+                let n = split(&v).count() as u64;
+                (first_seq(&k), v, n)
+            });
+        }
+        Ok(match &self.run {
+            Some((first, v, _)) if held(&self.run) => split(v).nth((seq - first) as usize),
+            _ => None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +138,43 @@ mod tests {
         let run = encode(&entries);
         let back: Vec<&[u8]> = split(&run).map(Result::unwrap).collect();
         assert_eq!(back, vec![&b"one"[..], &b""[..], &b"three"[..]]);
+    }
+
+    #[test]
+    fn a_cursor_reads_each_position_from_the_run_that_holds_it() {
+        let tree = sled::Config::new().temporary(true).open().unwrap();
+        let tree = tree.open_tree("log").unwrap();
+        // Runs at 1 (three entries), 4 (one) and 7 (two): 5 and 6 are held by no run.
+        for (first, entries) in [
+            (1u64, vec!["a", "b", "c"]),
+            (4, vec!["d"]),
+            (7, vec!["g", "h"]),
+        ] {
+            let run: Vec<Vec<u8>> = entries.iter().map(|e| e.as_bytes().to_vec()).collect();
+            tree.insert(keys::entry(first), encode(&run)).unwrap();
+        }
+        let mut cursor = Cursor::new(&tree);
+        let mut read = Vec::new();
+        for seq in [1, 3, 4, 5, 6, 8, 9] {
+            let got = cursor
+                .at(seq)
+                .unwrap()
+                .map(|b| String::from_utf8(b.unwrap().to_vec()).unwrap());
+            read.push((seq, got));
+        }
+        let want = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            read,
+            vec![
+                (1, want("a")),
+                (3, want("c")),
+                (4, want("d")),
+                (5, None),
+                (6, None),
+                (8, want("h")),
+                (9, None)
+            ]
+        );
     }
 
     #[test]

@@ -225,7 +225,26 @@ pub fn slot(tree: &sled::Tree, yp: Uuid, version: u64) -> Result<Option<u64>, Lo
 
 /// A person's seqs, in version order.
 pub fn seqs(tree: &sled::Tree, yp: Uuid) -> Result<Vec<u64>, LogError> {
-    let first = segment(tree, yp, 1)?.unwrap_or_default();
+    seqs_after_first(tree, yp, segment(tree, yp, 1)?)
+}
+
+/// Many people's seqs, in the order asked: their first segments read in key order, one
+/// read for the people a packed key holds ([`packed::get_many`]).
+pub fn seqs_many(tree: &sled::Tree, people: &[Uuid]) -> Result<Vec<Vec<u64>>, LogError> {
+    packed::get_many(tree, FIRSTS, people)?
+        .into_iter()
+        .zip(people)
+        .map(|(first, yp)| seqs_after_first(tree, *yp, first))
+        .collect()
+}
+
+/// A person's seqs, given their first segment as stored.
+fn seqs_after_first(
+    tree: &sled::Tree,
+    yp: Uuid,
+    first: Option<Vec<u8>>,
+) -> Result<Vec<u64>, LogError> {
+    let first = first.unwrap_or_default();
     let mut out: Vec<u64> = first.chunks_exact(8).map(keys::u64_of).collect();
     if is_full(&first) {
         for v in tree.scan_prefix(prefix(yp)).values() {

@@ -67,6 +67,12 @@ fn nonce(n: u64) -> Nonce {
     Nonce::assume_unique_for_key(b)
 }
 
+/// A stored person key, unwrapped under the master it names.
+fn unwrapped(state: &State, yp: Uuid, wrapped: &[u8]) -> Result<[u8; 32], LogError> {
+    Vault::unwrap(state, yp, wrapped)
+        .ok_or_else(|| storage("a person key cannot be unwrapped: is a master key missing?"))
+}
+
 fn random32(rng: &SystemRandom) -> Result<[u8; 32], LogError> {
     let mut k = [0u8; 32];
     rng.fill(&mut k).map_err(|_| storage("no randomness"))?;
@@ -205,14 +211,46 @@ impl Vault {
         let Some(wrapped) = packed::get(&self.tree, TAG, yp)? else {
             return Ok(None);
         };
-        let k = Vault::unwrap(&state, yp, &wrapped)
-            .ok_or_else(|| storage("a person key cannot be unwrapped: is a master key missing?"))?;
+        let k = unwrapped(&state, yp, &wrapped)?;
         let mut cache = self.cache.write().expect("vault cache");
         if cache.len() >= self.cap {
             cache.clear();
         }
         cache.insert(yp, k);
         Ok(Some(k))
+    }
+
+    /// Unwraps many people's keys into the cache at once, their packed keys read in key
+    /// order, one read for the people a key holds: a projector step or an import chunk that
+    /// meets thousands of people no longer cached would otherwise read a key for each. As
+    /// in [`Vault::key`], under the lock that erasure's rotation holds.
+    pub fn warm(&self, people: &[Uuid]) -> Result<(), LogError> {
+        let mut missing: Vec<Uuid> = {
+            let cache = self.cache.read().expect("vault cache");
+            people
+                .iter()
+                .copied()
+                .filter(|p| !cache.contains_key(p))
+                .collect()
+        };
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let state = self.state.lock().expect("vault lock");
+        let mut keys = Vec::with_capacity(missing.len());
+        for (yp, wrapped) in missing
+            .iter()
+            .zip(packed::get_many(&self.tree, TAG, &missing)?)
+        {
+            if let Some(wrapped) = wrapped {
+                keys.push((*yp, unwrapped(&state, *yp, &wrapped)?));
+            }
+        }
+        self.remember(keys);
+        drop(state);
+        Ok(())
     }
 
     /// A new key for a person, to [`Vault::store`] with the entries that use it.
@@ -465,9 +503,10 @@ fn decode(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    /// A vault on a fresh store, and the store's sled, to open the vault again from.
+    /// A vault on a fresh store, and the store's sled, to open the vault again from (with
+    /// `open_sled`, which waits for sled to let go of the store it just closed).
     fn vault(dir: &Path) -> (Vault, Disk) {
-        let db = sled::Config::new().path(dir.join("db")).open().unwrap();
+        let db = crate::open_sled(&sled::Config::new().path(dir.join("db"))).unwrap();
         let tree = db.open_tree("log").unwrap();
         let disk = Disk::with_sync(db, Box::new(|| Ok(())));
         (Vault::open(dir, tree, 10).unwrap(), disk)

@@ -224,6 +224,35 @@ fn run(ops: Vec<Op>, people_cached: usize, ids_per_run: usize) {
         assert_eq!(latest(|_| true).map(|(v, _)| v), (want > 0).then_some(want));
         assert_eq!(latest(|_| false), None);
     }
+    // Many people at once, each up to a bound of their own, read as each alone; and many
+    // positions at once (in any order, repeated, past the head) as each alone.
+    let head = log.head();
+    let opened = |e: &pathway_log::Entry| (e.record.seq, e.record.data_value());
+    let asked: Vec<(Uuid, u64)> = (0..6u8)
+        .map(|n| (person(n), [head + 1, head / 2 + 1, 1][n as usize % 3]))
+        .chain([(person(0), head + 1)])
+        .collect();
+    let mut many = vec![Vec::new(); asked.len()];
+    log.each_before(&asked, |i, e| many[i].push(opened(&e)))
+        .unwrap();
+    for (i, (yp, before)) in asked.iter().enumerate() {
+        let alone: Vec<_> = log
+            .read_person_before(*yp, *before)
+            .unwrap()
+            .iter()
+            .map(opened)
+            .collect();
+        assert_eq!(many[i], alone, "person {yp} before {before}");
+    }
+    let seqs: Vec<u64> = (0..=head + 1).rev().chain([1, 1]).collect();
+    for (seq, e) in seqs.iter().zip(log.get_many(&seqs).unwrap()) {
+        let alone = log.get(*seq).unwrap();
+        assert_eq!(
+            e.as_ref().map(opened),
+            alone.as_ref().map(opened),
+            "at {seq}"
+        );
+    }
 }
 
 proptest! {

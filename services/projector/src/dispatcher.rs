@@ -452,6 +452,9 @@ impl Projector {
             state.complete = false;
         }
         let complete = state.complete;
+        if !complete {
+            rebuild_people(&inner.log, &mut state.persons, entries)?;
+        }
         for entry in entries {
             let fact = entry.fact();
             let yp = fact.young_person;
@@ -800,6 +803,33 @@ fn restore(
         }
     }
     Ok(out)
+}
+
+/// The states of the people whom `entries` name and the map no longer holds (it forgets
+/// everyone when full, and holds no one after a restart), each as of just before their
+/// first entry here, rebuilt all at once ([`Log::each_before`]). One at a time, as each
+/// came up, each was a walk of the log of their own: more than half the cost of projecting
+/// a large import's changed rows (BENCHMARKS.md, session 21). A person whose first entry
+/// here is their first of all has nothing before it.
+fn rebuild_people(
+    log: &Log,
+    persons: &mut HashMap<Uuid, PersonState, BuildHasherDefault<UuidHasher>>,
+    entries: &[pathway_log::Entry],
+) -> Result<(), ProjectionError> {
+    let mut met = HashSet::new();
+    let cold: Vec<(Uuid, u64)> = entries
+        .iter()
+        .map(|e| &e.record)
+        .filter(|r| met.insert(r.young_person) && r.version != 1)
+        .filter(|r| !persons.contains_key(&r.young_person))
+        .map(|r| (r.young_person, r.seq))
+        .collect();
+    let mut states = vec![PersonState::default(); cold.len()];
+    log.each_before(&cold, |i, e| {
+        states[i].evolve(&e.fact());
+    })?;
+    persons.extend(cold.into_iter().map(|(yp, _)| yp).zip(states));
+    Ok(())
 }
 
 /// A person's state as of just before `before`: their earlier entries, replayed.
