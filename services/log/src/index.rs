@@ -25,8 +25,9 @@
 use crate::error::LogError;
 use crate::ids::Ids;
 use crate::keys::{self, Indexed, INDEXED};
+use crate::people::PersonMap;
 use crate::streams;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -257,7 +258,7 @@ impl Merger {
 /// id index holds a group's ids from the moment it is durable.)
 #[derive(Default)]
 pub struct Pending {
-    versions: HashMap<Uuid, u64>,
+    versions: PersonMap<u64>,
     groups: VecDeque<Arc<[Indexed]>>,
 }
 

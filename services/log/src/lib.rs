@@ -7,6 +7,7 @@
 //! - [`keys`]: the key space inside the single sled tree.
 //! - `runs`: how a group's entries share one key.
 //! - `streams`: each person's seqs, 64 versions a key.
+//! - [`people`]: maps keyed by young person, for the per-person caches.
 //! - [`writer`]: the one thread that appends, with group commit.
 //! - `disk`: what makes a flush durable (sled's own stops short of it).
 //! - [`index`]: the thread behind it that writes each event's stream key and seals ids
@@ -28,6 +29,7 @@ mod ids;
 mod index;
 mod keys;
 pub mod packed;
+pub mod people;
 pub mod record;
 pub mod run_file;
 mod runs;

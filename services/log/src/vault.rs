@@ -24,6 +24,7 @@
 use crate::disk::Disk;
 use crate::error::LogError;
 use crate::packed;
+use crate::people::PersonMap;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::value::RawValue;
@@ -90,7 +91,7 @@ pub struct Vault {
     rng: SystemRandom,
     state: Mutex<State>,
     /// Unwrapped person keys, by person.
-    cache: RwLock<HashMap<Uuid, [u8; 32]>>,
+    cache: RwLock<PersonMap<[u8; 32]>>,
     /// People whose key stays unwrapped in `cache` at most.
     cap: usize,
 }
@@ -157,7 +158,7 @@ impl Vault {
             tree,
             rng,
             state: Mutex::new(State { masters, current }),
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(PersonMap::default()),
             cap,
         })
     }
@@ -260,7 +261,7 @@ impl Vault {
 
     /// Stores new people's keys, wrapped under the current master. The writer calls this
     /// before it writes the entries that use them, in the same flush.
-    pub fn store(&self, keys: &HashMap<Uuid, [u8; 32]>) -> Result<(), LogError> {
+    pub fn store<S>(&self, keys: &HashMap<Uuid, [u8; 32], S>) -> Result<(), LogError> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -512,7 +513,7 @@ mod tests {
         (Vault::open(dir, tree, 10).unwrap(), disk)
     }
 
-    fn people(n: u128) -> HashMap<Uuid, [u8; 32]> {
+    fn people(n: u128) -> PersonMap<[u8; 32]> {
         (0..n)
             .map(|i| (Uuid::from_u128(i * 0x9e37_79b9), [i as u8; 32]))
             .collect()
@@ -565,7 +566,7 @@ mod tests {
             v.store(&people(3)).unwrap();
             let k = v.new_key().unwrap();
             v.shred(Uuid::from_u128(0), &disk).unwrap();
-            v.store(&HashMap::from([(newcomer, k)])).unwrap();
+            v.store(&PersonMap::from_iter([(newcomer, k)])).unwrap();
             k
         };
         let (v, _disk) = vault(dir.path());

@@ -11,9 +11,9 @@ use pathway_core::person::Fact;
 use pathway_core::person::PersonState;
 use pathway_core::policy::{self, decide, Basis, Disclosure, Restored};
 use pathway_core::{Agreements, Category, EventType, FlowBasis};
+use pathway_log::people::PersonMap;
 use pathway_log::Log;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -26,26 +26,7 @@ struct State {
     complete: bool,
     /// What policy knows of each person, derived from their log stream. Not stored: after a
     /// restart it is rebuilt per person, on first need, by replaying their earlier entries.
-    persons: HashMap<Uuid, PersonState, BuildHasherDefault<UuidHasher>>,
-}
-
-/// Person ids are random (v4) or minted by the exchange, so their bits are already well
-/// spread: folding them is hash enough, and SipHash showed up in rebuild profiles.
-#[derive(Default)]
-struct UuidHasher(u64);
-
-impl Hasher for UuidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(29) ^ u64::from_le_bytes(word);
-        }
-    }
+    persons: PersonMap<PersonState>,
 }
 
 /// Owns the projections database. Cheap to clone.
@@ -813,7 +794,7 @@ fn restore(
 /// here is their first of all has nothing before it.
 fn rebuild_people(
     log: &Log,
-    persons: &mut HashMap<Uuid, PersonState, BuildHasherDefault<UuidHasher>>,
+    persons: &mut PersonMap<PersonState>,
     entries: &[pathway_log::Entry],
 ) -> Result<(), ProjectionError> {
     let mut met = HashSet::new();
