@@ -1047,15 +1047,27 @@ struct ListPlan {
     summary: ListSummary,
 }
 
-/// The facts (`ssda903::fact_key`) a person's record already holds from this agency.
-fn held_facts(p: &Projector, agency: &str, yp: Uuid) -> Result<BTreeSet<String>, HttpProblem> {
-    Ok(p.log()
-        .read_person(yp)
-        .map_err(internal)?
-        .iter()
-        .filter(|e| e.record.source == agency)
-        .map(|e| ssda903::fact_key(e.record.event_type, &e.record.data_value()))
-        .collect())
+/// The facts (`ssda903::fact_key`) each person's record already holds from this agency,
+/// read for all of them at once, in key order ([`pathway_log::Log::each_before`]): a
+/// local authority's list names children registered and updated together.
+fn held_facts(
+    p: &Projector,
+    agency: &str,
+    people: &[Uuid],
+) -> Result<HashMap<Uuid, BTreeSet<String>>, HttpProblem> {
+    let asked: Vec<(Uuid, u64)> = people.iter().map(|yp| (*yp, u64::MAX)).collect();
+    let mut held = vec![BTreeSet::new(); asked.len()];
+    p.log()
+        .each_before(&asked, |i, e| {
+            if e.record.source == agency {
+                held[i].insert(ssda903::fact_key(
+                    e.record.event_type,
+                    &e.record.data_value(),
+                ));
+            }
+        })
+        .map_err(internal)?;
+    Ok(people.iter().copied().zip(held).collect())
 }
 
 fn plan_list(
@@ -1103,6 +1115,14 @@ fn plan_list(
         })
         .collect();
     let identified = identify_all(p, agency, &claims)?;
+    let known: Vec<Uuid> = identified
+        .iter()
+        .filter_map(|(found, _, _)| match found {
+            Match::Exact(yp) | Match::NameAndDateOfBirth(yp) => Some(*yp),
+            _ => None,
+        })
+        .collect();
+    let held_by = held_facts(p, agency, &known)?;
     for (child, (found, by_id, own_known)) in children.into_iter().zip(identified) {
         let events = match ssda903::events(&child, today, year_end) {
             Ok(e) => e,
@@ -1181,7 +1201,7 @@ fn plan_list(
             }
         };
         let mut held = match who {
-            Who::Known(yp) => held_facts(p, agency, yp)?,
+            Who::Known(yp) => held_by.get(&yp).cloned().unwrap_or_default(),
             Who::New(_) => BTreeSet::new(),
         };
         let mut added = 0;

@@ -805,11 +805,15 @@ fn rebuild_people(
         .filter(|r| !persons.contains_key(&r.young_person))
         .map(|r| (r.young_person, r.seq))
         .collect();
-    let mut states = vec![PersonState::default(); cold.len()];
-    log.each_before(&cold, |i, e| {
-        states[i].evolve(&e.fact());
-    })?;
-    persons.extend(cold.into_iter().map(|(yp, _)| yp).zip(states));
+    // A thousand people at a time: their streams' positions are held while their entries
+    // are read, and some people have thousands of events.
+    for part in cold.chunks(1024) {
+        let mut states = vec![PersonState::default(); part.len()];
+        log.each_before(part, |i, e| {
+            states[i].evolve(&e.fact());
+        })?;
+        persons.extend(part.iter().map(|(yp, _)| *yp).zip(states));
+    }
     Ok(())
 }
 
