@@ -9,7 +9,6 @@ use pathway_core::codes;
 use pathway_core::report::Quarter;
 use pathway_projector::{views, Projector};
 use serde_json::Value;
-use uuid::Uuid;
 
 fn field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -54,7 +53,9 @@ pub fn destinations(p: &Projector, agency: &str, quarter: Quarter) -> Result<Str
         .map(String::from),
     );
     for (yp, _) in views::registered_by(p, agency).map_err(internal)? {
-        let Some(model) = views::read_model(p, agency, yp).map_err(internal)? else {
+        let Some((model, destinations)) =
+            views::read_model_and_destinations(p, agency, yp).map_err(internal)?
+        else {
             continue;
         };
         let status = model["care"]["status"].as_str().unwrap_or("");
@@ -69,7 +70,7 @@ pub fn destinations(p: &Projector, agency: &str, quarter: Quarter) -> Result<Str
         if !counted {
             continue;
         }
-        let latest = latest_destination_by(p, agency, yp, &end)?;
+        let latest = latest_destination_by(destinations, &end);
         let id = &model["identity"];
         let (code, start, ascertained) = latest.unwrap_or_default();
         let oc3 = codes::nccis_to_oc3()
@@ -94,15 +95,10 @@ pub fn destinations(p: &Projector, agency: &str, quarter: Quarter) -> Result<Str
     Ok(out)
 }
 
-/// The latest destination the agency may see, ascertained on or before `end` (YYYY-MM-DD).
-fn latest_destination_by(
-    p: &Projector,
-    agency: &str,
-    yp: Uuid,
-    end: &str,
-) -> Result<Option<(String, String, String)>, HttpProblem> {
-    Ok(views::visible_destinations(p, agency, yp)
-        .map_err(internal)?
+/// Of the destinations the agency may see, the latest ascertained on or before `end`
+/// (YYYY-MM-DD): activity, start and ascertained.
+fn latest_destination_by(destinations: Vec<Value>, end: &str) -> Option<(String, String, String)> {
+    destinations
         .into_iter()
         .filter(|d| d["date_ascertained"].as_str().is_some_and(|a| a <= end))
         .max_by(|a, b| s(&a["date_ascertained"]).cmp(&s(&b["date_ascertained"])))
@@ -112,7 +108,7 @@ fn latest_destination_by(
                 s(&d["start_date"]),
                 s(&d["date_ascertained"]),
             )
-        }))
+        })
 }
 
 /// The looked-after list a careers service may see: everyone it has received anything about,

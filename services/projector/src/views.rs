@@ -148,14 +148,39 @@ fn purges_of(p: &Projector, agency: &str, yp: Uuid) -> Result<Purges, Projection
 /// own events about the person, and what was disclosed to it (directly, or restored by a
 /// grant), less what withdrawals and retention purged.
 pub fn read_model(p: &Projector, agency: &str, yp: Uuid) -> Result<Option<Value>, ProjectionError> {
+    Ok(seen_of(p, agency, yp)?.map(|seen| model_of(p, yp, &seen)))
+}
+
+/// [`read_model`], and every destination the agency may see of the person (not only the
+/// latest, as it may see each), from one read of their stream: the local authority's
+/// destinations export wants both for each of its care leavers.
+pub fn read_model_and_destinations(
+    p: &Projector,
+    agency: &str,
+    yp: Uuid,
+) -> Result<Option<(Value, Vec<Value>)>, ProjectionError> {
+    Ok(seen_of(p, agency, yp)?.map(|seen| {
+        let model = model_of(p, yp, &seen);
+        let destinations = seen
+            .into_iter()
+            .filter(|s| s.event_type == EventType::DestinationRecorded)
+            .map(|s| s.data)
+            .collect();
+        (model, destinations)
+    }))
+}
+
+/// What of a person's stream the agency may see, or `None` for nothing.
+fn seen_of(p: &Projector, agency: &str, yp: Uuid) -> Result<Option<Vec<Seen>>, ProjectionError> {
     let entries = p.log().read_person(yp)?;
     let seen = visible(p, agency, yp, &entries)?;
-    if seen.is_empty() {
-        return Ok(None);
-    }
-    let mut model = fold(yp, &seen);
-    add_care_status(&mut model, &seen, Day(p.log().now().date()));
-    Ok(Some(model))
+    Ok((!seen.is_empty()).then_some(seen))
+}
+
+fn model_of(p: &Projector, yp: Uuid, seen: &[Seen]) -> Value {
+    let mut model = fold(yp, seen);
+    add_care_status(&mut model, seen, Day(p.log().now().date()));
+    model
 }
 
 /// What of a person's entries the agency may see now, as it may see them.
@@ -628,18 +653,4 @@ pub fn people_in_feed(p: &Projector, agency: &str) -> Result<BTreeSet<Uuid>, Pro
         out.extend(codec::decode_feed(&v)?.into_iter().map(|f| f.young_person));
     }
     Ok(out)
-}
-
-/// Every destination an agency may see of a person (not only the latest), as it may see it.
-pub fn visible_destinations(
-    p: &Projector,
-    agency: &str,
-    yp: Uuid,
-) -> Result<Vec<Value>, ProjectionError> {
-    let entries = p.log().read_person(yp)?;
-    Ok(visible(p, agency, yp, &entries)?
-        .into_iter()
-        .filter(|s| s.event_type == EventType::DestinationRecorded)
-        .map(|s| s.data)
-        .collect())
 }
