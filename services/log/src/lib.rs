@@ -464,19 +464,8 @@ impl Log {
         young_person: Uuid,
         before: u64,
     ) -> Result<Vec<Entry>, LogError> {
-        let head = self.head();
-        self.inner
-            .indexed
-            .wait_for(head.min(before.saturating_sub(1)))?;
         let mut out = Vec::new();
-        for seq in streams::seqs(&self.inner.tree, young_person)? {
-            if seq > head || seq >= before {
-                break;
-            }
-            if let Some(e) = self.get(seq)? {
-                out.push(e);
-            }
-        }
+        self.each_before(&[(young_person, before)], |_, e| out.push(e))?;
         Ok(out)
     }
 

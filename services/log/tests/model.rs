@@ -224,10 +224,12 @@ fn run(ops: Vec<Op>, people_cached: usize, ids_per_run: usize) {
         assert_eq!(latest(|_| true).map(|(v, _)| v), (want > 0).then_some(want));
         assert_eq!(latest(|_| false), None);
     }
-    // Many people at once, each up to a bound of their own, read as each alone; and many
-    // positions at once (in any order, repeated, past the head) as each alone.
+    // Many people at once, each up to a bound of their own, read as the whole log read in
+    // order shows them; and many positions at once (in any order, repeated, past the head)
+    // as each alone.
     let head = log.head();
     let opened = |e: &pathway_log::Entry| (e.record.seq, e.record.data_value());
+    let all = log.read_from(0, usize::MAX).unwrap();
     let asked: Vec<(Uuid, u64)> = (0..6u8)
         .map(|n| (person(n), [head + 1, head / 2 + 1, 1][n as usize % 3]))
         .chain([(person(0), head + 1)])
@@ -236,13 +238,19 @@ fn run(ops: Vec<Op>, people_cached: usize, ids_per_run: usize) {
     log.each_before(&asked, |i, e| many[i].push(opened(&e)))
         .unwrap();
     for (i, (yp, before)) in asked.iter().enumerate() {
+        let theirs: Vec<_> = all
+            .iter()
+            .filter(|e| e.record.young_person == *yp && e.record.seq < *before)
+            .map(opened)
+            .collect();
+        assert_eq!(many[i], theirs, "person {yp} before {before}");
         let alone: Vec<_> = log
             .read_person_before(*yp, *before)
             .unwrap()
             .iter()
             .map(opened)
             .collect();
-        assert_eq!(many[i], alone, "person {yp} before {before}");
+        assert_eq!(alone, theirs, "person {yp} alone, before {before}");
     }
     let seqs: Vec<u64> = (0..=head + 1).rev().chain([1, 1]).collect();
     for (seq, e) in seqs.iter().zip(log.get_many(&seqs).unwrap()) {
