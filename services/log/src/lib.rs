@@ -373,14 +373,10 @@ impl Log {
         if seq == 0 || seq > self.head() {
             return Ok(None);
         }
-        let Some((k, v)) = runs::holding(&self.inner.tree, seq)? else {
-            return Ok(None);
-        };
-        let index = (seq - runs::first_seq(&k)) as usize;
-        let entry = runs::split(&v)
-            .nth(index)
-            .map(|bytes| decode_at(seq, bytes));
-        entry.transpose()
+        runs::Cursor::new(&self.inner.tree)
+            .at(seq)?
+            .map(|bytes| decode_at(seq, bytes))
+            .transpose()
     }
 
     /// The durable entries at `seqs`, opened, in the order asked. They are read in log

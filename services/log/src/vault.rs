@@ -213,11 +213,8 @@ impl Vault {
             return Ok(None);
         };
         let k = unwrapped(&state, yp, &wrapped)?;
-        let mut cache = self.cache.write().expect("vault cache");
-        if cache.len() >= self.cap {
-            cache.clear();
-        }
-        cache.insert(yp, k);
+        self.remember([(yp, k)]);
+        drop(state);
         Ok(Some(k))
     }
 

@@ -110,17 +110,14 @@ impl Head {
                 hash: GENESIS,
             });
         }
-        let entry = runs::holding(tree, seq)?.and_then(|(k, v)| {
-            let index = (seq - runs::first_seq(&k)) as usize;
-            match runs::split(&v).nth(index) {
-                Some(Ok(bytes)) if bytes.len() >= 64 => {
-                    let mut hash = [0u8; 32];
-                    hash.copy_from_slice(&bytes[32..64]);
-                    Some(hash)
-                }
-                _ => None,
+        let entry = match runs::Cursor::new(tree).at(seq)? {
+            Some(Ok(bytes)) if bytes.len() >= 64 => {
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(&bytes[32..64]);
+                Some(hash)
             }
-        });
+            _ => None,
+        };
         match entry {
             Some(hash) => Ok(Head { seq, hash }),
             None => Err(LogError::Corrupt {

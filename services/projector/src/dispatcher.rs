@@ -25,7 +25,8 @@ struct State {
     /// earlier entries is already in `persons` and nothing needs replaying.
     complete: bool,
     /// What policy knows of each person, derived from their log stream. Not stored: after a
-    /// restart it is rebuilt per person, on first need, by replaying their earlier entries.
+    /// restart, or once the map is full and forgotten, a step rebuilds the people it names
+    /// by replaying their earlier entries ([`rebuild_people`]).
     persons: PersonMap<PersonState>,
 }
 
@@ -439,19 +440,9 @@ impl Projector {
         for entry in entries {
             let fact = entry.fact();
             let yp = fact.young_person;
-            // A person's first event (version 1) has nothing before it: no replay. After the
-            // map's first clearing (a large import passes it every 100,000 people) this saved
-            // each newcomer a wait for the log's indexer and a read of their stream.
-            let newcomer = entry.record.version == 1;
-            let person = match state.persons.entry(yp) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) if complete || newcomer => {
-                    e.insert(PersonState::default())
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(replay_person(&inner.log, yp, fact.seq)?)
-                }
-            };
+            // Everyone with a past is in the map by now (all along, or rebuilt just above):
+            // whoever is missing is new.
+            let person = state.persons.entry(yp).or_default();
             let category = fact.event_type.category();
             // State first: a registration's age band needs its own date of birth. Consent
             // events are addressed by name, so deciding after they apply changes nothing for
@@ -791,7 +782,9 @@ fn restore(
 /// first entry here, rebuilt all at once ([`Log::each_before`]). One at a time, as each
 /// came up, each was a walk of the log of their own: more than half the cost of projecting
 /// a large import's changed rows (BENCHMARKS.md, session 21). A person whose first entry
-/// here is their first of all has nothing before it.
+/// here is their first of all has nothing before it: no replay (after the map's first
+/// clearing, a large import passes it every 100,000 people, this saves each newcomer a
+/// wait for the log's indexer and a read of their stream).
 fn rebuild_people(
     log: &Log,
     persons: &mut PersonMap<PersonState>,
@@ -815,15 +808,6 @@ fn rebuild_people(
         persons.extend(part.iter().map(|(yp, _)| *yp).zip(states));
     }
     Ok(())
-}
-
-/// A person's state as of just before `before`: their earlier entries, replayed.
-fn replay_person(log: &Log, yp: Uuid, before: u64) -> Result<PersonState, ProjectionError> {
-    let mut person = PersonState::default();
-    for e in log.read_person_before(yp, before)? {
-        person.evolve(&e.fact());
-    }
-    Ok(person)
 }
 
 #[cfg(test)]
