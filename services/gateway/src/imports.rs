@@ -29,7 +29,7 @@ use pathway_projector::views::{self, HeldDestination};
 use pathway_projector::Projector;
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use uuid::Uuid;
 
@@ -821,8 +821,9 @@ async fn read_chunks<S, E>(
 }
 
 /// Imports a destinations file for `agency` as it arrives. The file is read and parsed a
-/// chunk ahead of the one being planned and appended (two futures of one task: parsing goes
-/// on while the plan runs on a blocking thread), so no more than three chunks are held.
+/// chunk ahead of the one being planned (two futures of one task: parsing goes on while the
+/// plan runs on a blocking thread), and a chunk is planned while the one before it is
+/// appended (a task of its own), so no more than four chunks are held.
 pub async fn destinations<S, E>(
     state: &AppState,
     agency: &str,
@@ -837,7 +838,8 @@ where
     let apply = async {
         let mut total = Summary::default();
         let mut started = false;
-        let mut unprojected = None;
+        let mut beside: VecDeque<Unprojected> = VecDeque::new();
+        let mut appending: Option<Appending> = None;
         while let Some(piece) = rx.recv().await {
             let (chunk, read, rejected) = match piece {
                 Piece::Chunk {
@@ -846,7 +848,12 @@ where
                     rejected,
                 } => (rows, read, rejected),
                 Piece::Unreadable(p) if !started => return Err(p.into()),
-                Piece::Unreadable(p) | Piece::BrokeOff(p) => return Err(failed(p)),
+                Piece::Unreadable(p) | Piece::BrokeOff(p) => {
+                    if let Some(a) = appending.take() {
+                        account(&mut total, a.finish().await?);
+                    }
+                    return Err(failed(p));
+                }
             };
             total.rows += read;
             list(&mut total.rejected, rejected, &mut total.unlisted_problems);
@@ -855,14 +862,41 @@ where
             }
             let rows = chunk.len();
             started = true;
-            let appended =
-                apply_destinations(state, agency, chunk, &mut unprojected, &mut total).await?;
-            let next = if appended * 10 <= rows {
+            // Planned while the chunk before is appended; that append is finished before
+            // anything else, this plan's failure included, so no chunk is left half done.
+            let planned = plan_beside(state, agency, chunk, &beside).await;
+            if let Some(a) = appending.take() {
+                account(&mut total, a.finish().await?);
+            }
+            let mut plan = match planned? {
+                Planned::Ready(plan) => *plan,
+                Planned::Overlaps(rows) => {
+                    caught_up(state).await?;
+                    beside.clear();
+                    plan_rows(state, agency, rows).await?.0
+                }
+            };
+            let appends = plan.registrations.len() + plan.links.len() + plan.summary.changed;
+            let next = if appends * 10 <= rows {
                 QUIET_CHUNK_ROWS
             } else {
                 CHUNK_ROWS
             };
             chunk_rows.store(next, Ordering::Relaxed);
+            if !(plan.touched.is_empty() && plan.changed.is_empty()) {
+                beside.push_back(Unprojected {
+                    after: state.projector.log().head(),
+                    keys: std::mem::take(&mut plan.touched),
+                    people: std::mem::take(&mut plan.changed),
+                });
+                if beside.len() > BESIDE {
+                    beside.pop_front();
+                }
+            }
+            appending = Some(Appending::start(state, agency, plan));
+        }
+        if let Some(a) = appending {
+            account(&mut total, a.finish().await?);
         }
         Ok::<_, HttpProblem>(total)
     };
@@ -881,16 +915,26 @@ where
     Ok(total)
 }
 
-/// The previous chunk, appended but perhaps not yet projected: where it starts in the log
-/// and what it changed. The next chunk is planned while the projector catches up with it,
-/// unless the two share an identifier, a name or a person.
+/// A chunk appended, or being appended, and perhaps not yet projected: where it starts in
+/// the log and what it changes. The chunks after it are planned beside it
+/// ([`plan_beside`]), unless they share an identifier, a name or a person with it.
 struct Unprojected {
     /// The log's head before the chunk's appends: everything up to it must be projected.
     after: u64,
-    /// `touch` keys of the rows that registered or linked someone.
+    /// `touch` keys of the rows that register or link someone.
     keys: HashSet<u64>,
-    /// People it recorded a destination or link for.
+    /// People it records a destination or link for.
     people: HashSet<Uuid>,
+}
+
+/// Chunks a plan may run beside: the one being appended, and the one before it, which the
+/// projector may still be applying.
+const BESIDE: usize = 2;
+
+/// A chunk's plan, or its rows back when it asks about something a chunk beside it changes.
+enum Planned {
+    Ready(Box<Plan>),
+    Overlaps(Vec<DestinationRow>),
 }
 
 /// Adds what a row looks a person up by (its identifiers, and date of birth with name
@@ -919,75 +963,87 @@ fn touched_by(rows: &[DestinationRow]) -> HashSet<u64> {
     keys
 }
 
-/// Plans and appends one chunk of valid rows, adding what it did to `total`. Returns how
-/// many of its rows appended anything (a registration, link or destination).
-async fn apply_destinations(
+/// Plans rows on a blocking thread; the rows come back with the plan, rather than being
+/// copied for a second plan that is seldom needed.
+async fn plan_rows(
     state: &AppState,
     agency: &str,
     rows: Vec<DestinationRow>,
-    unprojected: &mut Option<Unprojected>,
-    total: &mut Summary,
-) -> Result<usize, HttpProblem> {
-    // Everything before the previous chunk is always projected first; the previous chunk
-    // only when this one asks about something it changed.
-    let behind = match unprojected.take() {
-        Some(u) if u.keys.is_disjoint(&touched_by(&rows)) => {
-            caught_up_to(state, u.after).await?;
-            Some(u.people)
+) -> Result<(Plan, Vec<DestinationRow>), HttpProblem> {
+    let projector = state.projector.clone();
+    let owner = agency.to_owned();
+    tokio::task::spawn_blocking(move || {
+        plan(&projector, &owner, &rows, Summary::default()).map(|plan| (plan, rows))
+    })
+    .await
+    .map_err(internal)?
+}
+
+/// Plans a chunk while the chunks `beside` it may still be appending or unprojected:
+/// everything before them is projected first. Rows that look someone up by what those
+/// chunks registered or linked, or that match someone they record anything about, are
+/// handed back, to be planned once those chunks are appended and projected.
+async fn plan_beside(
+    state: &AppState,
+    agency: &str,
+    rows: Vec<DestinationRow>,
+    beside: &VecDeque<Unprojected>,
+) -> Result<Planned, HttpProblem> {
+    // Worked out only beside a chunk that changed something: most chunks of a repeated
+    // file follow chunks that changed nothing, and hashing every row's identifiers and name
+    // was a tenth of an unchanged row's time.
+    if !beside.is_empty() {
+        let touched = touched_by(&rows);
+        if beside.iter().any(|u| !u.keys.is_disjoint(&touched)) {
+            return Ok(Planned::Overlaps(rows));
         }
-        _ => {
-            caught_up(state).await?;
-            None
-        }
-    };
-    // The rows go to the planning thread and come back with the plan, rather than being
-    // copied for a second plan that is seldom needed.
-    let planned = |rows: Vec<DestinationRow>| {
-        let projector = state.projector.clone();
-        let owner = agency.to_owned();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                plan(&projector, &owner, &rows, Summary::default()).map(|plan| (plan, rows))
-            })
-            .await
-            .map_err(internal)?
-        }
-    };
-    let plan = match behind {
-        Some(people) => {
-            let (plan, rows) = planned(rows).await?;
-            if plan.matched.is_disjoint(&people) {
-                plan
-            } else {
-                // Someone both chunks name (found by different identifiers): plan again on
-                // projections that include the previous chunk.
-                caught_up(state).await?;
-                planned(rows).await?.0
-            }
-        }
-        None => planned(rows).await?.0,
-    };
+    }
+    match beside.front() {
+        Some(oldest) => caught_up_to(state, oldest.after).await?,
+        None => caught_up(state).await?,
+    }
+    let (plan, rows) = plan_rows(state, agency, rows).await?;
+    if beside.iter().any(|u| !plan.matched.is_disjoint(&u.people)) {
+        // Someone a chunk beside this one names (found by different identifiers).
+        return Ok(Planned::Overlaps(rows));
+    }
+    Ok(Planned::Ready(Box::new(plan)))
+}
+
+/// What appending one chunk's plan did.
+struct Appended {
+    registered: usize,
+    linked: usize,
+    summary: Summary,
+}
+
+/// Appends a chunk's plan and records its rows held for review; a task of its own, so
+/// that the next chunk is planned meanwhile.
+async fn append_plan(state: AppState, agency: String, plan: Plan) -> Result<Appended, HttpProblem> {
     let Plan {
         resolved,
         registrations,
         links,
         events,
-        matched: _,
-        touched,
-        changed,
-        summary: s,
+        summary,
+        ..
     } = plan;
-    let after = state.projector.log().head();
-    let (registered, linked) = append(state, agency, registrations, &links, events).await?;
-    if !(touched.is_empty() && changed.is_empty()) {
-        *unprojected = Some(Unprojected {
-            after,
-            keys: touched,
-            people: changed,
-        });
-    }
-    record_review(state, agency, &s.held_for_review, &resolved)?;
-    let appended = registered + linked + s.changed;
+    let (registered, linked) = append(&state, &agency, registrations, &links, events).await?;
+    record_review(&state, &agency, &summary.held_for_review, &resolved)?;
+    Ok(Appended {
+        registered,
+        linked,
+        summary,
+    })
+}
+
+/// Adds what a chunk did to `total`.
+fn account(total: &mut Summary, done: Appended) {
+    let Appended {
+        registered,
+        linked,
+        summary: s,
+    } = done;
     total.registered += registered;
     total.linked += linked;
     total.changed += s.changed;
@@ -1004,7 +1060,30 @@ async fn apply_destinations(
         s.rejected,
         &mut total.unlisted_problems,
     );
-    Ok(appended)
+}
+
+/// A chunk's append running as a task, stopped if the import is dropped (the client went
+/// away), as it would be if it ran in the import's own future.
+struct Appending(tokio::task::JoinHandle<Result<Appended, HttpProblem>>);
+
+impl Appending {
+    fn start(state: &AppState, agency: &str, plan: Plan) -> Appending {
+        Appending(tokio::spawn(append_plan(
+            state.clone(),
+            agency.to_owned(),
+            plan,
+        )))
+    }
+
+    async fn finish(mut self) -> Result<Appended, HttpProblem> {
+        (&mut self.0).await.map_err(internal)?
+    }
+}
+
+impl Drop for Appending {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Adds to a summary's list up to its limit, counting the rest.
