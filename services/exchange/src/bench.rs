@@ -75,6 +75,10 @@ pub struct Args {
     /// Concurrent request/reply publishers in the NATS run.
     #[arg(long, default_value_t = 64)]
     nats_publishers: usize,
+    /// Rounds of JetStream ingress in the NATS run, each beside a raw publish of its own
+    /// (the broker's raw rate moves by a sixth from one run to the next on this machine).
+    #[arg(long, default_value_t = 3)]
+    nats_rounds: usize,
     /// Where to put the data (default: a temporary directory on the same disk as /tmp).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
@@ -528,6 +532,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     nats_server,
                     events: args.nats_events,
                     publishers: args.nats_publishers,
+                    rounds: args.nats_rounds.max(1),
                     rate: args.sse_rate,
                     latency_events: args.sse_events,
                 },

@@ -7,7 +7,10 @@
 //!    then the same with a consumer of the recorder's shape that only acknowledges (the
 //!    ceiling for any consumer: what the broker does for one, without our work);
 //! 2. JetStream ingress: the same publishes while the exchange consumes, until all are in
-//!    our log;
+//!    our log, in rounds (`--nats-rounds`), each just after a raw publish into a reference
+//!    stream of the ingress stream's shape (the broker's raw rate moves by a sixth between
+//!    runs a minute apart, so a ratio to one raw run taken before the exchange started was
+//!    mostly noise); the median of the rounds' ratios is the figure;
 //! 3. request/reply ingress with 64 concurrent publishers, and the disclosures those events
 //!    cause published out to the recipient's stream;
 //! 4. latency from a request/reply publish to the recipient's out-stream subscription at a
@@ -34,6 +37,7 @@ pub struct Options {
     pub nats_server: PathBuf,
     pub events: usize,
     pub publishers: usize,
+    pub rounds: usize,
     pub rate: u64,
     pub latency_events: usize,
 }
@@ -84,9 +88,23 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The reference stream the ingress rounds publish into raw, while the exchange runs: the
+/// ingress stream's shape under another name, so that the exchange does not consume it.
+const REFERENCE: &str = "BENCH_RAW";
+const REFERENCE_SUBJECT: &str = "bench.raw.worker.allocated";
+
+/// The deployed users, and one for the benchmark's reference stream.
+fn bench_authorization() -> String {
+    AUTHORIZATION.replacen(
+        "users = [\n",
+        "users = [\n    { user: \"bench\", password: \"bench-nats\", permissions: { publish: { allow: [\"bench.>\", \"$JS.API.>\", \"_INBOX.>\"] }, subscribe: { allow: [\"_INBOX.bench.>\"] } } }\n",
+        1,
+    )
+}
+
 fn start_broker(bin: &Path, dir: &Path) -> anyhow::Result<Broker> {
     std::fs::write(dir.join("exchange.conf"), EXCHANGE_CONF)?;
-    std::fs::write(dir.join("authorization.conf"), AUTHORIZATION)?;
+    std::fs::write(dir.join("authorization.conf"), bench_authorization())?;
     let (port, monitor) = (free_port()?, free_port()?);
     let child = std::process::Command::new(bin)
         .arg("-c")
@@ -389,43 +407,83 @@ pub async fn run(root: &Path, o: Options) -> anyhow::Result<()> {
         )
     };
 
-    // 2. JetStream ingress: publishing while the exchange consumes, until all are logged.
-    let bodies = allocations(&people, o.events);
-    let start_head = log.head();
-    let cpu = Cpu::start(&broker);
-    let publishing = tokio::spawn(publish_apart(
-        broker.url.clone(),
-        "demo-la",
-        subject,
-        bodies,
-        512,
-    ));
-    wait_for("JetStream ingress", Duration::from_secs(600), async || {
-        Ok(log.head() >= start_head + o.events as u64)
-    })
-    .await?;
-    let (t, published) = publishing.await??;
-    let published = published.as_secs_f64();
-    let stored = o.events as f64 / t.elapsed().as_secs_f64();
-    println!(
-        "nats jetstream ingress: {} events published in {published:.2} s, all in the log after {:.2} s: {stored:.0}/s, {:.0}% of raw; {}",
-        o.events,
-        t.elapsed().as_secs_f64(),
-        100.0 * stored / raw,
-        cpu.per_message(o.events)
-    );
-
-    // 3. Request/reply, many publishers; and the disclosures they cause, out. First the
-    // projections and the out stream finish with run 2, so that it does not share the cores.
+    // 2. JetStream ingress: publishing while the exchange consumes, until all are logged; in
+    // rounds, each just after a raw publish of the same events into a stream of the ingress
+    // stream's shape that nobody consumes, so each ratio compares two runs a few seconds
+    // apart (the broker's raw rate moves by a sixth from one run to the next here). Before
+    // each round the exchange finishes the last one: projections and out stream.
     let careers = connect(&broker.url, "demo-careers").await?;
     let careers_js = jetstream::new(careers.clone());
     let projector = running.projector.clone();
     let mut out_stream = careers_js.get_stream("OUT_demo-careers").await?;
-    wait_for("catching up", Duration::from_secs(600), async || {
-        Ok(projector.checkpoint() >= log.head()
-            && out_stream.info().await?.state.messages >= o.events as u64 + 1000)
-    })
-    .await?;
+    let mut ingested = 0u64;
+    let mut settled = async |ingested: u64| {
+        wait_for("catching up", Duration::from_secs(600), async || {
+            Ok(projector.checkpoint() >= log.head()
+                && out_stream.info().await?.state.messages >= ingested + 1000)
+        })
+        .await
+    };
+    let bench_js = jetstream::new(connect(&broker.url, "bench").await?);
+    let reference = bench_js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: REFERENCE.to_owned(),
+            subjects: vec!["bench.raw.>".to_owned()],
+            ..pathway_nats::ingress::in_stream_config(1)
+        })
+        .await?;
+    let mut rounds = Vec::with_capacity(o.rounds);
+    for round in 1..=o.rounds {
+        settled(ingested).await?;
+        let bodies = allocations(&people, o.events);
+        let (_, took) =
+            publish_apart(broker.url.clone(), "bench", REFERENCE_SUBJECT, bodies, 512).await?;
+        let beside = o.events as f64 / took.as_secs_f64();
+        reference.purge().await?;
+
+        let bodies = allocations(&people, o.events);
+        let start_head = log.head();
+        let cpu = Cpu::start(&broker);
+        let publishing = tokio::spawn(publish_apart(
+            broker.url.clone(),
+            "demo-la",
+            subject,
+            bodies,
+            512,
+        ));
+        wait_for("JetStream ingress", Duration::from_secs(600), async || {
+            Ok(log.head() >= start_head + o.events as u64)
+        })
+        .await?;
+        let (t, published) = publishing.await??;
+        let published = published.as_secs_f64();
+        let stored = o.events as f64 / t.elapsed().as_secs_f64();
+        ingested += o.events as u64;
+        println!(
+            "nats jetstream ingress, round {round}: raw just before {beside:.0}/s; {} events published in {published:.2} s, all in the log after {:.2} s: {stored:.0}/s, {:.0}% of that raw ({:.0}% of the first raw); {}",
+            o.events,
+            t.elapsed().as_secs_f64(),
+            100.0 * stored / beside,
+            100.0 * stored / raw,
+            cpu.per_message(o.events)
+        );
+        rounds.push((beside, stored));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "nats jetstream ingress over {} rounds: median ratio to the raw publish beside it {:.0}%; median ingress {:.0}/s against median raw {:.0}/s",
+        rounds.len(),
+        100.0 * median(rounds.iter().map(|(r, s)| s / r).collect()),
+        median(rounds.iter().map(|(_, s)| *s).collect()),
+        median(rounds.iter().map(|(r, _)| *r).collect()),
+    );
+
+    // 3. Request/reply, many publishers; and the disclosures they cause, out. First the
+    // projections and the out stream finish with run 2, so that it does not share the cores.
+    settled(ingested).await?;
     let out_before = out_stream.info().await?.state.messages;
     let t = Instant::now();
     let allocated = "exchange.in.demo-la.worker.allocated";
