@@ -5,7 +5,8 @@
 //! resident memory (`VmHWM` in /proc) is the server's alone. Files are generated and sent as
 //! the CLI sends them (streamed from disk). The destinations file goes three times: first
 //! everyone is new (a registration and a destination per row), then nothing has changed,
-//! then a quarter later everyone has a new destination (and a quarter of them a NEET onset).
+//! then a quarter later everyone has a new destination (and a quarter of them a NEET onset),
+//! then a typical quarter: most rows as before, a fifth changed and a tenth new people.
 //! The looked-after list goes twice, new and unchanged.
 
 use anyhow::{bail, Context};
@@ -91,31 +92,48 @@ pub fn letters(mut n: usize) -> String {
     }
 }
 
-/// The careers service's file for `rows` young people: the autumn quarter's, or (`later`)
-/// the winter quarter's, in which everyone has moved on to the next activity code (so a
-/// quarter of them, from 310 to 540, into NEET) with later dates.
-fn destinations_file(path: &Path, rows: usize, later: bool) -> anyhow::Result<()> {
+/// Which quarter's destinations file to write.
+#[derive(Clone, Copy)]
+enum Quarter {
+    /// Everyone's first destination.
+    Autumn,
+    /// Everyone has moved on to the next activity code (so a quarter of them, from 310 to
+    /// 540, into NEET), with later dates.
+    Winter,
+    /// A typical quarter after it: seven rows in ten say again what winter said, two move on
+    /// again, one is someone new, spread through the file as a real export's would be.
+    Spring,
+}
+
+/// The careers service's file for `rows` rows, of the young people `0..rows` (and, in
+/// spring, newcomers after them).
+fn destinations_file(path: &Path, rows: usize, quarter: Quarter) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(
         f,
         "YoungPersonsID,DOB,GivenName,FamilyName,ActivityCode,StartDate,DateAscertained,LEACode,UniqueLearnerNo"
     )?;
     let codes = ["230", "310", "540", "619"];
-    let (shift, start, ascertained) = if later {
-        (1, "2026-12-01", "2026-12-15")
-    } else {
-        (0, "2026-09-01", "2026-09-20")
-    };
+    const AUTUMN: (usize, &str, &str) = (0, "2026-09-01", "2026-09-20");
+    const WINTER: (usize, &str, &str) = (1, "2026-12-01", "2026-12-15");
+    const SPRING: (usize, &str, &str) = (2, "2027-03-01", "2027-03-15");
     for i in 0..rows {
+        let (person, (shift, start, ascertained)) = match (quarter, i % 10) {
+            (Quarter::Autumn, _) => (i, AUTUMN),
+            (Quarter::Winter, _) => (i, WINTER),
+            (Quarter::Spring, 0..7) => (i, WINTER),
+            (Quarter::Spring, 7..9) => (i, SPRING),
+            (Quarter::Spring, _) => (rows + i, AUTUMN),
+        };
         writeln!(
             f,
-            "{i:013},{}-{:02}-{:02},{},Example,{},{start},{ascertained},878,{}",
-            2006 + i % 4,
-            1 + i % 12,
-            1 + i % 28,
-            letters(i),
-            codes[(i + shift) % 4],
-            1_000_000_000 + i
+            "{person:013},{}-{:02}-{:02},{},Example,{},{start},{ascertained},878,{}",
+            2006 + person % 4,
+            1 + person % 12,
+            1 + person % 28,
+            letters(person),
+            codes[(person + shift) % 4],
+            1_000_000_000 + person
         )?;
     }
     f.flush()?;
@@ -210,14 +228,24 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(root)?;
     let file = dir.path().join("destinations.csv");
-    destinations_file(&file, rows, false)?;
+    destinations_file(&file, rows, Quarter::Autumn)?;
     let later = dir.path().join("destinations-later.csv");
-    destinations_file(&later, rows, true)?;
+    destinations_file(&later, rows, Quarter::Winter)?;
+    let typical = dir.path().join("destinations-typical.csv");
+    destinations_file(&typical, rows, Quarter::Spring)?;
     let size = std::fs::metadata(&file)?.len();
     let server = start(&dir.path().join("data"), config)?;
     let pid = server.child.id();
     let before = peak_mb(pid)?;
-    for (pass, file) in [("new", &file), ("unchanged", &file), ("changed", &later)] {
+    for (pass, file) in [
+        ("new", &file),
+        ("unchanged", &file),
+        ("changed", &later),
+        (
+            "a typical quarter: 70% unchanged, 20% changed, 10% new",
+            &typical,
+        ),
+    ] {
         // The server's CPU for the pass: steadier than the wall clock on a shared machine.
         let cpu = crate::bench::cpu_seconds_of(&pid.to_string());
         let (summary, secs) = match destinations(&server, file).await {
