@@ -90,7 +90,8 @@ struct Plan {
     events: Vec<(Who, Value)>,
     /// Everyone a row matched, changed or not, and what the plan changes: the lookup keys
     /// (`touch`) of rows that register or link someone, and the people it records anything
-    /// about. Chunks are planned before the previous one is projected (`Unprojected`).
+    /// about. Chunks are planned before the two before them are projected (`Unprojected`,
+    /// [`plan_beside`]).
     matched: HashSet<Uuid>,
     touched: HashSet<u64>,
     changed: HashSet<Uuid>,
@@ -726,9 +727,11 @@ pub fn review_queue(state: &AppState, agency: &str) -> Result<Vec<Value>, HttpPr
         .collect()
 }
 
-/// Valid rows planned and appended together. Between chunks the projections catch up, so a
-/// chunk finds the people earlier chunks registered through the identity registry and
-/// nothing about earlier chunks is kept: memory stays bounded however long the file.
+/// Valid rows planned and appended together. The projections catch up behind the chunks, so
+/// a chunk finds the people earlier chunks registered through the identity registry (and
+/// waits for the two just before it when it names what they change), and nothing about
+/// earlier chunks is kept beyond what those two change: memory stays bounded however long
+/// the file.
 /// A chunk's plan is its envelopes as JSON values, about 2 KB a new row: at 2,500 rows a
 /// million new rows peaked 20-25 MB lower than at 5,000, at the same speed (BENCHMARKS.md,
 /// session 18).

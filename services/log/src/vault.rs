@@ -213,6 +213,8 @@ impl Vault {
             return Ok(None);
         };
         let k = unwrapped(&state, yp, &wrapped)?;
+        // Cached before the lock goes: an erasure that took it next must find the key here
+        // to remove it, or the destroyed key would outlive it in memory.
         self.remember([(yp, k)]);
         drop(state);
         Ok(Some(k))
