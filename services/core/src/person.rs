@@ -192,6 +192,35 @@ impl PersonState {
         ) || ty.category() == Category::Consent
     }
 
+    /// Who registered the person and when they were born, when that is all the state holds
+    /// (no consent and no override: most people). A projector holding a million people keeps
+    /// those two in a few bytes; every field is named here, so a field added to the state
+    /// cannot be silently left out of that packing.
+    pub fn into_plain(self) -> Result<(Option<String>, Option<Day>), PersonState> {
+        let PersonState {
+            registered_by,
+            date_of_birth,
+            consent,
+        } = self;
+        match consent {
+            None => Ok((registered_by, date_of_birth)),
+            Some(consent) => Err(PersonState {
+                registered_by,
+                date_of_birth,
+                consent: Some(consent),
+            }),
+        }
+    }
+
+    /// The state [`PersonState::into_plain`] took apart.
+    pub fn plain(registered_by: Option<String>, date_of_birth: Option<Day>) -> PersonState {
+        PersonState {
+            registered_by,
+            date_of_birth,
+            consent: None,
+        }
+    }
+
     pub fn age_on(&self, day: Day) -> Option<i32> {
         self.date_of_birth.map(|dob| dob.age_on(day))
     }

@@ -393,6 +393,8 @@ impl World {
             // Two people at most in each in-memory cache: the proof also covers forgetting
             // and replaying them, which a large exchange does all the time.
             people_cached: 2,
+            // And three people's policy states at most, packed or not.
+            policy_states: 3,
             // And ids sealed into runs of the id index and merged, every few events.
             ids_per_run: 3,
             ..Default::default()

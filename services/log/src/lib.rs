@@ -59,8 +59,12 @@ pub struct LogOptions {
     /// sled's page cache, [`CACHE_BYTES`] unless the service's settings say otherwise.
     pub cache_bytes: u64,
     /// People whose version and key stay in memory at most (and whose policy state the
-    /// projector keeps); [`PEOPLE_CACHED`] unless a test wants eviction all the time.
+    /// projector keeps in full, those with consent held); [`PEOPLE_CACHED`] unless a test
+    /// wants eviction all the time.
     pub people_cached: usize,
+    /// People whose policy state the projector keeps packed, at most: [`POLICY_STATES`]
+    /// unless a test wants the projector to forget and replay people all the time.
+    pub policy_states: usize,
     /// Ids the indexer gathers before it seals them into a run of the id index
     /// ([`IDS_PER_RUN`] unless a test wants runs sealed and merged all the time).
     pub ids_per_run: usize,
@@ -72,6 +76,7 @@ impl Default for LogOptions {
             clock: Arc::new(time::OffsetDateTime::now_utc),
             cache_bytes: CACHE_BYTES,
             people_cached: PEOPLE_CACHED,
+            policy_states: POLICY_STATES,
             ids_per_run: IDS_PER_RUN,
         }
     }
@@ -90,6 +95,14 @@ pub const CACHE_BYTES: u64 = 16 << 20;
 /// caches are emptied and refilled from the store on demand, so memory stays bounded
 /// however many people the exchange holds (a million-row import, for one).
 pub const PEOPLE_CACHED: usize = 100_000;
+
+/// How many people's policy states the projector keeps, packed in about 20 bytes each
+/// (40 MB at most). Past this it forgets them all and replays each from their stream on
+/// their next event, as after a restart. Two million is more than the young people of one
+/// age group in England, so one exchange's people fit: a quarterly file of a million rows
+/// then replays none of the people it changes, where holding 100,000 replayed nearly all
+/// of them (BENCHMARKS.md, session 23).
+pub const POLICY_STATES: usize = 2_000_000;
 
 /// Ids a run of the id index starts with: about 2 MB of records, so sealing is rare, the
 /// ids waiting for it stay small in memory, and at most that many are read back at open.
@@ -156,6 +169,7 @@ struct Inner {
     clock: Clock,
     vault: Arc<vault::Vault>,
     people_cached: usize,
+    policy_states: usize,
     /// How far the indexer has written stream slots; readers of a person's stream wait on
     /// it.
     indexed: Arc<index::Progress>,
@@ -248,6 +262,7 @@ impl Log {
                 clock,
                 vault,
                 people_cached,
+                policy_states: options.policy_states.max(1),
                 indexed,
                 ids,
             }),
@@ -257,6 +272,11 @@ impl Log {
     /// How many people's state a reader of this log should keep in memory at most.
     pub fn people_cached(&self) -> usize {
         self.inner.people_cached
+    }
+
+    /// How many people's policy states a projector of this log should keep packed at most.
+    pub fn policy_states(&self) -> usize {
+        self.inner.policy_states
     }
 
     /// Appends all of `events` or none of them, and answers once they are on disk.

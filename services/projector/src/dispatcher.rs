@@ -3,6 +3,7 @@
 use crate::codec::{self, DecisionRef, RunWriter};
 use crate::latest;
 use crate::registry::{self, Change, Edit, Registry};
+use crate::states::States;
 use crate::store::{self, ProjectionError, Purges};
 use pathway_bus::{Egress, Notice};
 use pathway_core::events::EventData;
@@ -11,7 +12,6 @@ use pathway_core::person::Fact;
 use pathway_core::person::PersonState;
 use pathway_core::policy::{self, decide, Basis, Disclosure, Restored};
 use pathway_core::{Agreements, Category, EventType, FlowBasis};
-use pathway_log::people::PersonMap;
 use pathway_log::Log;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -25,9 +25,9 @@ struct State {
     /// earlier entries is already in `persons` and nothing needs replaying.
     complete: bool,
     /// What policy knows of each person, derived from their log stream. Not stored: after a
-    /// restart, or once the map is full and forgotten, a step rebuilds the people it names
-    /// by replaying their earlier entries ([`rebuild_people`]).
-    persons: PersonMap<PersonState>,
+    /// restart, or once too many are held and forgotten, a step rebuilds the people it
+    /// names by replaying their earlier entries ([`rebuild_people`]).
+    persons: States,
 }
 
 /// Owns the projections database. Cheap to clone.
@@ -352,7 +352,7 @@ impl Projector {
                 egress,
                 state: Mutex::new(State {
                     checkpoint,
-                    persons: HashMap::default(),
+                    persons: States::default(),
                     complete: checkpoint == 0,
                 }),
                 applied: watch::channel(checkpoint).0,
@@ -427,10 +427,13 @@ impl Projector {
         let mut pending = Pending::new(&inner.tree, &inner.registry);
         let mut notices = Vec::new();
         let notify = inner.egress.is_some();
-        if state.persons.len() >= inner.log.people_cached() {
-            // Bounded: forget everyone, and rebuild each person from their log stream on
-            // their next event, as after a restart.
+        // Bounded: forget everyone (or everyone held in full, whose states are larger), and
+        // rebuild each person from their log stream on their next event, as after a restart.
+        if state.persons.len() >= inner.log.policy_states() {
             state.persons.clear();
+            state.complete = false;
+        } else if state.persons.full_len() >= inner.log.people_cached() {
+            state.persons.forget_full();
             state.complete = false;
         }
         let complete = state.complete;
@@ -440,9 +443,10 @@ impl Projector {
         for entry in entries {
             let fact = entry.fact();
             let yp = fact.young_person;
-            // Everyone with a past is in the map by now (all along, or rebuilt just above):
+            // Everyone with a past is held by now (all along, or rebuilt just above):
             // whoever is missing is new.
-            let person = state.persons.entry(yp).or_default();
+            let mut held = state.persons.take(&yp).unwrap_or_default();
+            let person = &mut held;
             let category = fact.event_type.category();
             // State first: a registration's age band needs its own date of birth. Consent
             // events are addressed by name, so deciding after they apply changes nothing for
@@ -569,6 +573,11 @@ impl Projector {
             }
             if fact.event_type == EventType::YoungPersonErased {
                 pending.erased.push(yp);
+                // Their date of birth goes with their key. Replaying them, as a rebuild
+                // does, finds entries that no longer open: the same empty state.
+                state.persons.forget(&yp);
+            } else {
+                state.persons.put(yp, held);
             }
             if fact.event_type == EventType::RetentionPurged {
                 if let Ok(EventData::RetentionPurged(r)) =
@@ -777,17 +786,16 @@ fn restore(
     Ok(out)
 }
 
-/// The states of the people whom `entries` name and the map no longer holds (it forgets
-/// everyone when full, and holds no one after a restart), each as of just before their
+/// The states of the people whom `entries` name and the projector no longer holds (it
+/// forgets everyone when too many are held, and holds no one after a restart), each as of just before their
 /// first entry here, rebuilt all at once ([`Log::each_before`]). One at a time, as each
 /// came up, each was a walk of the log of their own: more than half the cost of projecting
 /// a large import's changed rows (BENCHMARKS.md, session 21). A person whose first entry
-/// here is their first of all has nothing before it: no replay (after the map's first
-/// clearing, a large import passes it every 100,000 people, this saves each newcomer a
-/// wait for the log's indexer and a read of their stream).
+/// here is their first of all has nothing before it: no replay (after a restart, this
+/// saves each newcomer a wait for the log's indexer and a read of their stream).
 fn rebuild_people(
     log: &Log,
-    persons: &mut PersonMap<PersonState>,
+    persons: &mut States,
     entries: &[pathway_log::Entry],
 ) -> Result<(), ProjectionError> {
     let mut met = HashSet::new();
@@ -795,7 +803,7 @@ fn rebuild_people(
         .iter()
         .map(|e| &e.record)
         .filter(|r| met.insert(r.young_person) && r.version != 1)
-        .filter(|r| !persons.contains_key(&r.young_person))
+        .filter(|r| !persons.holds(&r.young_person))
         .map(|r| (r.young_person, r.seq))
         .collect();
     // A thousand people at a time: their streams' positions are held while their entries
@@ -805,7 +813,9 @@ fn rebuild_people(
         log.each_before(part, |i, e| {
             states[i].evolve(&e.fact());
         })?;
-        persons.extend(part.iter().map(|(yp, _)| *yp).zip(states));
+        for ((yp, _), state) in part.iter().zip(states) {
+            persons.put(*yp, state);
+        }
     }
     Ok(())
 }

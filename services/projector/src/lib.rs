@@ -12,6 +12,7 @@
 //! - [`retention`]: finding disclosures past their flow's retention (purged by an event).
 //! - [`registry`]: the identity registry, as sorted runs with their filters in memory.
 //! - [`latest`]: the latest-destination index, many people to a key.
+//! - `states`: what policy knows of each person met, most of them packed in 20 bytes.
 //!
 //! Derived data holds references to log entries (sequence numbers, bases, field lists),
 //! never copies of personal data: a read model is folded on read from the person's log
@@ -24,6 +25,7 @@ pub mod dispatcher;
 pub mod latest;
 pub mod registry;
 pub mod retention;
+mod states;
 pub mod store;
 pub mod views;
 
