@@ -445,7 +445,9 @@ impl Projector {
             let yp = fact.young_person;
             // Everyone with a past is held by now (all along, or rebuilt just above):
             // whoever is missing is new.
-            let mut held = state.persons.take(&yp).unwrap_or_default();
+            let known = state.persons.get(&yp);
+            let was_held = known.is_some();
+            let mut held = known.unwrap_or_default();
             let person = &mut held;
             let category = fact.event_type.category();
             // State first: a registration's age band needs its own date of birth. Consent
@@ -576,6 +578,8 @@ impl Projector {
                 // Their date of birth goes with their key. Replaying them, as a rebuild
                 // does, finds entries that no longer open: the same empty state.
                 state.persons.forget(&yp);
+            } else if was_held && !PersonState::changed_by(fact.event_type) {
+                state.persons.give_back(held);
             } else {
                 state.persons.put(yp, held);
             }
