@@ -321,10 +321,16 @@ impl<'a> Cells<'a> {
     }
 
     pub fn date(&mut self, column: &str, required: bool) -> Option<Day> {
-        let v = self.text(column, required)?;
+        let v = self.cell(column);
+        if v.is_empty() {
+            if required {
+                self.fail(column, "is required");
+            }
+            return None;
+        }
         let (d, form) = match self.dates {
-            Dates::Iso => (Day::parse(&v), "YYYY-MM-DD"),
-            Dates::DayMonthYear => (uk_date(&v), "dd/mm/yyyy"),
+            Dates::Iso => (Day::parse(v), "YYYY-MM-DD"),
+            Dates::DayMonthYear => (uk_date(v), "dd/mm/yyyy"),
         };
         if d.is_none() {
             self.fail(column, &format!("is not a real date in the form {form}"));
@@ -366,6 +372,23 @@ impl<'a> Cells<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_are_found_whatever_their_case() {
+        let long = "A".repeat(80);
+        let header: Vec<String> = ["ActivityCode", "dob", &long, "Ünïcode"]
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        let c = Columns::new(&header);
+        assert_eq!(c.get("activitycode"), Some(0));
+        assert_eq!(c.get("ACTIVITYCODE"), Some(0));
+        assert_eq!(c.get("DOB"), Some(1));
+        assert_eq!(c.get(&long.to_lowercase()), Some(2));
+        assert_eq!(c.get("ÜNÏCODE"), None, "only ASCII letters fold, as before");
+        assert_eq!(c.get("Ünïcode"), Some(3));
+        assert_eq!(c.get("StartDate"), None);
+    }
 
     #[test]
     fn real_exports_are_read_whatever_their_habits() {
