@@ -444,8 +444,12 @@ impl Projector {
             let fact = entry.fact();
             let yp = fact.young_person;
             // Everyone with a past is held by now (all along, or rebuilt just above):
-            // whoever is missing is new.
-            let known = state.persons.get(&yp);
+            // whoever is missing is new, as is anyone at their first event, who is not looked
+            // for (most of a file of new people's events).
+            let known = match entry.record.version {
+                1 => None,
+                _ => state.persons.get(&yp),
+            };
             let was_held = known.is_some();
             let mut held = known.unwrap_or_default();
             let person = &mut held;
