@@ -9,7 +9,8 @@
 //! - the *journal* (`J` step part, in sled): each step's changes, written with the step's
 //!   other keys before its checkpoint, so that a step cut short is cleared at open like its
 //!   feed runs;
-//! - *fresh*: the journal's changes since the last seal, applied, in memory;
+//! - *fresh*: the journal's changes since the last seal, applied, in memory, with a Bloom
+//!   filter of their keys;
 //! - *runs*: entries (registry key ‖ person) in order, each in a file of its own
 //!   ([`pathway_log::run_file`]) in chunks of at most [`store::RUN_BYTES`], read with `pread`
 //!   rather than through sled,
