@@ -109,6 +109,11 @@ impl Filter {
         }
     }
 
+    /// Empties the filter, keeping its size.
+    pub fn clear(&mut self) {
+        self.words.fill(0);
+    }
+
     pub fn may_contain(&self, key: &[u8; 16]) -> bool {
         let (block, mut bits) = self.probes(key);
         bits.all(|(word, mask)| self.words[block + word] & mask != 0)

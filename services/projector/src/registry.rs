@@ -232,7 +232,6 @@ type Edits = BTreeMap<(u64, u32), Arc<Vec<u8>>>;
 struct Fresh {
     entries: BTreeSet<Entry>,
     keys: sorted::Filter,
-    per_run: usize,
 }
 
 impl Fresh {
@@ -240,7 +239,6 @@ impl Fresh {
         Fresh {
             entries: BTreeSet::new(),
             keys: sorted::Filter::with_capacity(per_run as u64),
-            per_run,
         }
     }
 
@@ -263,7 +261,8 @@ impl Fresh {
     }
 
     fn clear(&mut self) {
-        *self = Fresh::new(self.per_run);
+        self.entries.clear();
+        self.keys.clear();
     }
 }
 
