@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which measurements: batched, single, sse, rebuild, policy, registry, import,
+    /// Which measurements: batched, single, sse, rebuild, policy, registry, packed, import,
     /// newcomers, nats, stages (comma-separated), or all (nats only where a nats-server is
     /// found).
     #[arg(long, default_value = "all")]
@@ -61,6 +61,9 @@ pub struct Args {
     /// People (one identifier each) in the registry run.
     #[arg(long, default_value_t = 1_000_000)]
     registry_people: u64,
+    /// People in the packed-keys run.
+    #[arg(long, default_value_t = 1_000_000)]
+    packed_people: u64,
     /// Children in the generated looked-after list for the import run.
     #[arg(long, default_value_t = 20_000)]
     import_children: usize,
@@ -368,7 +371,7 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 
 /// CPU seconds (user and system, every thread) this process has used so far: steadier than
 /// the wall clock on a shared machine, and what two builds' A/B compares.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     cpu_seconds_of("self")
 }
 
@@ -503,6 +506,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         if wants("registry") {
             crate::bench_registry::run(&root, args.registry_people)?;
+        }
+        if wants("packed") {
+            crate::bench_packed::run(&root, args.packed_people)?;
         }
         if wants("import") {
             crate::bench_import::run(

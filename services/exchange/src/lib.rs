@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_import;
 pub mod bench_nats;
 pub mod bench_newcomers;
+pub mod bench_packed;
 pub mod bench_policy;
 pub mod bench_registry;
 pub mod bench_stages;

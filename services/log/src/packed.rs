@@ -25,7 +25,7 @@
 //! started one), its keys are written as one sled batch, so a crash never leaves a
 //! person's value in two keys or in none.
 
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use uuid::Uuid;
 
 /// People a key holds on average: values of about 2 KB for the small values packed here
@@ -58,7 +58,11 @@ pub fn key(tag: u8, yp: Uuid) -> [u8; 17] {
 pub type Record = (Uuid, Vec<u8>);
 
 pub fn encode(records: &[Record]) -> Vec<u8> {
-    let size = records.iter().map(|(_, v)| 18 + v.len()).sum();
+    encode_each(records.iter().map(|(yp, v)| (*yp, v.as_slice())))
+}
+
+fn encode_each<'a>(records: impl Iterator<Item = (Uuid, &'a [u8])> + Clone) -> Vec<u8> {
+    let size = records.clone().map(|(_, v)| 18 + v.len()).sum();
     let mut out = Vec::with_capacity(size);
     for (yp, value) in records {
         out.extend_from_slice(yp.as_bytes());
@@ -76,55 +80,68 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Record>, PackError> {
 }
 
 /// A stored value's records, read in place.
-fn records(mut bytes: &[u8]) -> impl Iterator<Item = Result<(Uuid, &[u8]), PackError>> {
+fn records(bytes: &[u8]) -> impl Iterator<Item = Result<(Uuid, &[u8]), PackError>> {
+    spans(bytes).map(|r| r.map(|(yp, at)| (yp, &bytes[at])))
+}
+
+/// A stored value's records: each person and where their value lies in it.
+fn spans(bytes: &[u8]) -> impl Iterator<Item = Result<(Uuid, Range<usize>), PackError>> + '_ {
+    let mut at = 0;
     std::iter::from_fn(move || {
-        if bytes.is_empty() {
+        if at == bytes.len() {
             return None;
         }
         let record = (|| {
-            let (yp, rest) = bytes.split_first_chunk::<16>().ok_or(PackError::Cut)?;
+            let rest = &bytes[at..];
+            let (yp, rest) = rest.split_first_chunk::<16>().ok_or(PackError::Cut)?;
             let (len, rest) = rest.split_first_chunk::<2>().ok_or(PackError::Cut)?;
-            let (value, rest) = rest
-                .split_at_checked(usize::from(u16::from_be_bytes(*len)))
-                .ok_or(PackError::Cut)?;
-            bytes = rest;
-            Ok((Uuid::from_bytes(*yp), value))
+            let len = usize::from(u16::from_be_bytes(*len));
+            if rest.len() < len {
+                return Err(PackError::Cut);
+            }
+            let start = at + 18;
+            at = start + len;
+            Ok((Uuid::from_bytes(*yp), start..at))
         })();
         if record.is_err() {
-            bytes = &[];
+            at = bytes.len();
         }
         Some(record)
     })
 }
 
-/// The key covering a person, its records, and the next key (where its cover ends).
+/// The records of the key covering a person, and the next key (where its cover ends).
 struct Cover {
-    /// The key and its value as stored.
-    stored: Option<(sled::IVec, sled::IVec)>,
     records: Vec<Record>,
     until: Option<sled::IVec>,
 }
 
+/// The stored key covering a person (the last at or before them), and the next key of the
+/// tag, where that cover ends.
+fn bounds(tree: &sled::Tree, tag: u8, yp: Uuid) -> Result<Stored, PackError> {
+    let at = key(tag, yp);
+    let below = tree.range(&[tag][..]..=&at[..]).next_back().transpose()?;
+    let after = below.as_ref().map_or(&at[..], |(k, _)| &k[..]).to_vec();
+    let end = Bound::Excluded(vec![tag + 1]);
+    let until = tree
+        .range((Bound::Excluded(after), end))
+        .next()
+        .transpose()?
+        .map(|(k, _)| k);
+    Ok((below, until))
+}
+
+/// A stored key and value, if any, and where the next stored key begins.
+type Stored = (Option<(sled::IVec, sled::IVec)>, Option<sled::IVec>);
+
 impl Cover {
     fn find(tree: &sled::Tree, tag: u8, yp: Uuid) -> Result<Cover, PackError> {
-        let at = key(tag, yp);
-        let below = tree.range(&[tag][..]..=&at[..]).next_back().transpose()?;
-        let records = match &below {
+        let (stored, until) = bounds(tree, tag, yp)?;
+        let records = match &stored {
             Some((_, v)) => decode(v)?,
             None => Vec::new(),
         };
-        let after = below.as_ref().map_or(&at[..], |(k, _)| &k[..]).to_vec();
-        let end = Bound::Excluded(vec![tag + 1]);
-        let until = tree
-            .range((Bound::Excluded(after), end))
-            .next()
-            .transpose()?
-            .map(|(k, _)| k);
-        Ok(Cover {
-            stored: below,
-            records,
-            until,
-        })
+        Ok(Cover { records, until })
     }
 
     fn covers(&self, tag: u8, yp: Uuid) -> bool {
@@ -226,18 +243,65 @@ fn person_of(key: &[u8]) -> Uuid {
     Uuid::from_slice(&key[1..]).expect("a packed key is a tag and a person")
 }
 
+/// One person's record in a region being changed: where its value is stored, unless the
+/// step gave it a new one. Values stay in the stored keys' bytes until they change, since a
+/// step changes a person or two of the [`PER_KEY`] a key holds (a typical quarter's file
+/// changes a fifth of the people, spread over every key).
+struct Slot {
+    yp: Uuid,
+    /// The stored key it came from (an index into the region's `old`) and where its value
+    /// lies in that key's value.
+    stored: Option<(usize, Range<usize>)>,
+    new: Option<Vec<u8>>,
+}
+
 /// Stored keys being changed together: their records, changed in place, and where the
 /// next stored key begins.
 struct Region {
     /// The stored keys the region's records came from, and their values as stored.
     old: Vec<(sled::IVec, sled::IVec)>,
-    records: Vec<Record>,
+    slots: Vec<Slot>,
     until: Option<sled::IVec>,
 }
 
 impl Region {
     fn covers(&self, tag: u8, yp: Uuid) -> bool {
         self.until.as_deref().is_none_or(|u| key(tag, yp)[..] < *u)
+    }
+
+    fn value<'a>(&'a self, slot: &'a Slot) -> &'a [u8] {
+        match (&slot.new, &slot.stored) {
+            (Some(v), _) => v,
+            (None, Some((k, at))) => &self.old[*k].1[at.clone()],
+            (None, None) => &[],
+        }
+    }
+
+    /// The slots of the stored key `old[k]`.
+    fn slots_of(&self, k: usize) -> Result<Vec<Slot>, PackError> {
+        spans(&self.old[k].1)
+            .map(|r| {
+                r.map(|(yp, at)| Slot {
+                    yp,
+                    stored: Some((k, at)),
+                    new: None,
+                })
+            })
+            .collect()
+    }
+
+    /// Puts `earlier`'s keys and records before this region's.
+    fn after(&mut self, mut earlier: Region) {
+        let shift = earlier.old.len();
+        for slot in &mut self.slots {
+            if let Some((k, _)) = &mut slot.stored {
+                *k += shift;
+            }
+        }
+        earlier.old.append(&mut self.old);
+        earlier.slots.append(&mut self.slots);
+        self.old = earlier.old;
+        self.slots = earlier.slots;
     }
 }
 
@@ -257,27 +321,37 @@ pub fn plan<E: From<PackError>>(
     let mut people = people.into_iter().peekable();
     let mut regions: Vec<Region> = Vec::new();
     while let Some(first) = people.next() {
-        let mut cover = Cover::find(tree, tag, first)?;
-        if cover.stored.is_none() {
+        let (mut stored, mut until) = bounds(tree, tag, first)?;
+        if stored.is_none() {
             // Below everyone held: the first person becomes the first key's head.
-            if let Some(next) = cover.until.take() {
-                cover = Cover::find(tree, tag, person_of(&next))?;
+            if let Some(next) = until.take() {
+                (stored, until) = bounds(tree, tag, person_of(&next))?;
             }
         }
         let mut region = Region {
-            old: cover.stored.into_iter().collect(),
-            records: cover.records,
-            until: cover.until,
+            old: stored.into_iter().collect(),
+            slots: Vec::new(),
+            until,
         };
+        if !region.old.is_empty() {
+            region.slots = region.slots_of(0)?;
+        }
         let mut yp = first;
         loop {
-            let at = region.records.binary_search_by_key(&yp, |(p, _)| *p);
-            let stored = at.ok().map(|i| region.records[i].1.as_slice());
+            let at = region.slots.binary_search_by_key(&yp, |s| s.yp);
+            let stored = at.ok().map(|i| region.value(&region.slots[i]));
             match (update(yp, stored)?, at) {
-                (Some(v), Ok(i)) => region.records[i].1 = v,
-                (Some(v), Err(i)) => region.records.insert(i, (yp, v)),
+                (Some(v), Ok(i)) => region.slots[i].new = Some(v),
+                (Some(v), Err(i)) => region.slots.insert(
+                    i,
+                    Slot {
+                        yp,
+                        stored: None,
+                        new: Some(v),
+                    },
+                ),
                 (None, Ok(i)) => {
-                    region.records.remove(i);
+                    region.slots.remove(i);
                 }
                 (None, Err(_)) => {}
             }
@@ -290,27 +364,27 @@ pub fn plan<E: From<PackError>>(
         // before it.
         let head = region.old.first().map(|(k, _)| k.clone());
         if let Some(head) = head {
-            let kept = region.records.first().map(|(p, _)| *p) == Some(person_of(&head));
+            let kept = region.slots.first().map(|s| s.yp) == Some(person_of(&head));
             if !kept {
                 if regions
                     .last()
                     .is_some_and(|r| r.until.as_ref() == Some(&head))
                 {
-                    let mut before = regions.pop().expect("just seen");
-                    before.old.append(&mut region.old);
-                    before.records.append(&mut region.records);
-                    before.until = region.until;
-                    region = before;
-                } else if let Some((k, v)) = tree
+                    let before = regions.pop().expect("just seen");
+                    region.after(before);
+                } else if let Some(kv) = tree
                     .range(&[tag][..]..&head[..])
                     .next_back()
                     .transpose()
                     .map_err(PackError::from)?
                 {
-                    let mut records = decode(&v)?;
-                    region.old.insert(0, (k, v));
-                    records.append(&mut region.records);
-                    region.records = records;
+                    let mut before = Region {
+                        old: vec![kv],
+                        slots: Vec::new(),
+                        until: None,
+                    };
+                    before.slots = before.slots_of(0)?;
+                    region.after(before);
                 }
             }
         }
@@ -322,63 +396,59 @@ pub fn plan<E: From<PackError>>(
         .collect::<Result<_, _>>()?)
 }
 
-/// `records` cut into runs of at most [`MAX_VALUE`] encoded bytes, filled from the left.
-fn cut(records: &[Record]) -> Vec<&[Record]> {
+/// `slots` cut into runs of at most [`MAX_VALUE`] encoded bytes, filled from the left.
+fn cut<'a>(region: &Region, slots: &'a [Slot]) -> Vec<&'a [Slot]> {
     let mut out = Vec::new();
     let (mut start, mut size) = (0, 0);
-    for (i, (_, value)) in records.iter().enumerate() {
-        let n = 18 + value.len();
+    for (i, slot) in slots.iter().enumerate() {
+        let n = 18 + region.value(slot).len();
         if i > start && size + n > MAX_VALUE {
-            out.push(&records[start..i]);
+            out.push(&slots[start..i]);
             (start, size) = (i, 0);
         }
         size += n;
     }
-    out.push(&records[start..]);
+    out.push(&slots[start..]);
     out
 }
 
 /// The keys holding a region's records, split where [`starts_key`] says (and [`cut`] where
 /// values are large).
 fn rewrite(tag: u8, region: &Region) -> Result<Rewrite, PackError> {
-    let mut chunks: Vec<&[Record]> = Vec::new();
+    let mut chunks: Vec<&[Slot]> = Vec::new();
     let mut start = 0;
-    for (i, (yp, _)) in region.records.iter().enumerate() {
-        if i > start && starts_key(*yp) {
-            chunks.push(&region.records[start..i]);
+    for (i, slot) in region.slots.iter().enumerate() {
+        if i > start && starts_key(slot.yp) {
+            chunks.push(&region.slots[start..i]);
             start = i;
         }
     }
-    if start < region.records.len() {
-        chunks.push(&region.records[start..]);
+    if start < region.slots.len() {
+        chunks.push(&region.slots[start..]);
     }
-    let chunks: Vec<&[Record]> = chunks.into_iter().flat_map(cut).collect();
-    let mut was = std::collections::HashMap::new();
-    for (k, v) in &region.old {
-        for record in records(v) {
-            was.insert(record?.0, &k[..]);
-        }
-    }
+    let chunks: Vec<&[Slot]> = chunks.into_iter().flat_map(|c| cut(region, c)).collect();
     let mut keys = Vec::new();
     let mut together = false;
-    let mut written = std::collections::HashSet::new();
+    let mut written = vec![false; region.old.len()];
     for chunk in chunks {
-        let k = key(tag, chunk[0].0);
-        together |= chunk
-            .iter()
-            .any(|(yp, _)| was.get(yp).is_some_and(|old| *old != &k[..]));
-        written.insert(k.to_vec());
-        let value = encode(chunk);
-        let same = region
-            .old
-            .iter()
-            .any(|(old, stored)| old[..] == k[..] && stored[..] == value[..]);
-        if !same {
+        let k = key(tag, chunk[0].yp);
+        // A record moves when the key it was stored in is not the key it is written to.
+        together |= chunk.iter().any(|s| {
+            s.stored
+                .as_ref()
+                .is_some_and(|(from, _)| region.old[*from].0[..] != k[..])
+        });
+        let value = encode_each(chunk.iter().map(|s| (s.yp, region.value(s))));
+        let at = region.old.iter().position(|(old, _)| old[..] == k[..]);
+        if let Some(i) = at {
+            written[i] = true;
+        }
+        if at.is_none_or(|i| region.old[i].1[..] != value[..]) {
             keys.push((k.to_vec(), Some(value)));
         }
     }
-    for (old, _) in &region.old {
-        if !written.contains(&old[..]) {
+    for ((old, _), written) in region.old.iter().zip(written) {
+        if !written {
             keys.push((old.to_vec(), None));
         }
     }
