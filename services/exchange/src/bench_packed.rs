@@ -37,12 +37,11 @@ impl Rng {
     }
 }
 
-/// Changes `people` (ascending) to `fill` in one plan and apply.
+/// Changes `people` (ascending) to `fill`, as the log's indexer and the projector do.
 fn step(tree: &sled::Tree, people: &[Uuid], fill: u8) -> anyhow::Result<()> {
-    let plan = packed::plan::<packed::PackError>(tree, TAG, people.iter().copied(), |_, _| {
+    packed::change::<packed::PackError>(tree, TAG, people.iter().copied(), |_, _| {
         Ok(Some(vec![fill; VALUE]))
     })?;
-    packed::apply(tree, plan)?;
     Ok(())
 }
 

@@ -142,7 +142,7 @@ fn write_firsts(
     firsts: &BTreeMap<Uuid, Vec<(u64, u64)>>,
 ) -> Result<usize, LogError> {
     let mut changed = 0;
-    let plan = packed::plan(tree, FIRSTS, firsts.keys().copied(), |yp, stored| {
+    packed::change(tree, FIRSTS, firsts.keys().copied(), |yp, stored| {
         let mut segment = stored.map(<[u8]>::to_vec).unwrap_or_default();
         for (version, seq) in &firsts[&yp] {
             if place(&mut segment, 1, *version, *seq)? {
@@ -151,7 +151,6 @@ fn write_firsts(
         }
         Ok::<_, LogError>(Some(segment))
     })?;
-    packed::apply(tree, plan)?;
     Ok(changed)
 }
 
@@ -178,7 +177,7 @@ pub fn cut(tree: &sled::Tree, yp: Uuid, version: u64, seq: u64) -> Result<bool, 
     let holds = |segment: &[u8]| segment.len() >= at + 8 && keys::u64_of(&segment[at..]) == seq;
     if first == 1 {
         let mut did = false;
-        let plan = packed::plan(tree, FIRSTS, [yp], |_, stored| {
+        packed::change(tree, FIRSTS, [yp], |_, stored| {
             Ok::<_, LogError>(match stored {
                 Some(segment) if holds(segment) => {
                     did = true;
@@ -187,7 +186,6 @@ pub fn cut(tree: &sled::Tree, yp: Uuid, version: u64, seq: u64) -> Result<bool, 
                 other => other.map(<[u8]>::to_vec),
             })
         })?;
-        packed::apply(tree, plan)?;
         return Ok(did);
     }
     let k = key(yp, first);

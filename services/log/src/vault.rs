@@ -47,11 +47,9 @@ const PACK_AT_ONCE: usize = 4096;
 /// open the log, before anyone else can).
 fn put(tree: &sled::Tree, mut wrapped: BTreeMap<Uuid, Vec<u8>>) -> Result<(), LogError> {
     let people: Vec<Uuid> = wrapped.keys().copied().collect();
-    let plan = packed::plan(tree, TAG, people, |yp, _| {
+    packed::change(tree, TAG, people, |yp, _| {
         Ok::<_, LogError>(wrapped.remove(&yp))
-    })?;
-    packed::apply(tree, plan)?;
-    Ok(())
+    })
 }
 
 fn storage(e: impl std::fmt::Display) -> LogError {
@@ -328,11 +326,10 @@ impl Vault {
     pub(crate) fn shred(&self, yp: Uuid, disk: &Disk) -> Result<bool, LogError> {
         let mut state = self.state.lock().expect("vault lock");
         let mut existed = false;
-        let plan = packed::plan(&self.tree, TAG, [yp], |_, stored| {
+        packed::change(&self.tree, TAG, [yp], |_, stored| {
             existed = stored.is_some();
             Ok::<_, LogError>(None)
         })?;
-        packed::apply(&self.tree, plan)?;
         disk.flush()?;
         self.cache.write().expect("vault cache").remove(&yp);
         let next = state.current + 1;

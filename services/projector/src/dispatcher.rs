@@ -91,8 +91,10 @@ struct Pending<'t> {
 #[derive(Default)]
 struct Writes {
     keys: Vec<(Vec<u8>, Option<sled::IVec>)>,
-    /// The latest-destination index's keys, which may move records between keys.
-    latest: Vec<latest::Rewrite>,
+    /// The latest-destination index's changes, written last, each packed key as soon as it
+    /// is read ([`latest::change`]).
+    destinations: BTreeMap<(Uuid, String), [u8; latest::STORED]>,
+    erased: Vec<Uuid>,
 }
 
 impl Writes {
@@ -111,7 +113,7 @@ impl Writes {
                 None => tree.remove(key)?,
             };
         }
-        latest::apply(tree, self.latest)
+        latest::change(tree, &self.destinations, &self.erased)
     }
 }
 
@@ -239,7 +241,8 @@ impl<'t> Pending<'t> {
         for (k, chunk) in self.registry.journal(step, &changes) {
             writes.insert(k, chunk);
         }
-        writes.latest = latest::plan(self.tree, &self.destinations, &self.erased)?;
+        writes.destinations = self.destinations;
+        writes.erased = self.erased;
         let runs = self
             .full
             .into_iter()

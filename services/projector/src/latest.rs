@@ -12,8 +12,6 @@ use pathway_log::packed;
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
-pub use pathway_log::packed::Rewrite;
-
 pub const TAG: u8 = b'l';
 
 /// The digest of a destination (`store::destination_digest`) and the seq that recorded it.
@@ -90,20 +88,20 @@ pub fn records(value: &[u8]) -> Result<Vec<Record>, ProjectionError> {
     Ok(out)
 }
 
-/// What a step changes: each (person, agency)'s new latest destination (`set`), and people
-/// erased (every agency's record goes; an erased person is not set again). A step erases
-/// few people, so `erased` is a plain list.
-pub fn plan(
+/// Writes what a step changes: each (person, agency)'s new latest destination (`set`), and
+/// people erased (every agency's record goes; an erased person is not set again). A step
+/// erases few people, so `erased` is a plain list.
+pub fn change(
     tree: &sled::Tree,
     set: &BTreeMap<(Uuid, String), [u8; STORED]>,
     erased: &[Uuid],
-) -> Result<Vec<Rewrite>, ProjectionError> {
+) -> Result<(), ProjectionError> {
     let people: BTreeSet<Uuid> = set
         .keys()
         .map(|(yp, _)| *yp)
         .chain(erased.iter().copied())
         .collect();
-    packed::plan(tree, TAG, people, |yp, stored| {
+    packed::change(tree, TAG, people, |yp, stored| {
         if erased.contains(&yp) {
             return Ok(None);
         }
@@ -116,11 +114,6 @@ pub fn plan(
         }
         Ok(Some(encode(&agencies)))
     })
-}
-
-/// Applies a plan.
-pub fn apply(tree: &sled::Tree, rewrites: Vec<Rewrite>) -> Result<(), ProjectionError> {
-    Ok(packed::apply(tree, rewrites)?)
 }
 
 /// The stored latest destination of each (person, agency), in the order asked.
@@ -198,7 +191,7 @@ mod tests {
                     .collect();
                 let erased: BTreeSet<Uuid> = erasures.into_iter().map(person).collect();
                 let listed: Vec<Uuid> = erased.iter().copied().collect();
-                apply(&tree, plan(&tree, &set, &listed).unwrap()).unwrap();
+                change(&tree, &set, &listed).unwrap();
                 model.extend(set);
                 model.retain(|(yp, _), _| !erased.contains(yp));
             }
