@@ -25,16 +25,10 @@ fn person(i: u64) -> Uuid {
     Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | u128::from(i) << 16)
 }
 
-/// A small deterministic generator, so runs compare like with like.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+/// The `n`th of a fixed scatter over `0..people`: the same people in every run, so runs
+/// compare like with like.
+fn scattered(n: u64, people: u64) -> u64 {
+    n.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29) % people
 }
 
 /// Changes `people` (ascending) to `fill`, as the log's indexer and the projector do.
@@ -91,20 +85,20 @@ pub fn run(root: &std::path::Path, people: u64) -> anyhow::Result<()> {
     let everyone: Vec<Uuid> = (0..people).map(person).collect();
     let fill: Vec<Vec<Uuid>> = everyone.chunks(2_500).map(<[Uuid]>::to_vec).collect();
     let filled = phase(&db, &tree, &fill, 0)?;
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let spread: Vec<Vec<Uuid>> = (0..STEPS)
-        .map(|_| {
-            let mut some: Vec<Uuid> = (0..PER_STEP)
-                .map(|_| everyone[(rng.next() % people) as usize])
+    let per_step = PER_STEP as u64;
+    let spread: Vec<Vec<Uuid>> = (0..STEPS as u64)
+        .map(|s| {
+            let mut some: Vec<Uuid> = (0..per_step)
+                .map(|i| everyone[scattered(s * per_step + i, people) as usize])
                 .collect();
             some.sort_unstable();
             some.dedup();
             some
         })
         .collect();
-    let neighbours: Vec<Vec<Uuid>> = (0..STEPS * 10)
-        .map(|_| {
-            let from = (rng.next() % (people - PER_STEP as u64)) as usize;
+    let neighbours: Vec<Vec<Uuid>> = (0..STEPS as u64 * 10)
+        .map(|s| {
+            let from = scattered(s, people - per_step) as usize;
             everyone[from..from + PER_STEP].to_vec()
         })
         .collect();

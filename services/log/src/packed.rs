@@ -421,11 +421,11 @@ fn regions<E: From<PackError>>(
             }
         }
         if let Some(before) = held.replace(region) {
-            emit(rewrite(tag, &before)?)?;
+            emit(rewrite(tag, &before))?;
         }
     }
     if let Some(last) = held {
-        emit(rewrite(tag, &last)?)?;
+        emit(rewrite(tag, &last))?;
     }
     Ok(())
 }
@@ -448,7 +448,7 @@ fn cut<'a>(region: &Region, slots: &'a [Slot]) -> Vec<&'a [Slot]> {
 
 /// The keys holding a region's records, split where [`starts_key`] says (and [`cut`] where
 /// values are large).
-fn rewrite(tag: u8, region: &Region) -> Result<Rewrite, PackError> {
+fn rewrite(tag: u8, region: &Region) -> Rewrite {
     let mut chunks: Vec<&[Slot]> = Vec::new();
     let mut start = 0;
     for (i, slot) in region.slots.iter().enumerate() {
@@ -486,7 +486,7 @@ fn rewrite(tag: u8, region: &Region) -> Result<Rewrite, PackError> {
             keys.push((old.to_vec(), None));
         }
     }
-    Ok(Rewrite { keys, together })
+    Rewrite { keys, together }
 }
 
 /// Applies a plan key by key, or as one batch where records move between keys.
