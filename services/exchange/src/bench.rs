@@ -180,6 +180,13 @@ async fn post(
         .error_for_status()?)
 }
 
+/// The middle of `v` (the upper middle for an even count): what the benches report of
+/// their rounds, since one slow round on this shared machine would move a mean.
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }

@@ -16,7 +16,7 @@
 //! 4. latency from a request/reply publish to the recipient's out-stream subscription at a
 //!    steady 1,000 events/s.
 
-use crate::bench::{env, percentile};
+use crate::bench::{env, median, percentile};
 use crate::{app, config};
 use anyhow::{bail, Context};
 use async_nats::jetstream::{self, consumer::pull};
@@ -469,10 +469,6 @@ pub async fn run(root: &Path, o: Options) -> anyhow::Result<()> {
         );
         rounds.push((beside, stored));
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!(
         "nats jetstream ingress over {} rounds: median ratio to the raw publish beside it {:.0}%; median ingress {:.0}/s against median raw {:.0}/s",
         rounds.len(),

@@ -7,6 +7,7 @@
 //! two of the [`packed::PER_KEY`] it holds, so it is the figure that says what the packing
 //! costs a changed row (BENCHMARKS.md, session 24).
 
+use crate::bench::{cpu_seconds, median};
 use pathway_log::packed;
 use std::time::Instant;
 use uuid::Uuid;
@@ -61,14 +62,14 @@ struct Cost {
 /// Runs `steps` and flushes sled.
 fn phase(db: &sled::Db, tree: &sled::Tree, steps: &[Vec<Uuid>], fill: u8) -> anyhow::Result<Cost> {
     let people = steps.iter().map(Vec::len).sum::<usize>() as f64;
-    let (started, cpu, bytes) = (Instant::now(), crate::bench::cpu_seconds(), written());
+    let (started, cpu, bytes) = (Instant::now(), cpu_seconds(), written());
     for s in steps {
         step(tree, s, fill)?;
     }
     db.flush()?;
     Ok(Cost {
         wall_us: started.elapsed().as_secs_f64() / people * 1e6,
-        cpu_us: (crate::bench::cpu_seconds() - cpu) / people * 1e6,
+        cpu_us: (cpu_seconds() - cpu) / people * 1e6,
         written: (written() - bytes) / people,
     })
 }
@@ -111,11 +112,7 @@ pub fn run(root: &std::path::Path, people: u64) -> anyhow::Result<()> {
             phase(&db, &tree, &neighbours, fill)?,
         ));
     }
-    let median = |f: &dyn Fn(&(Cost, Cost)) -> f64| {
-        let mut v: Vec<f64> = rounds.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let median = |f: &dyn Fn(&(Cost, Cost)) -> f64| median(rounds.iter().map(f).collect());
     println!(
         "packed: {people} people of {VALUE}-byte values in {keys} keys ({} a key), filled at \
          {:.2} µs a person; changing a person, {PER_STEP} a step, medians of {ROUNDS} rounds: \

@@ -6,6 +6,7 @@
 //! records, one atomic batch), replaying a log through a fresh projector as a rebuild does.
 
 use crate::app;
+use crate::bench::median;
 use pathway_core::agreements::{Agency, AgencyKind, Agreements, Flow, FlowBasis};
 use pathway_core::catalogue::{Category, EventType};
 use pathway_core::date::Day;
@@ -104,11 +105,6 @@ fn consent_events(s: Scenario) -> Vec<(EventType, Value)> {
         (EventType::ConsentGranted, grant),
         (EventType::DisclosureOverrideRecorded, ov),
     ]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Nanoseconds to decide one event for every agency (the dispatcher's loop), median of rounds.

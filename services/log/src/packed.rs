@@ -110,17 +110,11 @@ fn spans(bytes: &[u8]) -> impl Iterator<Item = Result<(Uuid, Range<usize>), Pack
     })
 }
 
-/// The records of the key covering a person, and the next key (where its cover ends).
-struct Cover {
-    records: Vec<Record>,
-    until: Option<sled::IVec>,
-}
-
 /// The stored key covering a person (the last at or before them), and the next key of the
 /// tag, where that cover ends.
 fn bounds(tree: &sled::Tree, tag: u8, yp: Uuid) -> Result<Stored, PackError> {
     let at = key(tag, yp);
-    let below = tree.range(&[tag][..]..=&at[..]).next_back().transpose()?;
+    let below = below(tree, tag, yp)?;
     let after = below.as_ref().map_or(&at[..], |(k, _)| &k[..]).to_vec();
     let end = Bound::Excluded(vec![tag + 1]);
     let until = tree
@@ -133,6 +127,22 @@ fn bounds(tree: &sled::Tree, tag: u8, yp: Uuid) -> Result<Stored, PackError> {
 
 /// A stored key and value, if any, and where the next stored key begins.
 type Stored = (Option<(sled::IVec, sled::IVec)>, Option<sled::IVec>);
+
+/// The stored key at or before a person's (the one covering them), and its value.
+fn below(
+    tree: &sled::Tree,
+    tag: u8,
+    yp: Uuid,
+) -> Result<Option<(sled::IVec, sled::IVec)>, PackError> {
+    let at = key(tag, yp);
+    Ok(tree.range(&[tag][..]..=&at[..]).next_back().transpose()?)
+}
+
+/// The records of the key covering a person, and the next key (where its cover ends).
+struct Cover {
+    records: Vec<Record>,
+    until: Option<sled::IVec>,
+}
 
 impl Cover {
     fn find(tree: &sled::Tree, tag: u8, yp: Uuid) -> Result<Cover, PackError> {
@@ -159,8 +169,7 @@ impl Cover {
 /// A person's value: one reverse range read, and the key's records walked in place (the
 /// log asks this on every cache miss of a person's key or stream).
 pub fn get(tree: &sled::Tree, tag: u8, yp: Uuid) -> Result<Option<Vec<u8>>, PackError> {
-    let at = key(tag, yp);
-    let Some((_, value)) = tree.range(&[tag][..]..=&at[..]).next_back().transpose()? else {
+    let Some((_, value)) = below(tree, tag, yp)? else {
         return Ok(None);
     };
     for record in records(&value) {

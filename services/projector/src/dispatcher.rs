@@ -801,9 +801,10 @@ fn restore(
 /// forgets everyone when too many are held, and holds no one after a restart), each as of
 /// just before their first entry here, rebuilt all at once ([`Log::each_before`]). One at a
 /// time, as each came up, each was a walk of the log of their own: more than half the cost
-/// of projecting a large import's changed rows (BENCHMARKS.md, session 21). A person whose first entry
-/// here is their first of all has nothing before it: no replay (after a restart, this
-/// saves each newcomer a wait for the log's indexer and a read of their stream).
+/// of projecting a large import's changed rows (BENCHMARKS.md, session 21). A person whose
+/// first entry here is their first of all has nothing before it: no replay (after a
+/// restart, this saves each newcomer a wait for the log's indexer and a read of their
+/// stream).
 fn rebuild_people(
     log: &Log,
     persons: &mut States,

@@ -5,8 +5,8 @@
 //! their next event is decided: random reads of the log, about 16 µs of CPU a person. It held
 //! 100,000 full states and forgot them all when full, so a quarterly file of a million rows
 //! replayed nearly every person it changed: holding everyone made that file about 1.15×
-//! faster (BENCHMARKS.md, session 23). A full state in a hash map is about 60 bytes a slot and a
-//! string, too much for a million people under the import's memory target; but most
+//! faster (BENCHMARKS.md, session 23). A full state in a hash map is about 60 bytes a slot
+//! and a string, too much for a million people under the import's memory target; but most
 //! people's state is only who registered them and their date of birth, which pack into a
 //! `u32`, and a sorted vector holds a person in exactly its 20 bytes, where a hash map's
 //! slots average half as much again empty.
