@@ -45,9 +45,27 @@ impl Day {
 }
 
 impl fmt::Display for Day {
+    /// Digits placed by hand for the years a file can write (0000–9999): imports format
+    /// several dates a row, and the padded formatting machinery showed in their profiles.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = self.0;
-        write!(f, "{:04}-{:02}-{:02}", d.year(), d.month() as u8, d.day())
+        let (year, month, day) = self.0.to_calendar_date();
+        let Ok(y @ 0..=9999) = u16::try_from(year) else {
+            return write!(f, "{year:04}-{:02}-{day:02}", month as u8);
+        };
+        let (m, digit) = (month as u8, |n: u16| b'0' + (n % 10) as u8);
+        let text = [
+            digit(y / 1000),
+            digit(y / 100),
+            digit(y / 10),
+            digit(y),
+            b'-',
+            b'0' + m / 10,
+            b'0' + m % 10,
+            b'-',
+            b'0' + day / 10,
+            b'0' + day % 10,
+        ];
+        f.write_str(std::str::from_utf8(&text).expect("ASCII digits"))
     }
 }
 
@@ -84,6 +102,25 @@ mod tests {
             assert!(Day::parse(bad).is_none(), "{bad}");
         }
         assert_eq!(Day::parse("2024-12-31").unwrap().to_string(), "2024-12-31");
+    }
+
+    #[test]
+    fn every_day_is_written_as_the_standard_writes_it() {
+        let mut next = time::Date::from_calendar_date(0, time::Month::January, 1).ok();
+        while let Some(d) = next.filter(|d| d.year() <= 9999) {
+            let (y, m, day) = d.to_calendar_date();
+            let written = Day(d).to_string();
+            assert_eq!(written, format!("{y:04}-{:02}-{day:02}", m as u8));
+            assert_eq!(Day::parse(&written), Some(Day(d)));
+            // Every third day: every day of every month, and every year's digits.
+            next = d.checked_add(time::Duration::days(3));
+        }
+        let before = time::Date::from_calendar_date(-1, time::Month::March, 9).unwrap();
+        assert_eq!(
+            Day(before).to_string(),
+            "-001-03-09",
+            "outside 0000–9999 as before"
+        );
     }
 
     #[test]

@@ -258,7 +258,7 @@ pub async fn run(
         };
         let cpu = crate::bench::cpu_seconds_of(&pid.to_string()) - cpu;
         println!(
-            "import destinations ({pass}): {} rows ({:.0} MB) in {secs:.1} s, {:.0} rows/s; {} registered, {} changed, {} unchanged, {} NEET onsets; server peak memory {:.0} MB (at start {before:.0} MB); server CPU {:.0} µs a row",
+            "import destinations ({pass}): {} rows ({:.0} MB) in {secs:.1} s, {:.0} rows/s; {} registered, {} changed, {} unchanged, {} NEET onsets; server peak memory {:.0} MB (at start {before:.0} MB); server CPU {:.1} µs a row",
             summary["rows"],
             size as f64 / 1e6,
             rows as f64 / secs,

@@ -25,11 +25,13 @@ use pathway_core::identity::{self, Match, Scheme};
 use pathway_core::imports::{self, DestinationRow, RowError};
 use pathway_core::ssda903;
 use pathway_core::EventType;
+use pathway_log::people::PersonHasher;
 use pathway_projector::views::{self, HeldDestination};
 use pathway_projector::Projector;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use uuid::Uuid;
 
@@ -74,6 +76,14 @@ pub fn derived_id(parts: &[&str]) -> Uuid {
     uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
+/// The plan's sets and maps hash with the log's keyed mix ([`PersonHasher`]) rather than
+/// SipHash, which was a sixth of planning a repeated file's rows. Keyed, because rows say
+/// what they like: an agency must not be able to put every key in one bucket.
+type Hashed = BuildHasherDefault<PersonHasher>;
+/// `touch` keys: hashes of what rows look people up by.
+type Keys = HashSet<u64, Hashed>;
+type People = HashSet<Uuid, Hashed>;
+
 /// Who a row is about: someone known, or someone this import registers (by position).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Who {
@@ -92,9 +102,9 @@ struct Plan {
     /// (`touch`) of rows that register or link someone, and the people it records anything
     /// about. Chunks are planned before the two before them are projected (`Unprojected`,
     /// [`plan_beside`]).
-    matched: HashSet<Uuid>,
-    touched: HashSet<u64>,
-    changed: HashSet<Uuid>,
+    matched: People,
+    touched: Keys,
+    changed: People,
     summary: Summary,
 }
 
@@ -106,6 +116,24 @@ fn occurred(day: Day) -> String {
     format!("{day}T00:00:00Z")
 }
 
+/// Where a destination was said: at a log position, or by an earlier row's event in the same
+/// file. Written into the id of the event that replaces it, as the position's digits or the
+/// event id's hyphenated form.
+#[derive(Clone, Copy)]
+enum Said {
+    At(u64),
+    By(Uuid),
+}
+
+impl std::fmt::Display for Said {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Said::At(seq) => seq.fmt(f),
+            Said::By(id) => id.fmt(f),
+        }
+    }
+}
+
 /// A person's latest destination from this agency, and where it was said: its log position,
 /// or the id of an earlier row's event in the same file.
 #[derive(Clone)]
@@ -113,14 +141,14 @@ struct Before {
     activity_code: String,
     start: Day,
     ascertained: Day,
-    said_at: String,
+    said_at: Said,
     /// The file's line that said it, when it was this file.
     line: Option<usize>,
 }
 
 impl Before {
     /// What `row` says, as said at `said_at` by this file.
-    fn of(row: &DestinationRow, said_at: String) -> Before {
+    fn of(row: &DestinationRow, said_at: Said) -> Before {
         Before {
             activity_code: row.activity_code.clone(),
             start: row.start_date,
@@ -210,7 +238,7 @@ fn said_before(e: &pathway_log::Entry) -> Option<Before> {
             activity_code: d.activity_code,
             start: d.start_date,
             ascertained: d.date_ascertained,
-            said_at: e.record.seq.to_string(),
+            said_at: Said::At(e.record.seq),
             line: None,
         }),
         _ => None,
@@ -360,14 +388,14 @@ fn plan(
         registrations: Vec::new(),
         links: Vec::new(),
         events: Vec::new(),
-        matched: HashSet::new(),
-        touched: HashSet::new(),
-        changed: HashSet::new(),
+        matched: People::default(),
+        touched: Keys::default(),
+        changed: People::default(),
         summary: Summary::default(),
     };
     // Within one file: people registered by it, and each person's latest destination so far.
-    let mut new_by_id: HashMap<String, usize> = HashMap::new();
-    let mut latest: HashMap<Who, Option<Before>> = HashMap::new();
+    let mut new_by_id: HashMap<String, usize, Hashed> = HashMap::default();
+    let mut latest: HashMap<Who, Option<Before>, Hashed> = HashMap::default();
     let mut linked: BTreeSet<(Uuid, String)> = BTreeSet::new();
     let looked_up = look_up(p, agency, rows)?;
     let named = destinations_named(p, &looked_up)?;
@@ -454,20 +482,20 @@ fn plan(
         // projector's digest of the latest destination (`held`) tells so with one lookup.
         // Only a row that differs reads the log, at the position the index names (for the
         // NEET onset rule and the dates).
-        let before = match (latest.get(&who), who, held) {
+        let mut before = match (latest.get(&who), who, held) {
             (Some(l), _, _) => l.clone(),
             (None, Who::Known(_), HeldDestination::Same(seq)) => {
-                Some(Before::of(row, seq.to_string()))
+                Some(Before::of(row, Said::At(seq)))
             }
             (None, Who::Known(yp), HeldDestination::Other(seq)) => {
                 destination_at(p, agency, yp, seq, &named)?
             }
             (None, Who::Known(_), HeldDestination::Nothing) | (None, Who::New(_), _) => None,
         };
-        if let Some(b) = before.as_ref().filter(|b| b.is(row)) {
+        if let Some(mut b) = before.take_if(|b| b.is(row)) {
             summary.unchanged += 1;
-            let line = Some(row.line);
-            latest.insert(who, Some(Before { line, ..b.clone() }));
+            b.line = Some(row.line);
+            latest.insert(who, Some(b));
             continue;
         }
         // A destination is a dated fact: what was ascertained before the latest one held is
@@ -519,7 +547,7 @@ fn plan(
         // first one answered again by the log's idempotency (and so silently not recorded).
         let replaces = before
             .as_ref()
-            .map(|b| b.said_at.clone())
+            .map(|b| b.said_at.to_string())
             .unwrap_or_default();
         let id = derived_id(&[
             "destination.recorded",
@@ -559,7 +587,7 @@ fn plan(
             ));
             summary.neet_onsets += 1;
         }
-        latest.insert(who, Some(Before::of(row, id.to_string())));
+        latest.insert(who, Some(Before::of(row, Said::By(id))));
     }
     plan.summary = summary;
     Ok(plan)
@@ -776,6 +804,11 @@ async fn read_chunks<S, E>(
     let mut reader = imports::DestinationReader::default();
     let (mut pending, mut read, mut rejected) = (Vec::new(), 0, Vec::new());
     loop {
+        // Read on only once the importer has taken the chunk handed over last: otherwise a
+        // reader faster than the plan (a repeated file) holds a whole chunk more, waiting.
+        if tx.reserve().await.is_err() {
+            return;
+        }
         let piece = body.next().await;
         let done = piece.is_none();
         let parsed = match piece {
@@ -826,7 +859,8 @@ async fn read_chunks<S, E>(
 /// Imports a destinations file for `agency` as it arrives. The file is read and parsed a
 /// chunk ahead of the one being planned (two futures of one task: parsing goes on while the
 /// plan runs on a blocking thread), and a chunk is planned while the one before it is
-/// appended (a task of its own), so no more than four chunks are held.
+/// appended (a task of its own): three chunks are held, one appending, one being planned and
+/// one read ahead.
 pub async fn destinations<S, E>(
     state: &AppState,
     agency: &str,
@@ -925,9 +959,9 @@ struct Unprojected {
     /// The log's head before the chunk's appends: everything up to it must be projected.
     after: u64,
     /// `touch` keys of the rows that register or link someone.
-    keys: HashSet<u64>,
+    keys: Keys,
     /// People it records a destination or link for.
-    people: HashSet<Uuid>,
+    people: People,
 }
 
 /// Chunks a plan may run beside: the one being appended, and the one before it, which the
@@ -942,24 +976,23 @@ enum Planned {
 
 /// Adds what a row looks a person up by (its identifiers, and date of birth with name
 /// whether or not that is consulted), hashed: equal hashes only make the next chunk wait.
-fn touch(keys: &mut HashSet<u64>, row: &DestinationRow) {
-    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-    let hash = |parts: &[&str]| BuildHasherDefault::<DefaultHasher>::default().hash_one(parts);
-    keys.insert(hash(&["nccis", &row.nccis_id]));
+fn touch(keys: &mut Keys, row: &DestinationRow) {
+    let hash = |key: (&str, &str, Option<Day>)| Hashed::default().hash_one(key);
+    keys.insert(hash(("nccis", &row.nccis_id, None)));
     for (scheme, value) in [("uln", &row.uln), ("upn", &row.upn)] {
         if let Some(v) = value {
-            keys.insert(hash(&[scheme, v]));
+            keys.insert(hash((scheme, v, None)));
         }
     }
     if let Some(name) =
         identity::normalise_name(row.given_name.as_deref(), row.family_name.as_deref())
     {
-        keys.insert(hash(&["name", &row.date_of_birth.to_string(), &name]));
+        keys.insert(hash(("name", &name, Some(row.date_of_birth))));
     }
 }
 
-fn touched_by(rows: &[DestinationRow]) -> HashSet<u64> {
-    let mut keys = HashSet::with_capacity(rows.len() * 3);
+fn touched_by(rows: &[DestinationRow]) -> Keys {
+    let mut keys = Keys::with_capacity_and_hasher(rows.len() * 3, Default::default());
     for row in rows {
         touch(&mut keys, row);
     }
@@ -1377,4 +1410,51 @@ pub async fn looked_after(
         "looked-after list imported"
     );
     Ok(plan.summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use std::sync::Arc;
+
+    /// A file whose first piece is the header and one chunk's rows, and each later piece
+    /// another chunk's rows; and a count of the pieces taken from it.
+    fn pieces(chunks: usize, rows: usize) -> (Vec<bytes::Bytes>, Arc<AtomicUsize>) {
+        let row = |n: usize| format!("{:013},2008-05-01,230,2026-09-01,2026-09-20\n", n);
+        let mut all = vec![];
+        for c in 0..chunks {
+            let mut text = if c == 0 {
+                "YoungPersonsID,DOB,ActivityCode,StartDate,DateAscertained\n".to_owned()
+            } else {
+                String::new()
+            };
+            text.extend((0..rows).map(|r| row(c * rows + r)));
+            all.push(bytes::Bytes::from(text));
+        }
+        (all, Arc::new(AtomicUsize::new(0)))
+    }
+
+    #[test]
+    fn the_file_is_read_no_more_than_one_chunk_ahead_of_the_importer() {
+        let (all, taken) = pieces(4, 10);
+        let counted = taken.clone();
+        let body = futures::stream::iter(all).map(move |b| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(b)
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let chunk_rows = AtomicUsize::new(10);
+        let reading = read_chunks(body, &chunk_rows, tx);
+        futures::pin_mut!(reading);
+        futures::executor::block_on(async {
+            // The importer has taken nothing: one chunk waits to be taken, none is read.
+            assert!(futures::poll!(reading.as_mut()).is_pending());
+            assert_eq!(taken.load(Ordering::SeqCst), 1);
+            // Taking it lets exactly one more be read.
+            assert!(matches!(rx.recv().await, Some(Piece::Chunk { rows, .. }) if rows.len() == 10));
+            assert!(futures::poll!(reading.as_mut()).is_pending());
+            assert_eq!(taken.load(Ordering::SeqCst), 2);
+        });
+    }
 }

@@ -39,6 +39,7 @@
 use crate::disk::Disk;
 use crate::error::LogError;
 use crate::keys::{self, IdRecord, Indexed, INDEXED};
+use crate::people::PersonMap;
 use crate::run_file::{self, Run, Shape};
 use crate::sorted::{self, Manifest, RunError};
 use std::collections::HashMap;
@@ -104,7 +105,7 @@ fn find(run: &Run, id: &Uuid, buf: &mut Vec<u8>) -> Result<Option<IdRecord>, Log
 }
 
 struct State {
-    fresh: HashMap<Uuid, IdRecord>,
+    fresh: PersonMap<IdRecord>,
     /// In the order they were committed; an id is in at most one of them (or in two, both
     /// the same record, after a migration cut short), so the order does not matter.
     runs: Vec<Arc<Run>>,
@@ -189,7 +190,10 @@ impl Ids {
             disk,
             state: Mutex::new(State {
                 // Room for a run's worth and the group that overshoots it.
-                fresh: HashMap::with_capacity(per_run + per_run / 8),
+                fresh: PersonMap::with_capacity_and_hasher(
+                    per_run + per_run / 8,
+                    Default::default(),
+                ),
                 runs,
                 covered,
                 next_run,

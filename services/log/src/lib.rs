@@ -47,9 +47,17 @@ pub use verify::{VerifyError, VerifyReport};
 pub use writer::{Clock, NewEvent, Receipt};
 
 use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
+
+/// The threads a batch of reads is split over: the machine's cores. Asked once, because the
+/// standard library reads the cgroup's files to answer, which showed in profiles of imports
+/// that ask for every chunk.
+pub fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
 
 /// Tuning and injected dependencies.
 #[derive(Clone)]

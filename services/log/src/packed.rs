@@ -209,7 +209,7 @@ pub fn get_many(
         }
         Ok(out)
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::cores();
     let parts: Vec<Found> = if threads < 2 || asked.len() < 256 {
         vec![read(&order)?]
     } else {

@@ -1,5 +1,6 @@
 //! Maps keyed by young person, for the caches that hold up to `people_cached` people (the
-//! vault's unwrapped keys, the projector's policy states) and the indexer's versions.
+//! vault's unwrapped keys, the projector's policy states) and the indexer's versions; and,
+//! with the same hasher, the writer's maps of event ids and the import plan's sets.
 //!
 //! SipHash, the default, showed in profiles of paths that meet many people (rebuilds), so
 //! these maps hash a person's id with one multiply-and-shift mix a word. The mix is keyed

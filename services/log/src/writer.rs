@@ -12,12 +12,12 @@ use crate::error::{AppendError, LogError};
 use crate::ids::Ids;
 use crate::index::{self, Pending, Progress};
 use crate::keys::{self, IdRecord, Indexed};
+use crate::people::PersonMap;
 use crate::record::{Entry, Record, GENESIS};
 use crate::runs;
 use crate::vault::Vault;
 use pathway_core::catalogue::EventType;
 use pathway_core::envelope::Submitted;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use time::format_description::well_known::Rfc3339;
@@ -172,7 +172,7 @@ pub(crate) struct Writer {
     clock: Clock,
     durable: watch::Sender<u64>,
     /// Known versions; a cache of each person's last `s` key.
-    versions: HashMap<Uuid, u64>,
+    versions: PersonMap<u64>,
     vault: Arc<Vault>,
     people_cached: usize,
     /// What the indexer has been handed and not yet written.
@@ -190,11 +190,11 @@ struct Stage {
     /// Stored bytes of the new entries, in sequence order from the group's start.
     entries: Vec<Vec<u8>>,
     /// Person keys made for this stage's people, stored (wrapped) with its entries.
-    keys: HashMap<Uuid, [u8; 32]>,
+    keys: PersonMap<[u8; 32]>,
     /// The new entries' index records, for the `x` chunks and then the indexer.
     index: Vec<Indexed>,
-    ids: HashMap<Uuid, IdRecord>,
-    versions: HashMap<Uuid, u64>,
+    ids: PersonMap<IdRecord>,
+    versions: PersonMap<u64>,
     seq: u64,
     hash: [u8; 32],
 }
@@ -257,7 +257,7 @@ impl Writer {
             head,
             clock: parts.clock,
             durable: parts.durable,
-            versions: HashMap::new(),
+            versions: PersonMap::default(),
             vault: parts.vault,
             people_cached: parts.people_cached,
             pending: Pending::default(),

@@ -764,7 +764,7 @@ fn read_all(wanted: &[Wanted], keys: &[Vec<u8>]) -> Result<Vec<(usize, Uuid)>, P
         }
         Ok(found)
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = pathway_log::cores();
     if threads < 2 || wanted.len() < 256 {
         return read(wanted);
     }
