@@ -3,7 +3,10 @@
 //! already hold from that authority appended (registered, looked-after started or ceased,
 //! legal status and placement changes, care-leaver outcomes).
 
-use super::{append, caught_up, derived_id, identify_all, link, occurred, Claim, Who};
+use super::{
+    append, caught_up, derived_id, identifiers, identify_all, link, occurred, registration, Claim,
+    Newcomer, Who,
+};
 use crate::problem::{internal, HttpProblem, Problem};
 use crate::routes::AppState;
 use pathway_core::date::Day;
@@ -138,10 +141,10 @@ fn plan_list(
                     } else {
                         "date-of-birth-and-name"
                     };
-                    let mut ids = json!({"la_child_id": child.child});
-                    if let Some(u) = header.and_then(|h| h.upn.as_ref()) {
-                        ids["upn"] = json!(u);
-                    }
+                    let ids = identifiers(
+                        ("la_child_id", &child.child),
+                        &[("upn", header.and_then(|h| h.upn.as_ref()))],
+                    );
                     plan.links.push(link(agency, yp, ids, how, today));
                 }
                 Who::Known(yp)
@@ -173,28 +176,22 @@ fn plan_list(
                     reject(&mut summary, "header", h.line, "CHILD", "is new to the exchange, and registering needs the authority's la_code in the exchange's configuration");
                     continue;
                 };
-                let mut ids = json!({"la_child_id": child.child});
-                if let Some(u) = &h.upn {
-                    ids["upn"] = json!(u);
-                }
-                let mut data = json!({
-                    "date_of_birth": h.dob,
-                    "sex": h.sex,
-                    "identifiers": ids,
-                    "responsible_authority": code,
-                });
-                if let Some(g) = &h.given_name {
-                    data["given_name"] = json!(g);
-                }
-                if let Some(f) = &h.family_name {
-                    data["family_name"] = json!(f);
-                }
-                plan.registrations.push(json!({
-                    "id": derived_id(&["young-person.registered", agency, &child.child]),
-                    "type": "young-person.registered",
-                    "occurred_at": occurred(today),
-                    "data": data,
-                }));
+                plan.registrations.push(registration(
+                    agency,
+                    Newcomer {
+                        own_id: &child.child,
+                        identifiers: identifiers(
+                            ("la_child_id", &child.child),
+                            &[("upn", h.upn.as_ref())],
+                        ),
+                        date_of_birth: h.dob,
+                        sex: &h.sex,
+                        responsible_authority: code,
+                        given_name: h.given_name.as_ref(),
+                        family_name: h.family_name.as_ref(),
+                    },
+                    today,
+                ));
                 Who::New(plan.registrations.len() - 1)
             }
         };

@@ -188,6 +188,54 @@ fn link(agency: &str, yp: Uuid, ids: Value, how: &str, on: Day) -> Value {
     })
 }
 
+/// The identifiers an import records for a person: the agency's own (scheme and value),
+/// then the national ones its row gives, in that order (a link's id is derived from them).
+fn identifiers(own: (&str, &str), national: &[(&str, Option<&String>)]) -> Value {
+    let mut ids = serde_json::Map::new();
+    ids.insert(own.0.into(), json!(own.1));
+    for (scheme, value) in national {
+        if let Some(v) = value {
+            ids.insert((*scheme).into(), json!(v));
+        }
+    }
+    Value::Object(ids)
+}
+
+/// What a row says of someone new to the exchange.
+struct Newcomer<'a> {
+    /// The agency's own id for them: the registration's id is derived from it, so the same
+    /// file twice registers them once.
+    own_id: &'a str,
+    identifiers: Value,
+    date_of_birth: Day,
+    sex: &'a str,
+    responsible_authority: &'a str,
+    given_name: Option<&'a String>,
+    family_name: Option<&'a String>,
+}
+
+/// The `young-person.registered` envelope for a newcomer, as of `on`.
+fn registration(agency: &str, n: Newcomer, on: Day) -> Value {
+    let mut data = json!({
+        "date_of_birth": n.date_of_birth,
+        "sex": n.sex,
+        "identifiers": n.identifiers,
+        "responsible_authority": n.responsible_authority,
+    });
+    if let Some(g) = n.given_name {
+        data["given_name"] = json!(g);
+    }
+    if let Some(f) = n.family_name {
+        data["family_name"] = json!(f);
+    }
+    json!({
+        "id": derived_id(&["young-person.registered", agency, n.own_id]),
+        "type": "young-person.registered",
+        "occurred_at": occurred(on),
+        "data": data,
+    })
+}
+
 /// Batches of an import in flight at once. One at a time, the log writer waited while the
 /// recorder validated the next batch and the recorder waited for the writer's fsync; two
 /// keep both busy, one per core.

@@ -4,8 +4,8 @@
 //! rows that differ, the log at the position the projections name.
 
 use super::{
-    derived_id, identify_all, link, occurred, Claim, Hashed, Held, Identified, Keys, People,
-    Summary, Who,
+    derived_id, identifiers, identify_all, link, occurred, registration, Claim, Hashed, Held,
+    Identified, Keys, Newcomer, People, Summary, Who,
 };
 use crate::problem::{internal, HttpProblem};
 use pathway_core::codes;
@@ -89,6 +89,14 @@ impl Before {
             && self.start == row.start_date
             && self.ascertained == row.date_ascertained
     }
+}
+
+/// A destinations row's identifiers: its YoungPersonsID, then its ULN and UPN.
+fn row_identifiers(row: &DestinationRow) -> Value {
+    identifiers(
+        ("nccis_id", &row.nccis_id),
+        &[("uln", row.uln.as_ref()), ("upn", row.upn.as_ref())],
+    )
 }
 
 /// The latest destination `agency` recorded for a person, from their log stream.
@@ -258,13 +266,7 @@ pub(super) fn plan(
                     "date-of-birth-and-name"
                 };
                 if !own_id_known.contains(&yp) && linked.insert((yp, row.nccis_id.clone())) {
-                    let mut ids = json!({"nccis_id": row.nccis_id});
-                    if let Some(u) = &row.uln {
-                        ids["uln"] = json!(u);
-                    }
-                    if let Some(u) = &row.upn {
-                        ids["upn"] = json!(u);
-                    }
+                    let ids = row_identifiers(row);
                     plan.links
                         .push(link(agency, yp, ids, how, row.date_ascertained));
                     touch(&mut plan.touched, row);
@@ -293,32 +295,20 @@ pub(super) fn plan(
                         });
                         continue;
                     };
-                    let mut ids = json!({"nccis_id": row.nccis_id});
-                    if let Some(u) = &row.uln {
-                        ids["uln"] = json!(u);
-                    }
-                    if let Some(u) = &row.upn {
-                        ids["upn"] = json!(u);
-                    }
-                    let mut data = json!({
-                        "date_of_birth": row.date_of_birth,
-                        "sex": row.sex,
-                        "identifiers": ids,
-                        "responsible_authority": la,
-                    });
-                    if let Some(g) = &row.given_name {
-                        data["given_name"] = json!(g);
-                    }
-                    if let Some(f) = &row.family_name {
-                        data["family_name"] = json!(f);
-                    }
                     let i = plan.registrations.len();
-                    plan.registrations.push(json!({
-                        "id": derived_id(&["young-person.registered", agency, &row.nccis_id]),
-                        "type": "young-person.registered",
-                        "occurred_at": occurred(row.date_ascertained),
-                        "data": data,
-                    }));
+                    plan.registrations.push(registration(
+                        agency,
+                        Newcomer {
+                            own_id: &row.nccis_id,
+                            identifiers: row_identifiers(row),
+                            date_of_birth: row.date_of_birth,
+                            sex: &row.sex,
+                            responsible_authority: la,
+                            given_name: row.given_name.as_ref(),
+                            family_name: row.family_name.as_ref(),
+                        },
+                        row.date_ascertained,
+                    ));
                     new_by_id.insert(row.nccis_id.clone(), i);
                     touch(&mut plan.touched, row);
                     Who::New(i)
