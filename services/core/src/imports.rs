@@ -208,7 +208,7 @@ impl DestinationReader {
             let Some(header) = records.next() else {
                 return Ok(Rows::default());
             };
-            let columns = Columns::new(&header.cells);
+            let columns = Columns::new(header.cells);
             let missing = columns.missing(&REQUIRED);
             if !missing.is_empty() {
                 return Err(RowError {

@@ -37,8 +37,8 @@ pub struct Record {
 pub struct Columns(Vec<String>);
 
 impl Columns {
-    pub fn new(header: &[String]) -> Columns {
-        Columns(header.to_vec())
+    pub fn new(header: Vec<String>) -> Columns {
+        Columns(header)
     }
 
     /// The position of a column, by name, ignoring ASCII case. Of two columns with the same
@@ -62,8 +62,8 @@ impl Columns {
 /// A CSV file's header and records.
 #[derive(Debug, Clone)]
 pub struct Table {
+    /// The header, as read: its column names.
     columns: Columns,
-    pub header: Vec<String>,
     pub records: Vec<Record>,
 }
 
@@ -233,16 +233,19 @@ impl Table {
     /// Parses a whole file. `None` when it has no header line.
     pub fn parse(text: &str) -> Option<Table> {
         let mut all = records(text).into_iter();
-        let header = all.next()?.cells;
         Some(Table {
-            columns: Columns::new(&header),
-            header,
+            columns: Columns::new(all.next()?.cells),
             records: all.collect(),
         })
     }
 
     pub fn columns(&self) -> &Columns {
         &self.columns
+    }
+
+    /// The header's column names, as written (trimmed).
+    pub fn header(&self) -> &[String] {
+        &self.columns.0
     }
 
     /// The position of a column, by name, ignoring case.
@@ -401,7 +404,7 @@ mod tests {
             .iter()
             .map(|h| h.to_string())
             .collect();
-        let c = Columns::new(&header);
+        let c = Columns::new(header);
         assert_eq!(c.get("activitycode"), Some(0));
         assert_eq!(c.get("ACTIVITYCODE"), Some(0));
         assert_eq!(c.get("DOB"), Some(1));
@@ -415,7 +418,7 @@ mod tests {
     fn real_exports_are_read_whatever_their_habits() {
         let text = "\u{feff}Name , DOB,Extra\r\n\r\n\"Smith, Jo\",2008-01-01,x\r\n  Ann  ,\"2009-\r\n02-02\" ,\r\n\n\"O\"\"Neil\",2010-03-03\n";
         let t = Table::parse(text).unwrap();
-        assert_eq!(t.header, vec!["Name", "DOB", "Extra"]);
+        assert_eq!(t.header(), vec!["Name", "DOB", "Extra"]);
         assert_eq!(t.column("dob"), Some(1));
         let lines: Vec<usize> = t.records.iter().map(|r| r.line).collect();
         assert_eq!(lines, vec![3, 4, 7]);
