@@ -102,7 +102,7 @@ async fn destinations_are_matched_linked_registered_and_only_changes_appended() 
     assert_eq!(summary["unchanged"], 0);
     assert_eq!(
         summary["held_for_review"],
-        json!([{"line": 5, "nccis_id": "0000000000003", "candidates": 2}])
+        json!([{"line": 5, "nccis_id": "0000000000003", "candidates": 2, "reason": "date-of-birth-and-name"}])
     );
     let rejected: Vec<(u64, &str)> = summary["rejected"]
         .as_array()
@@ -942,4 +942,256 @@ async fn after_a_restart_a_file_sent_again_matches_everyone_it_registered() {
         "{v}"
     );
     assert_eq!(app.log.head(), head, "nothing appended");
+}
+
+/// A reviewer's decision on a held row, as the agency sends it.
+async fn decide(app: &TestApp, token: &str, decision: Value) -> (StatusCode, Value) {
+    let (s, _, v) = app
+        .request(
+            "POST",
+            "/v1/identity/review",
+            Some(token),
+            Some(decision.to_string().into_bytes()),
+        )
+        .await;
+    (s, v)
+}
+
+#[tokio::test]
+async fn a_reviewer_decides_who_a_held_row_is_about_among_those_the_agency_may_see() {
+    let app = spawn_app();
+    let first = register(&app, "Cara", "Double", "2008-08-08", json!({})).await;
+    let second = register(&app, "Cara", "Double", "2008-08-08", json!({})).await;
+    // Two twelve-year-olds: the careers service's flows do not reach them.
+    let young = register(&app, "Zed", "Young", "2014-01-01", json!({})).await;
+    register(&app, "Zed", "Young", "2014-01-01", json!({})).await;
+    let file =
+        "YoungPersonsID,DOB,GivenName,FamilyName,ActivityCode,StartDate,DateAscertained,LEACode\n\
+                0000000000003,2008-08-08,Cara,Double,230,2026-09-01,2026-09-22,878\n\
+                0000000000009,2014-01-01,Zed,Young,230,2026-09-01,2026-09-22,878\n";
+    let (_, summary) = import(&app, CAREERS, file).await;
+    assert_eq!(
+        summary["held_for_review"].as_array().unwrap().len(),
+        2,
+        "{summary}"
+    );
+    let (_, queue) = app.get(CAREERS, "/v1/identity/review").await;
+    let items = queue["items"].as_array().unwrap();
+    let cara = items
+        .iter()
+        .find(|i| i["nccis_id"] == "0000000000003")
+        .unwrap();
+    let mut visible: Vec<&str> = cara["visible_candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    visible.sort();
+    let mut both = [first.to_string(), second.to_string()];
+    both.sort();
+    assert_eq!(visible, both, "{cara}");
+    assert_eq!(cara["reason"], "date-of-birth-and-name");
+    let zed = items
+        .iter()
+        .find(|i| i["nccis_id"] == "0000000000009")
+        .unwrap();
+    assert_eq!(
+        (zed["candidates"].clone(), zed["visible_candidates"].clone()),
+        (json!(2), json!([])),
+        "counted, never named: {zed}"
+    );
+
+    // Refusals name the field, and say the same of a stranger and of a hidden candidate.
+    let head = app.log.head();
+    for who in [Uuid::new_v4(), young] {
+        let (s, v) = decide(
+            &app,
+            CAREERS,
+            json!({"nccis_id": if who == young { "0000000000009" } else { "0000000000003" }, "young_person": who}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert_eq!(v["errors"][0]["field"], "/young_person");
+        assert!(!v.to_string().contains(&second.to_string()));
+    }
+    let (s, v) = decide(
+        &app,
+        CAREERS,
+        json!({"nccis_id": "0000000000003", "la_child_id": "C1", "young_person": first}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, _) = decide(&app, CAREERS, json!({"nccis_id": "0000000000003"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = decide(
+        &app,
+        CAREERS,
+        json!({"nccis_id": "0000000000008", "young_person": first}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "not held");
+    let (s, _) = decide(
+        &app,
+        LA,
+        json!({"nccis_id": "0000000000003", "young_person": first}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "another agency's queue");
+    assert_eq!(app.log.head(), head, "no refusal appends anything");
+
+    // The decision links the careers service's id to the person chosen, and ends the hold.
+    let (s, decided) = decide(
+        &app,
+        CAREERS,
+        json!({"nccis_id": "0000000000003", "young_person": first}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{decided}");
+    assert_eq!(decided["young_person"], json!(first));
+    let (_, linked) = app
+        .get(LA, &format!("/v1/young-people/{first}/subject-access"))
+        .await;
+    let link = linked["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "identity.linked")
+        .expect("the link is in the person's record");
+    assert_eq!(
+        link["data"],
+        json!({"agency": "demo-careers", "identifiers": {"nccis_id": "0000000000003"}, "match": "reviewed"})
+    );
+    assert_eq!(
+        app.get(CAREERS, "/v1/young-people?nccis_id=0000000000003")
+            .await
+            .1["items"],
+        json!([{"young_person": first}])
+    );
+    let (_, queue) = app.get(CAREERS, "/v1/identity/review").await;
+    assert_eq!(
+        queue["items"].as_array().unwrap().len(),
+        1,
+        "only Zed is held: {queue}"
+    );
+    let (s, _) = decide(
+        &app,
+        CAREERS,
+        json!({"nccis_id": "0000000000003", "young_person": first}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "decided once");
+
+    // The file again: Cara's row now matches by the careers service's own id.
+    let (_, again) = import(&app, CAREERS, file).await;
+    assert_eq!(
+        (
+            again["changed"].clone(),
+            again["linked"].clone(),
+            again["registered"].clone()
+        ),
+        (json!(1), json!(0), json!(0)),
+        "{again}"
+    );
+    assert_eq!(again["held_for_review"][0]["nccis_id"], "0000000000009");
+    let (_, model) = app.get(CAREERS, &format!("/v1/young-people/{first}")).await;
+    assert_eq!(
+        model["education_employment"]["destination"]["activity_code"],
+        "230"
+    );
+    let (s, _) = app
+        .get(CAREERS, &format!("/v1/young-people/{second}"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, model) = app
+        .get(CAREERS, &format!("/v1/young-people/{second}"))
+        .await;
+    assert!(
+        model["education_employment"]["destination"].is_null(),
+        "{model}"
+    );
+}
+
+#[tokio::test]
+async fn a_row_whose_identifiers_name_different_people_cannot_be_settled_by_review() {
+    let app = spawn_app();
+    let by_upn = register(
+        &app,
+        "Ann",
+        "One",
+        "2008-01-01",
+        json!({"upn": "A123456789012"}),
+    )
+    .await;
+    register(
+        &app,
+        "Ann",
+        "Two",
+        "2008-01-01",
+        json!({"uln": "1234567890"}),
+    )
+    .await;
+    let file = "YoungPersonsID,DOB,GivenName,FamilyName,UniquePupilNumber,UniqueLearnerNo,ActivityCode,StartDate,DateAscertained\n\
+                0000000000001,2008-01-01,Ann,One,A123456789012,1234567890,230,2026-09-01,2026-09-22\n";
+    let (_, summary) = import(&app, CAREERS, file).await;
+    assert_eq!(
+        summary["held_for_review"][0]["reason"], "identifiers",
+        "{summary}"
+    );
+    let (s, v) = decide(
+        &app,
+        CAREERS,
+        json!({"nccis_id": "0000000000001", "young_person": by_upn}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::CONFLICT, Some("conflict")),
+        "{v}"
+    );
+    let (_, queue) = app.get(CAREERS, "/v1/identity/review").await;
+    assert_eq!(queue["items"].as_array().unwrap().len(), 1, "still held");
+}
+
+#[tokio::test]
+async fn a_looked_after_child_held_for_review_is_queued_and_decided() {
+    let app = spawn_app();
+    let first = register(&app, "Ida", "Same", "2009-03-03", json!({})).await;
+    register(&app, "Ida", "Same", "2009-03-03", json!({})).await;
+    let header = "CHILD,SEX,DOB,UPN,GIVEN_NAME,FAMILY_NAME\r\nC7007,F,03/03/2009,,Ida,Same\r\n";
+    let episodes = "CHILD,DECOM,RNE,LS,CIN,PLACE,PLACE_PROVIDER,DEC,REC,REASON_PLACE_CHANGE,HOME_POST,PL_POST,URN\r\n\
+        C7007,10/01/2025,S,C2,N1,U1,PR1,,,,,EX1 1AA,\r\n";
+    let files = [("header", header), ("episodes", episodes)];
+    let (_, summary) = upload(&app, LA, "", &files).await;
+    assert_eq!(
+        summary["held_for_review"],
+        json!([{"child": "C7007", "candidates": 2, "reason": "date-of-birth-and-name"}])
+    );
+    let (_, queue) = app.get(LA, "/v1/identity/review").await;
+    assert_eq!(queue["items"][0]["la_child_id"], "C7007", "{queue}");
+    assert_eq!(
+        queue["items"][0]["visible_candidates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (s, v) = decide(
+        &app,
+        LA,
+        json!({"la_child_id": "C7007", "young_person": first}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    let (_, again) = upload(&app, LA, "", &files).await;
+    assert_eq!(again["held_for_review"], json!([]), "{again}");
+    assert_eq!(
+        again["appended"],
+        json!({"looked-after.started": 1, "placement.changed": 1})
+    );
+    let (_, model) = app.get(LA, &format!("/v1/young-people/{first}")).await;
+    assert_eq!(model["care"]["looked_after"], true);
+    let (_, queue) = app.get(LA, "/v1/identity/review").await;
+    assert_eq!(queue["items"], json!([]));
 }

@@ -46,6 +46,7 @@ pub const TABLE: &[Rule] = &[
     rule("POST", "/v1/imports/looked-after", &[SV, MI, AA]),
     rule("POST", "/v1/imports/destinations", &[SV, MI, AA]),
     rule("GET", "/v1/identity/review", &[SV, MI, AA]),
+    rule("POST", "/v1/identity/review", &[SV, MI, AA]),
     rule("GET", "/v1/exports/destinations", &[SV, MI, AA]),
     rule("GET", "/v1/exports/looked-after", &[SV, MI, AA]),
     rule("POST", "/v1/webhooks", &[SV, DS, AA]),

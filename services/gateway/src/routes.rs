@@ -78,7 +78,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/young-people", get(find_young_people))
         .route("/v1/young-people/{id}", get(get_young_person))
         .route("/v1/imports/destinations", post(import_destinations))
-        .route("/v1/identity/review", get(get_identity_review))
+        .route(
+            "/v1/identity/review",
+            get(get_identity_review).post(post_identity_review),
+        )
         .route("/v1/imports/looked-after", post(import_looked_after))
         .route("/v1/webhooks", post(post_webhook).get(get_webhooks))
         .route("/v1/webhooks/dead-letters", get(get_dead_letters))
@@ -374,8 +377,33 @@ async fn get_identity_review(
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpProblem> {
     let agency = caller(&state, &headers)?.to_owned();
-    let items = crate::imports::review_queue(&state, &agency)?;
+    let reading = state.clone();
+    let items = blocking(move || crate::imports::review_queue(&reading, &agency)).await?;
     Ok(Json(json!({ "items": items })))
+}
+
+/// A reviewer decides who a held row is about: its identifier is linked to them.
+async fn post_identity_review(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpProblem> {
+    let agency = caller(&state, &headers)?.to_owned();
+    let decision: crate::imports::Decision = serde_json::from_slice(&body).map_err(|e| {
+        bad_request(
+            "",
+            format!(
+                "expected {{\"nccis_id\" or \"la_child_id\": ..., \"young_person\": ...}}: {e}"
+            ),
+        )
+    })?;
+    let decided = crate::imports::decide_review(&state, &agency, decision).await?;
+    let status = if decided.new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(decided.answer)).into_response())
 }
 
 #[derive(Deserialize)]

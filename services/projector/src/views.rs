@@ -170,6 +170,12 @@ pub fn read_model_and_destinations(
     }))
 }
 
+/// Whether the agency may see anything of the person now (the test [`read_model`] applies
+/// before it answers 404), without folding what it sees.
+pub fn may_see(p: &Projector, agency: &str, yp: Uuid) -> Result<bool, ProjectionError> {
+    Ok(seen_of(p, agency, yp)?.is_some())
+}
+
 /// What of a person's stream the agency may see, or `None` for nothing.
 fn seen_of(p: &Projector, agency: &str, yp: Uuid) -> Result<Option<Vec<Seen>>, ProjectionError> {
     let entries = p.log().read_person(yp)?;

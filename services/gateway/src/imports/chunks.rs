@@ -5,10 +5,11 @@
 //! chunk fails.
 
 use super::plan::{plan, touched_by, Plan};
-use super::review::record_review;
+use super::review::{record_review, Hold};
 use super::{append, caught_up, caught_up_to, failed, list, Keys, People, Summary};
 use crate::problem::{internal, HttpProblem, Problem};
 use crate::routes::AppState;
+use pathway_core::identity::Scheme;
 use pathway_core::imports::{self, DestinationRow, RowError};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -297,7 +298,17 @@ async fn append_plan(state: AppState, agency: String, plan: Plan) -> Result<Appe
         ..
     } = plan;
     let (registered, linked) = append(&state, &agency, registrations, &links, events).await?;
-    record_review(&state, &agency, &summary.held_for_review, &resolved)?;
+    let holds: Vec<Hold> = summary
+        .held_for_review
+        .iter()
+        .map(|h| Hold {
+            id: &h.nccis_id,
+            line: Some(h.line),
+            people: &h.people,
+            reason: h.reason,
+        })
+        .collect();
+    record_review(&state, &agency, Scheme::NccisId, &holds, &resolved)?;
     Ok(Appended {
         registered,
         linked,

@@ -3,9 +3,10 @@
 //! already hold from that authority appended (registered, looked-after started or ceased,
 //! legal status and placement changes, care-leaver outcomes).
 
+use super::review::{record_review, Hold};
 use super::{
     append, caught_up, derived_id, identifiers, identify_all, link, occurred, registration, Claim,
-    Newcomer, Who,
+    Doubt, Newcomer, Who,
 };
 use crate::problem::{internal, HttpProblem, Problem};
 use crate::routes::AppState;
@@ -39,9 +40,15 @@ pub struct ListSummary {
 pub struct HeldChild {
     pub child: String,
     pub candidates: usize,
+    pub reason: Doubt,
+    /// Who it could be: kept in the review queue, never listed to the agency as such.
+    #[serde(skip)]
+    people: Vec<Uuid>,
 }
 
 struct ListPlan {
+    /// Children matched or registered without doubt: any earlier hold on them is over.
+    resolved: Vec<String>,
     registrations: Vec<Value>,
     links: Vec<Value>,
     events: Vec<(Who, Value)>,
@@ -81,6 +88,7 @@ fn plan_list(
     mut summary: ListSummary,
 ) -> Result<ListPlan, HttpProblem> {
     let mut plan = ListPlan {
+        resolved: Vec::new(),
         registrations: Vec::new(),
         links: Vec::new(),
         events: Vec::new(),
@@ -153,6 +161,8 @@ fn plan_list(
                 summary.held_for_review.push(HeldChild {
                     child: child.child.clone(),
                     candidates: candidates.len(),
+                    reason: Doubt::of(&by_id),
+                    people: candidates,
                 });
                 continue;
             }
@@ -195,6 +205,7 @@ fn plan_list(
                 Who::New(plan.registrations.len() - 1)
             }
         };
+        plan.resolved.push(child.child.clone());
         let mut held = match who {
             Who::Known(yp) => held_by.get(&yp).cloned().unwrap_or_default(),
             Who::New(_) => BTreeSet::new(),
@@ -279,6 +290,18 @@ pub async fn looked_after(
     .map_err(internal)??;
     let (registered, linked) =
         append(state, agency, plan.registrations, &plan.links, plan.events).await?;
+    let holds: Vec<Hold> = plan
+        .summary
+        .held_for_review
+        .iter()
+        .map(|h| Hold {
+            id: &h.child,
+            line: None,
+            people: &h.people,
+            reason: h.reason,
+        })
+        .collect();
+    record_review(state, agency, Scheme::LaChildId, &holds, &plan.resolved)?;
     plan.summary.registered = registered;
     plan.summary.linked = linked;
     // As with destinations: once answered, the list's children can be looked up.

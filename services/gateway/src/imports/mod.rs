@@ -46,7 +46,7 @@ mod review;
 
 pub use chunks::{destinations, CHUNK_ROWS};
 pub use looked_after::{looked_after, HeldChild, ListSummary};
-pub use review::review_queue;
+pub use review::{decide_review, review_queue, Decision};
 
 /// What an import did, row by row in sum.
 #[derive(Debug, Default, Serialize)]
@@ -77,6 +77,35 @@ pub struct Held {
     pub line: usize,
     pub nccis_id: String,
     pub candidates: usize,
+    pub reason: Doubt,
+    /// Who it could be: kept in the review queue, never listed to the agency as such (it
+    /// may see only some of them).
+    #[serde(skip)]
+    pub(super) people: Vec<Uuid>,
+}
+
+/// Why a match is in doubt: it says whether a reviewer's decision can settle it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Doubt {
+    /// The row's identifiers are linked to different people. The record contradicts
+    /// itself, and only the agency can correct it: a reviewed link would be one more
+    /// identifier pointing somewhere.
+    Identifiers,
+    /// No identifier matched, and more than one person has the row's date of birth and
+    /// name. A reviewer who knows which one links the agency's identifier to them.
+    DateOfBirthAndName,
+}
+
+impl Doubt {
+    /// The doubt of an ambiguous match, from the people its identifiers found.
+    fn of(by_identifier: &BTreeSet<Uuid>) -> Doubt {
+        if by_identifier.len() > 1 {
+            Doubt::Identifiers
+        } else {
+            Doubt::DateOfBirthAndName
+        }
+    }
 }
 
 /// An id derived from what an event says (SHA-256 of its parts, v4-shaped), so that saying it

@@ -4,8 +4,8 @@
 //! rows that differ, the log at the position the projections name.
 
 use super::{
-    derived_id, identifiers, identify_all, link, occurred, registration, Claim, Hashed, Held,
-    Identified, Keys, Newcomer, People, Summary, Who,
+    derived_id, identifiers, identify_all, link, occurred, registration, Claim, Doubt, Hashed,
+    Held, Identified, Keys, Newcomer, People, Summary, Who,
 };
 use crate::problem::{internal, HttpProblem};
 use pathway_core::codes;
@@ -279,6 +279,8 @@ pub(super) fn plan(
                     line: row.line,
                     nccis_id: row.nccis_id.clone(),
                     candidates: candidates.len(),
+                    reason: Doubt::of(&by_id),
+                    people: candidates,
                 });
                 continue;
             }
