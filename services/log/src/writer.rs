@@ -18,6 +18,7 @@ use crate::runs;
 use crate::vault::Vault;
 use pathway_core::catalogue::EventType;
 use pathway_core::envelope::Submitted;
+use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use time::format_description::well_known::Rfc3339;
@@ -543,18 +544,16 @@ impl Writer {
             }
             let seq = stage.seq + 1;
             let version = current + 1;
-            let plain =
-                serde_json::value::to_raw_value(&s.data).expect("validated data serialises");
             // The erasure notice stays readable; everything else is sealed with the person's key.
             let data = if s.event_type == EventType::YoungPersonErased {
-                plain
+                RawValue::from_string(s.data.clone()).expect("validated data is JSON")
             } else {
                 let key = if minted {
                     self.new_key(yp, stage)?
                 } else {
                     self.person_key(yp, registering, index, group, stage)?
                 };
-                Vault::seal(&key, seq, &plain)
+                Vault::seal(&key, seq, s.data.as_bytes())
             };
             let record = Record {
                 seq,

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use pathway_bus::{Accepted, Answer, Handler, OwnEvents, Problem, Submission};
 use pathway_core::catalogue::Sources;
-use pathway_core::envelope::{validate, validate_owned, FieldError};
+use pathway_core::envelope::{validate, FieldError};
 use pathway_core::Agreements;
 use pathway_log::{AppendError, Log, NewEvent};
 use std::sync::Arc;
@@ -98,7 +98,9 @@ impl Handler for Recorder {
         let mut unsigned = Vec::new();
         for (i, env) in s.envelopes.into_iter().enumerate() {
             let prefix = pointer(s.batch, i, "");
-            match validate_owned(env) {
+            // The envelope is dropped here, on the caller's task, once validated: what the
+            // log needs of it, its data's text included, is in the `Submitted`.
+            match validate(&env) {
                 Err(errors) => invalid.extend(errors.into_iter().map(|e| e.under(&prefix))),
                 Ok(sub) if !sub.event_type.may_be_sourced_by(agency.kind) => {
                     forbidden.push(FieldError::new(
