@@ -78,6 +78,69 @@ fn random32(rng: &SystemRandom) -> Result<[u8; 32], LogError> {
     Ok(k)
 }
 
+/// Random bytes from the operating system, drawn a few KiB at a time. Every new person
+/// needs a key and a nonce to wrap it, and a `getrandom` call for each was a twentieth of
+/// the log writer's work on new people. Bytes are zeroed as they are handed out, so none
+/// is handed out twice and none lingers once used.
+struct Randomness {
+    rng: SystemRandom,
+    pool: Mutex<Pool>,
+}
+
+struct Pool {
+    bytes: [u8; POOL_BYTES],
+    /// Where the unused bytes start.
+    next: usize,
+}
+
+const POOL_BYTES: usize = 4096;
+
+impl Randomness {
+    fn new(rng: SystemRandom) -> Randomness {
+        Randomness {
+            rng,
+            pool: Mutex::new(Pool {
+                bytes: [0; POOL_BYTES],
+                next: POOL_BYTES,
+            }),
+        }
+    }
+
+    fn fill(&self, out: &mut [u8]) -> Result<(), LogError> {
+        if out.len() > POOL_BYTES {
+            return self.rng.fill(out).map_err(|_| storage("no randomness"));
+        }
+        let mut pool = self.pool.lock().expect("randomness lock");
+        if POOL_BYTES - pool.next < out.len() {
+            self.rng
+                .fill(&mut pool.bytes)
+                .map_err(|_| storage("no randomness"))?;
+            pool.next = 0;
+        }
+        let at = pool.next;
+        let drawn = &mut pool.bytes[at..at + out.len()];
+        out.copy_from_slice(drawn);
+        drawn.fill(0);
+        pool.next += out.len();
+        Ok(())
+    }
+}
+
+/// The current master, its key schedule made once for every key it wraps in one go.
+struct Master {
+    epoch: u32,
+    key: LessSafeKey,
+}
+
+impl State {
+    fn master(&self) -> Master {
+        Master {
+            epoch: self.current,
+            key: aead(&self.masters[&self.current]),
+        }
+    }
+}
+
 struct State {
     masters: BTreeMap<u32, [u8; 32]>,
     current: u32,
@@ -86,7 +149,7 @@ struct State {
 pub struct Vault {
     dir: PathBuf,
     tree: sled::Tree,
-    rng: SystemRandom,
+    rng: Randomness,
     state: Mutex<State>,
     /// Unwrapped person keys, by person.
     cache: RwLock<PersonMap<[u8; 32]>>,
@@ -154,7 +217,7 @@ impl Vault {
         Ok(Vault {
             dir: dir.to_owned(),
             tree,
-            rng,
+            rng: Randomness::new(rng),
             state: Mutex::new(State { masters, current }),
             cache: RwLock::new(PersonMap::default()),
             cap,
@@ -178,25 +241,26 @@ impl Vault {
 
     /// Wraps under the current master with a fresh random nonce (never reused under one key).
     fn wrap(
-        rng: &SystemRandom,
-        state: &State,
+        rng: &Randomness,
+        master: &Master,
         yp: Uuid,
         key: &[u8; 32],
     ) -> Result<Vec<u8>, LogError> {
-        let master = &state.masters[&state.current];
         let mut n = [0u8; 12];
-        rng.fill(&mut n).map_err(|_| storage("no randomness"))?;
-        let mut buf = key.to_vec();
-        aead(master)
-            .seal_in_place_append_tag(
+        rng.fill(&mut n)?;
+        let mut out = Vec::with_capacity(4 + 12 + 32 + ring::aead::MAX_TAG_LEN);
+        out.extend_from_slice(&master.epoch.to_be_bytes());
+        out.extend_from_slice(&n);
+        out.extend_from_slice(key);
+        let tag = master
+            .key
+            .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(n),
                 Aad::from(yp.as_bytes()),
-                &mut buf,
+                &mut out[16..],
             )
             .expect("sealing cannot fail");
-        let mut out = state.current.to_be_bytes().to_vec();
-        out.extend_from_slice(&n);
-        out.extend_from_slice(&buf);
+        out.extend_from_slice(tag.as_ref());
         Ok(out)
     }
 
@@ -253,7 +317,9 @@ impl Vault {
 
     /// A new key for a person, to [`Vault::store`] with the entries that use it.
     pub fn new_key(&self) -> Result<[u8; 32], LogError> {
-        random32(&self.rng)
+        let mut k = [0u8; 32];
+        self.rng.fill(&mut k)?;
+        Ok(k)
     }
 
     /// Stores new people's keys, wrapped under the current master. The writer calls this
@@ -263,9 +329,10 @@ impl Vault {
             return Ok(());
         }
         let state = self.state.lock().expect("vault lock");
+        let master = state.master();
         let mut wrapped = BTreeMap::new();
         for (yp, k) in keys {
-            wrapped.insert(*yp, Vault::wrap(&self.rng, &state, *yp, k)?);
+            wrapped.insert(*yp, Vault::wrap(&self.rng, &master, *yp, k)?);
         }
         put(&self.tree, wrapped)
     }
@@ -333,7 +400,7 @@ impl Vault {
         disk.flush()?;
         self.cache.write().expect("vault cache").remove(&yp);
         let next = state.current + 1;
-        let fresh = random32(&self.rng)?;
+        let fresh = random32(&self.rng.rng)?;
         write_secret(&master_path(&self.dir, next), &fresh)?;
         state.masters.insert(next, fresh);
         state.current = next;
@@ -358,13 +425,14 @@ impl Vault {
         // The same keys with every value re-wrapped: which key holds whom depends only on
         // who is held.
         let mut batch = sled::Batch::default();
+        let master = state.master();
         for kv in self.tree.scan_prefix([TAG]) {
             let (k, v) = kv?;
             let mut records = packed::decode(&v)?;
             for (person, wrapped) in &mut records {
                 let key = Vault::unwrap(state, *person, wrapped)
                     .ok_or_else(|| storage("a person key cannot be unwrapped during rotation"))?;
-                *wrapped = Vault::wrap(&self.rng, state, *person, &key)?;
+                *wrapped = Vault::wrap(&self.rng, &master, *person, &key)?;
             }
             batch.insert(k, packed::encode(&records));
         }
@@ -515,6 +583,26 @@ mod tests {
             .collect()
     }
 
+    /// Keys drawn from the pool are fresh across refills, and the pool keeps no copy.
+    #[test]
+    fn drawn_randomness_is_never_handed_out_twice_nor_kept() {
+        let r = Randomness::new(SystemRandom::new());
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 * POOL_BYTES / 32 {
+            let mut k = [0u8; 32];
+            r.fill(&mut k).unwrap();
+            assert_ne!(k, [0u8; 32]);
+            assert!(seen.insert(k), "a key drawn twice");
+            let pool = r.pool.lock().unwrap();
+            assert!(pool.bytes[..pool.next].iter().all(|b| *b == 0));
+        }
+        let mut odd = [0u8; 12];
+        r.fill(&mut odd).unwrap();
+        let mut large = vec![0u8; POOL_BYTES + 1];
+        r.fill(&mut large).unwrap();
+        assert!(large.iter().any(|b| *b != 0));
+    }
+
     /// Given stored keys, when one person is erased, then theirs is gone and everyone
     /// else's still opens after a restart, under the new master only.
     #[test]
@@ -577,11 +665,12 @@ mod tests {
         {
             let (v, _disk) = vault(dir.path());
             let state = v.state.lock().unwrap();
+            let master = state.master();
             for (yp, k) in &all {
                 let mut old = [OLD_PREFIX; 17];
                 old[1..].copy_from_slice(yp.as_bytes());
                 v.tree
-                    .insert(old, Vault::wrap(&v.rng, &state, *yp, k).unwrap())
+                    .insert(old, Vault::wrap(&v.rng, &master, *yp, k).unwrap())
                     .unwrap();
             }
             drop(state);
