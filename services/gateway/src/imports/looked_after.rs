@@ -5,7 +5,7 @@
 
 use super::review::{record_review, Hold};
 use super::{
-    append, caught_up, derived_id, identifiers, identify_all, link, occurred, registration, Claim,
+    append, caught_up, derived_id, envelope, identifiers, identify_all, link, registration, Claim,
     Doubt, Newcomer, Who,
 };
 use crate::problem::{internal, HttpProblem, Problem};
@@ -16,7 +16,7 @@ use pathway_core::imports::RowError;
 use pathway_core::ssda903;
 use pathway_projector::Projector;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
@@ -218,12 +218,12 @@ fn plan_list(
             }
             plan.events.push((
                 who,
-                json!({
-                    "id": derived_id(&[agency, &child.child, &key]),
-                    "type": ty.name(),
-                    "occurred_at": occurred(on),
-                    "data": data,
-                }),
+                envelope(
+                    derived_id(&[agency, &child.child, &key]),
+                    ty.name(),
+                    on,
+                    data,
+                ),
             ));
             *summary.appended.entry(ty.name().to_owned()).or_default() += 1;
             added += 1;

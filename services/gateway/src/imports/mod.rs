@@ -34,7 +34,7 @@ use pathway_log::people::PersonHasher;
 use pathway_projector::views::{self};
 use pathway_projector::Projector;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashSet};
 use std::hash::BuildHasherDefault;
 use uuid::Uuid;
@@ -206,25 +206,43 @@ fn identify_all(
         .collect())
 }
 
+/// An import's envelope, its data moved in. `json!` serialises each `Value` it is given
+/// into a new one, so building envelopes with it copied every event's data once more (a
+/// registration's identifiers twice): 2% of a new row's time.
+fn envelope(id: Uuid, event_type: &str, on: Day, data: Value) -> Value {
+    let mut e = Map::new();
+    e.insert("id".into(), Value::String(id.to_string()));
+    e.insert("type".into(), Value::String(event_type.to_owned()));
+    e.insert("occurred_at".into(), Value::String(occurred(on)));
+    e.insert("data".into(), data);
+    Value::Object(e)
+}
+
+/// A string for an envelope's data.
+fn text(s: impl Into<String>) -> Value {
+    Value::String(s.into())
+}
+
 /// The `identity.linked` event for a match found other than by the agency's own identifier.
 fn link(agency: &str, yp: Uuid, ids: Value, how: &str, on: Day) -> Value {
-    json!({
-        "id": derived_id(&["identity.linked", agency, &yp.to_string(), &ids.to_string()]),
-        "type": "identity.linked",
-        "young_person": yp,
-        "occurred_at": occurred(on),
-        "data": {"agency": agency, "identifiers": ids, "match": how},
-    })
+    let id = derived_id(&["identity.linked", agency, &yp.to_string(), &ids.to_string()]);
+    let mut data = Map::new();
+    data.insert("agency".into(), text(agency));
+    data.insert("identifiers".into(), ids);
+    data.insert("match".into(), text(how));
+    let mut e = envelope(id, "identity.linked", on, Value::Object(data));
+    e["young_person"] = text(yp.to_string());
+    e
 }
 
 /// The identifiers an import records for a person: the agency's own (scheme and value),
 /// then the national ones its row gives, in that order (a link's id is derived from them).
 fn identifiers(own: (&str, &str), national: &[(&str, Option<&String>)]) -> Value {
-    let mut ids = serde_json::Map::new();
-    ids.insert(own.0.into(), json!(own.1));
+    let mut ids = Map::new();
+    ids.insert(own.0.into(), text(own.1));
     for (scheme, value) in national {
         if let Some(v) = value {
-            ids.insert((*scheme).into(), json!(v));
+            ids.insert((*scheme).into(), text(v.as_str()));
         }
     }
     Value::Object(ids)
@@ -245,24 +263,22 @@ struct Newcomer<'a> {
 
 /// The `young-person.registered` envelope for a newcomer, as of `on`.
 fn registration(agency: &str, n: Newcomer, on: Day) -> Value {
-    let mut data = json!({
-        "date_of_birth": n.date_of_birth,
-        "sex": n.sex,
-        "identifiers": n.identifiers,
-        "responsible_authority": n.responsible_authority,
-    });
+    let mut data = Map::new();
+    data.insert("date_of_birth".into(), text(n.date_of_birth.to_string()));
+    data.insert("sex".into(), text(n.sex));
+    data.insert("identifiers".into(), n.identifiers);
+    data.insert(
+        "responsible_authority".into(),
+        text(n.responsible_authority),
+    );
     if let Some(g) = n.given_name {
-        data["given_name"] = json!(g);
+        data.insert("given_name".into(), text(g.as_str()));
     }
     if let Some(f) = n.family_name {
-        data["family_name"] = json!(f);
+        data.insert("family_name".into(), text(f.as_str()));
     }
-    json!({
-        "id": derived_id(&["young-person.registered", agency, n.own_id]),
-        "type": "young-person.registered",
-        "occurred_at": occurred(on),
-        "data": data,
-    })
+    let id = derived_id(&["young-person.registered", agency, n.own_id]);
+    envelope(id, "young-person.registered", on, Value::Object(data))
 }
 
 /// Batches of an import in flight at once. One at a time, the log writer waited while the

@@ -4,8 +4,8 @@
 //! rows that differ, the log at the position the projections name.
 
 use super::{
-    derived_id, identifiers, identify_all, link, occurred, registration, Claim, Doubt, Hashed,
-    Held, Identified, Keys, Newcomer, People, Summary, Who,
+    derived_id, envelope, identifiers, identify_all, link, occurred, registration, text, Claim,
+    Doubt, Hashed, Held, Identified, Keys, Newcomer, People, Summary, Who,
 };
 use crate::problem::{internal, HttpProblem};
 use pathway_core::codes;
@@ -16,7 +16,7 @@ use pathway_core::imports::{DestinationRow, RowError};
 use pathway_core::EventType;
 use pathway_projector::views::{self, HeldDestination};
 use pathway_projector::Projector;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use uuid::Uuid;
@@ -361,26 +361,28 @@ pub(super) fn plan(
         // The agency's own id for the person, whether or not the exchange knew them yet: a
         // row's event id must not change once its person is registered.
         let key = format!("nccis:{}", row.nccis_id);
-        let mut data = json!({
-            "activity_code": row.activity_code,
-            "start_date": row.start_date,
-            "date_ascertained": row.date_ascertained,
-        });
-        let mut establishment = serde_json::Map::new();
+        let mut data = Map::new();
+        data.insert("activity_code".into(), text(row.activity_code.as_str()));
+        data.insert("start_date".into(), text(row.start_date.to_string()));
+        data.insert(
+            "date_ascertained".into(),
+            text(row.date_ascertained.to_string()),
+        );
+        let mut establishment = Map::new();
         for (k, v) in [
             ("number", &row.establishment_number),
             ("name", &row.establishment_name),
             ("ukprn", &row.ukprn),
         ] {
             if let Some(v) = v {
-                establishment.insert(k.into(), json!(v));
+                establishment.insert(k.into(), text(v.as_str()));
             }
         }
         if !establishment.is_empty() {
-            data["establishment"] = Value::Object(establishment);
+            data.insert("establishment".into(), Value::Object(establishment));
         }
         if let Some(d) = row.due_to_lapse_date {
-            data["due_to_lapse_date"] = json!(d);
+            data.insert("due_to_lapse_date".into(), text(d.to_string()));
         }
         // What it replaces is part of the id: a file that says again what an earlier file
         // said, after the agency said something else in between, is a new event, not the
@@ -403,12 +405,12 @@ pub(super) fn plan(
         }
         plan.events.push((
             who,
-            json!({
-                "id": id,
-                "type": "destination.recorded",
-                "occurred_at": occurred(row.date_ascertained),
-                "data": data,
-            }),
+            envelope(
+                id,
+                "destination.recorded",
+                row.date_ascertained,
+                Value::Object(data),
+            ),
         ));
         summary.changed += 1;
         let was_eet = before
