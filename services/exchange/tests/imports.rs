@@ -946,15 +946,7 @@ async fn after_a_restart_a_file_sent_again_matches_everyone_it_registered() {
 
 /// A reviewer's decision on a held row, as the agency sends it.
 async fn decide(app: &TestApp, token: &str, decision: Value) -> (StatusCode, Value) {
-    let (s, _, v) = app
-        .request(
-            "POST",
-            "/v1/identity/review",
-            Some(token),
-            Some(decision.to_string().into_bytes()),
-        )
-        .await;
-    (s, v)
+    app.post_to("/v1/identity/review", token, &decision).await
 }
 
 #[tokio::test]

@@ -131,10 +131,15 @@ impl TestApp {
     }
 
     pub async fn post(&self, token: &str, body: &Value) -> (StatusCode, Value) {
+        self.post_to("/v1/events", token, body).await
+    }
+
+    /// A JSON body posted to `path`: status and answer.
+    pub async fn post_to(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
         let (s, _, v) = self
             .request(
                 "POST",
-                "/v1/events",
+                path,
                 Some(token),
                 Some(body.to_string().into_bytes()),
             )
