@@ -358,10 +358,7 @@ async fn find_young_people(
             views::lookup(&projector, scheme, scheme.scope(&agency), &value).map_err(internal)?;
         let mut items = Vec::new();
         for yp in found {
-            if views::read_model(&projector, &agency, yp)
-                .map_err(internal)?
-                .is_some()
-            {
+            if views::may_see(&projector, &agency, yp).map_err(internal)? {
                 items.push(json!({ "young_person": yp }));
             }
         }

@@ -72,12 +72,6 @@ fn unwrapped(state: &State, yp: Uuid, wrapped: &[u8]) -> Result<[u8; 32], LogErr
         .ok_or_else(|| storage("a person key cannot be unwrapped: is a master key missing?"))
 }
 
-fn random32(rng: &SystemRandom) -> Result<[u8; 32], LogError> {
-    let mut k = [0u8; 32];
-    rng.fill(&mut k).map_err(|_| storage("no randomness"))?;
-    Ok(k)
-}
-
 /// Random bytes from the operating system, drawn a few KiB at a time. Every new person
 /// needs a key and a nonce to wrap it, and a `getrandom` call for each was a twentieth of
 /// the log writer's work on new people. Bytes are zeroed as they are handed out, so none
@@ -123,6 +117,13 @@ impl Randomness {
         drawn.fill(0);
         pool.next += out.len();
         Ok(())
+    }
+
+    /// A new key (a person's or a master).
+    fn key(&self) -> Result<[u8; 32], LogError> {
+        let mut k = [0u8; 32];
+        self.fill(&mut k)?;
+        Ok(k)
     }
 }
 
@@ -191,7 +192,7 @@ fn destroy(path: &Path) -> Result<(), LogError> {
 
 impl Vault {
     pub fn open(dir: &Path, tree: sled::Tree, cap: usize) -> Result<Vault, LogError> {
-        let rng = SystemRandom::new();
+        let rng = Randomness::new(SystemRandom::new());
         let mut masters = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(storage)? {
             let path = entry.map_err(storage)?.path();
@@ -209,7 +210,7 @@ impl Vault {
             }
         }
         if masters.is_empty() {
-            let key = random32(&rng)?;
+            let key = rng.key()?;
             write_secret(&master_path(dir, 1), &key)?;
             masters.insert(1, key);
         }
@@ -217,7 +218,7 @@ impl Vault {
         Ok(Vault {
             dir: dir.to_owned(),
             tree,
-            rng: Randomness::new(rng),
+            rng,
             state: Mutex::new(State { masters, current }),
             cache: RwLock::new(PersonMap::default()),
             cap,
@@ -317,9 +318,7 @@ impl Vault {
 
     /// A new key for a person, to [`Vault::store`] with the entries that use it.
     pub fn new_key(&self) -> Result<[u8; 32], LogError> {
-        let mut k = [0u8; 32];
-        self.rng.fill(&mut k)?;
-        Ok(k)
+        self.rng.key()
     }
 
     /// Stores new people's keys, wrapped under the current master. The writer calls this
@@ -400,7 +399,7 @@ impl Vault {
         disk.flush()?;
         self.cache.write().expect("vault cache").remove(&yp);
         let next = state.current + 1;
-        let fresh = random32(&self.rng.rng)?;
+        let fresh = self.rng.key()?;
         write_secret(&master_path(&self.dir, next), &fresh)?;
         state.masters.insert(next, fresh);
         state.current = next;

@@ -5,8 +5,8 @@
 //! chunk fails.
 
 use super::plan::{plan, touched_by, Plan};
-use super::review::{record_review, Hold};
-use super::{append, caught_up, caught_up_to, failed, list, Keys, People, Summary};
+use super::review::record_review;
+use super::{append, caught_up, caught_up_to, failed, list, Held, Keys, People, Summary};
 use crate::problem::{internal, HttpProblem, Problem};
 use crate::routes::AppState;
 use pathway_core::identity::Scheme;
@@ -298,16 +298,7 @@ async fn append_plan(state: AppState, agency: String, plan: Plan) -> Result<Appe
         ..
     } = plan;
     let (registered, linked) = append(&state, &agency, registrations, &links, events).await?;
-    let holds: Vec<Hold> = summary
-        .held_for_review
-        .iter()
-        .map(|h| Hold {
-            id: &h.nccis_id,
-            line: Some(h.line),
-            people: &h.people,
-            reason: h.reason,
-        })
-        .collect();
+    let holds: Vec<_> = summary.held_for_review.iter().map(Held::hold).collect();
     record_review(&state, &agency, Scheme::NccisId, &holds, &resolved)?;
     Ok(Appended {
         registered,

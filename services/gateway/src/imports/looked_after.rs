@@ -5,8 +5,8 @@
 
 use super::review::{record_review, Hold};
 use super::{
-    append, caught_up, derived_id, envelope, identifiers, identify_all, link, registration, Claim,
-    Doubt, Newcomer, Who,
+    append, caught_up, derived_id, envelope, identifiers, identify_all, link, registration,
+    Candidates, Claim, Newcomer, Who,
 };
 use crate::problem::{internal, HttpProblem, Problem};
 use crate::routes::AppState;
@@ -39,13 +39,21 @@ pub struct ListSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct HeldChild {
     pub child: String,
-    pub candidates: usize,
-    pub reason: Doubt,
-    /// Who it could be: kept in the review queue, never listed to the agency as such.
-    #[serde(skip)]
-    people: Vec<Uuid>,
+    #[serde(flatten)]
+    pub candidates: Candidates,
 }
 
+impl HeldChild {
+    fn hold(&self) -> Hold<'_> {
+        Hold {
+            id: &self.child,
+            line: None,
+            candidates: &self.candidates,
+        }
+    }
+}
+
+#[derive(Default)]
 struct ListPlan {
     /// Children matched or registered without doubt: any earlier hold on them is over.
     resolved: Vec<String>,
@@ -87,13 +95,7 @@ fn plan_list(
     year_end: Day,
     mut summary: ListSummary,
 ) -> Result<ListPlan, HttpProblem> {
-    let mut plan = ListPlan {
-        resolved: Vec::new(),
-        registrations: Vec::new(),
-        links: Vec::new(),
-        events: Vec::new(),
-        summary: ListSummary::default(),
-    };
+    let mut plan = ListPlan::default();
     let reject =
         |summary: &mut ListSummary, file: &str, line: usize, column: &str, message: &str| {
             summary.rejected.push(RowError {
@@ -160,9 +162,7 @@ fn plan_list(
             Match::Ambiguous(candidates) => {
                 summary.held_for_review.push(HeldChild {
                     child: child.child.clone(),
-                    candidates: candidates.len(),
-                    reason: Doubt::of(&by_id),
-                    people: candidates,
+                    candidates: Candidates::of(candidates, &by_id),
                 });
                 continue;
             }
@@ -290,16 +290,11 @@ pub async fn looked_after(
     .map_err(internal)??;
     let (registered, linked) =
         append(state, agency, plan.registrations, &plan.links, plan.events).await?;
-    let holds: Vec<Hold> = plan
+    let holds: Vec<_> = plan
         .summary
         .held_for_review
         .iter()
-        .map(|h| Hold {
-            id: &h.child,
-            line: None,
-            people: &h.people,
-            reason: h.reason,
-        })
+        .map(HeldChild::hold)
         .collect();
     record_review(state, agency, Scheme::LaChildId, &holds, &plan.resolved)?;
     plan.summary.registered = registered;

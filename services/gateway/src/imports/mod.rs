@@ -76,12 +76,42 @@ fn is_zero(n: &usize) -> bool {
 pub struct Held {
     pub line: usize,
     pub nccis_id: String,
-    pub candidates: usize,
-    pub reason: Doubt,
-    /// Who it could be: kept in the review queue, never listed to the agency as such (it
-    /// may see only some of them).
-    #[serde(skip)]
-    pub(super) people: Vec<Uuid>,
+    #[serde(flatten)]
+    pub candidates: Candidates,
+}
+
+impl Held {
+    fn hold(&self) -> review::Hold<'_> {
+        review::Hold {
+            id: &self.nccis_id,
+            line: Some(self.line),
+            candidates: &self.candidates,
+        }
+    }
+}
+
+/// Who a held row could be and why it is in doubt. An import's answer counts the people
+/// (`candidates`) and never names them: the agency may see only some of them, and the
+/// review queue, which keeps them, lists only those.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidates {
+    #[serde(rename = "candidates", serialize_with = "count")]
+    people: Vec<Uuid>,
+    reason: Doubt,
+}
+
+impl Candidates {
+    /// An ambiguous match's people, and the people its identifiers found.
+    fn of(people: Vec<Uuid>, by_identifier: &BTreeSet<Uuid>) -> Candidates {
+        Candidates {
+            people,
+            reason: Doubt::of(by_identifier),
+        }
+    }
+}
+
+fn count<S: serde::Serializer>(people: &[Uuid], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(people.len() as u64)
 }
 
 /// Why a match is in doubt: it says whether a reviewer's decision can settle it.

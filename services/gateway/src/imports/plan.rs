@@ -4,8 +4,8 @@
 //! rows that differ, the log at the position the projections name.
 
 use super::{
-    derived_id, envelope, identifiers, identify_all, link, occurred, registration, text, Claim,
-    Doubt, Hashed, Held, Identified, Keys, Newcomer, People, Summary, Who,
+    derived_id, envelope, identifiers, identify_all, link, occurred, registration, text,
+    Candidates, Claim, Hashed, Held, Identified, Keys, Newcomer, People, Summary, Who,
 };
 use crate::problem::{internal, HttpProblem};
 use pathway_core::codes;
@@ -21,6 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use uuid::Uuid;
 
+#[derive(Default)]
 pub(super) struct Plan {
     /// Identifiers of rows matched without doubt: any earlier hold on them is over.
     pub(super) resolved: Vec<String>,
@@ -239,16 +240,7 @@ pub(super) fn plan(
     rows: &[DestinationRow],
     mut summary: Summary,
 ) -> Result<Plan, HttpProblem> {
-    let mut plan = Plan {
-        resolved: Vec::new(),
-        registrations: Vec::new(),
-        links: Vec::new(),
-        events: Vec::new(),
-        matched: People::default(),
-        touched: Keys::default(),
-        changed: People::default(),
-        summary: Summary::default(),
-    };
+    let mut plan = Plan::default();
     // Within one file: people registered by it, and each person's latest destination so far.
     let mut new_by_id: HashMap<String, usize, Hashed> = HashMap::default();
     let mut latest: HashMap<Who, Option<Before>, Hashed> = HashMap::default();
@@ -278,9 +270,7 @@ pub(super) fn plan(
                 summary.held_for_review.push(Held {
                     line: row.line,
                     nccis_id: row.nccis_id.clone(),
-                    candidates: candidates.len(),
-                    reason: Doubt::of(&by_id),
-                    people: candidates,
+                    candidates: Candidates::of(candidates, &by_id),
                 });
                 continue;
             }

@@ -8,7 +8,7 @@
 //! may see now (`visible_candidates`): the rest are counted, as the import's answer counts
 //! them, and cannot be chosen. Deny by default: a reviewer links to someone they can see.
 
-use super::{caught_up, link, Doubt};
+use super::{caught_up, link, Candidates, Doubt};
 use crate::problem::{internal, HttpProblem, Problem};
 use crate::routes::AppState;
 use pathway_core::date::Day;
@@ -25,8 +25,7 @@ pub(super) struct Hold<'a> {
     pub id: &'a str,
     /// The row's line, for a destinations file (a list's child spans rows of three files).
     pub line: Option<usize>,
-    pub people: &'a [Uuid],
-    pub reason: Doubt,
+    pub candidates: &'a Candidates,
 }
 
 /// One entry of the queue as stored: the agency's identifier under its scheme's name, and
@@ -99,9 +98,9 @@ pub(super) fn record_review(
             nccis_id,
             la_child_id,
             line: h.line,
-            candidates: h.people.len(),
-            reason: Some(h.reason),
-            people: h.people.to_vec(),
+            candidates: h.candidates.people.len(),
+            reason: Some(h.candidates.reason),
+            people: h.candidates.people.clone(),
             held_on: today,
         };
         batch.insert(
